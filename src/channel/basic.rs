@@ -1,0 +1,375 @@
+//! basic.* handlers: publish, consume, get, acknowledgements, qos, recover.
+
+use super::{requeue_grouped, Channel, ConnCtx, ConsumerEntry, Mode, Settle, TxAck, TxPublish};
+use crate::error::{AmqpError, AmqpResult};
+use crate::message::Message;
+use crate::protocol::codec::ShortStr;
+use crate::protocol::properties;
+use crate::queue::consumer::Consumer;
+use crate::queue::{ConsumeRefused, Queue};
+use amq_protocol::protocol::{basic as b, AMQPClass};
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::Arc;
+
+use super::content::Assembled;
+use super::unacked::Unacked;
+
+impl Channel {
+    pub(super) fn handle_basic(
+        &mut self,
+        m: b::AMQPMethod,
+        cx: &mut ConnCtx<'_>,
+    ) -> AmqpResult<()> {
+        match m {
+            b::AMQPMethod::Consume(c) => self.consume(c, cx),
+            b::AMQPMethod::Cancel(c) => {
+                self.cancel(c, cx);
+                Ok(())
+            }
+            b::AMQPMethod::Get(g) => self.get(g, cx),
+            b::AMQPMethod::Ack(a) => self.ack(a.delivery_tag, a.multiple, cx),
+            b::AMQPMethod::Nack(n) => self.reject(n.delivery_tag, n.multiple, n.requeue),
+            b::AMQPMethod::Reject(r) => self.reject(r.delivery_tag, false, r.requeue),
+            b::AMQPMethod::Recover(r) => {
+                self.recover(r.requeue)?;
+                self.reply(
+                    cx,
+                    AMQPClass::Basic(b::AMQPMethod::RecoverOk(b::RecoverOk {})),
+                );
+                Ok(())
+            }
+            b::AMQPMethod::RecoverAsync(r) => self.recover(r.requeue),
+            b::AMQPMethod::Qos(q) => self.qos(0, q.prefetch_count, q.global, cx),
+            other => Err(AmqpError::command_invalid(format_args!(
+                "unexpected basic method {other:?}"
+            ))),
+        }
+    }
+
+    pub(super) fn qos(
+        &mut self,
+        prefetch_size: u32,
+        count: u16,
+        global: bool,
+        cx: &mut ConnCtx<'_>,
+    ) -> AmqpResult<()> {
+        if prefetch_size != 0 {
+            return Err(AmqpError::not_implemented(format_args!(
+                "prefetch_size!=0 ({prefetch_size})"
+            )));
+        }
+        if global {
+            self.shared.global_prefetch.store(count as u32, SeqCst);
+            self.wake_consumers();
+        } else {
+            self.prefetch = count as u32;
+        }
+        self.reply(cx, AMQPClass::Basic(b::AMQPMethod::QosOk(b::QosOk {})));
+        Ok(())
+    }
+
+    /// A complete publish (method, header, body).
+    pub(super) fn publish(&mut self, a: Assembled, cx: &mut ConnCtx<'_>) -> AmqpResult<()> {
+        let Assembled {
+            publish: p,
+            properties,
+            body,
+        } = a;
+        let x = cx.vhost.existing_exchange(p.exchange.as_str())?;
+        if x.internal {
+            return Err(AmqpError::access_refused(format_args!(
+                "cannot publish to internal exchange '{}' in vhost '{}'",
+                x.name, cx.vhost.name
+            )));
+        }
+        let summary = properties::summary(&properties).unwrap_or_default();
+        if let Some(uid) = &summary.user_id {
+            if uid != cx.user {
+                return Err(AmqpError::precondition_failed(format_args!(
+                    "user_id property set to '{uid}' but authenticated user was '{}'",
+                    cx.user
+                )));
+            }
+        }
+        let headers = if summary.has_headers {
+            properties::headers(&properties)
+        } else {
+            None
+        };
+        let msg = Arc::new(Message {
+            exchange: p.exchange,
+            routing_key: p.routing_key,
+            properties,
+            body,
+        });
+        let mut routed = std::mem::take(&mut self.routed);
+        routed.clear();
+        cx.vhost
+            .route(&x, msg.routing_key.as_str(), headers.as_ref(), &mut routed);
+        if let Mode::Tx(state) = &mut self.mode {
+            state.publishes.push(TxPublish {
+                msg,
+                queues: routed,
+                mandatory: p.mandatory,
+            });
+            return Ok(());
+        }
+        self.deliver_published(msg, std::mem::take(&mut routed), p.mandatory, cx);
+        self.routed = routed;
+        Ok(())
+    }
+
+    /// Hands a routed message to its queues, returns it if unroutable and mandatory, and
+    /// counts the confirm.
+    pub(super) fn deliver_published(
+        &mut self,
+        msg: Arc<Message>,
+        mut queues: Vec<Arc<Queue>>,
+        mandatory: bool,
+        cx: &mut ConnCtx<'_>,
+    ) {
+        if queues.is_empty() {
+            if mandatory {
+                cx.out.basic_return(
+                    self.id,
+                    312,
+                    "NO_ROUTE",
+                    msg.exchange.as_bytes(),
+                    msg.routing_key.as_bytes(),
+                );
+                cx.out
+                    .content(self.id, &msg.properties, &msg.body, cx.frame_max);
+            }
+        } else {
+            for q in queues.drain(..) {
+                q.publish(msg.clone());
+            }
+        }
+        if let Mode::Confirm { seq, pending } = &mut self.mode {
+            *seq += 1;
+            *pending = Some(match *pending {
+                None => (*seq, *seq),
+                Some((first, _)) => (first, *seq),
+            });
+        }
+        if self.routed.capacity() < queues.capacity() {
+            self.routed = queues;
+        }
+    }
+
+    fn consume(&mut self, c: b::Consume, cx: &mut ConnCtx<'_>) -> AmqpResult<()> {
+        let q = cx.vhost.usable_queue(c.queue.as_str(), cx.conn_id)?;
+        let tag = if c.consumer_tag.as_str().is_empty() {
+            ShortStr::copy_from(&generated_name("amq.ctag-"))
+        } else {
+            ShortStr::copy_from(c.consumer_tag.as_str())
+        };
+        if self.consumers.contains_key(&tag) {
+            return Err(AmqpError::not_allowed(format_args!(
+                "attempt to reuse consumer tag '{}'",
+                tag.as_str()
+            )));
+        }
+        let consumer = Arc::new(Consumer::new(
+            tag.clone(),
+            c.no_ack,
+            c.exclusive,
+            c.arguments,
+            self.prefetch,
+            self.shared.clone(),
+            cx.tx.clone(),
+        ));
+        // consume-ok goes out before any delivery: deliveries travel through the
+        // connection's outbound queue, which is drained after this frame is written.
+        if !c.nowait {
+            self.reply(
+                cx,
+                AMQPClass::Basic(b::AMQPMethod::ConsumeOk(b::ConsumeOk {
+                    consumer_tag: tag.as_str().into(),
+                })),
+            );
+        }
+        self.consumers.insert(
+            tag.clone(),
+            ConsumerEntry {
+                consumer: consumer.clone(),
+                queue: q.clone(),
+                cancelling: false,
+            },
+        );
+        if let Err(ConsumeRefused::ExclusiveUse) = q.consume(consumer) {
+            self.consumers.remove(&tag);
+            return Err(AmqpError::access_refused(format_args!(
+                "queue '{}' in vhost '{}' in exclusive use",
+                q.name(),
+                cx.vhost.name
+            )));
+        }
+        Ok(())
+    }
+
+    fn cancel(&mut self, c: b::Cancel, cx: &mut ConnCtx<'_>) {
+        let tag = ShortStr::copy_from(c.consumer_tag.as_str());
+        match self.consumers.get_mut(&tag) {
+            Some(e) if !e.cancelling => {
+                e.cancelling = true;
+                let consumer = e.consumer.clone();
+                let queue = e.queue.clone();
+                if queue.cancel(&consumer) {
+                    cx.vhost.remove_queue(&queue);
+                }
+                let _ = cx.tx.send(crate::connection::outbound::Outbound::CancelOk {
+                    consumer,
+                    nowait: c.nowait,
+                });
+            }
+            Some(_) => {}
+            None => {
+                if !c.nowait {
+                    self.reply(
+                        cx,
+                        AMQPClass::Basic(b::AMQPMethod::CancelOk(b::CancelOk {
+                            consumer_tag: c.consumer_tag,
+                        })),
+                    );
+                }
+            }
+        }
+    }
+
+    fn get(&mut self, g: b::Get, cx: &mut ConnCtx<'_>) -> AmqpResult<()> {
+        let q = cx.vhost.usable_queue(g.queue.as_str(), cx.conn_id)?;
+        match q.get(g.no_ack) {
+            Some((m, remaining)) => {
+                let tag = self.next_tag;
+                self.next_tag += 1;
+                cx.out.basic_get_ok(
+                    self.id,
+                    tag,
+                    m.redelivered,
+                    m.msg.exchange.as_bytes(),
+                    m.msg.routing_key.as_bytes(),
+                    remaining,
+                );
+                cx.out
+                    .content(self.id, &m.msg.properties, &m.msg.body, cx.frame_max);
+                if !g.no_ack {
+                    self.unacked.push(Unacked {
+                        tag,
+                        queue: q,
+                        msg: m,
+                        consumer: None,
+                    });
+                }
+            }
+            None => self.reply(
+                cx,
+                AMQPClass::Basic(b::AMQPMethod::GetEmpty(b::GetEmpty {})),
+            ),
+        }
+        Ok(())
+    }
+
+    fn unknown_tag(tag: u64) -> AmqpError {
+        AmqpError::precondition_failed(format_args!("unknown delivery tag {tag}"))
+    }
+
+    pub(super) fn ack(
+        &mut self,
+        tag: u64,
+        multiple: bool,
+        _cx: &mut ConnCtx<'_>,
+    ) -> AmqpResult<()> {
+        let list = self
+            .unacked
+            .take(tag, multiple)
+            .ok_or_else(|| Self::unknown_tag(tag))?;
+        if let Mode::Tx(state) = &mut self.mode {
+            state.acks.push(TxAck::Ack(list));
+            return Ok(());
+        }
+        self.settle(list, Settle::Ack);
+        Ok(())
+    }
+
+    fn reject(&mut self, tag: u64, multiple: bool, requeue: bool) -> AmqpResult<()> {
+        let list = self
+            .unacked
+            .take(tag, multiple)
+            .ok_or_else(|| Self::unknown_tag(tag))?;
+        if let Mode::Tx(state) = &mut self.mode {
+            state.acks.push(TxAck::Reject(list, requeue));
+            return Ok(());
+        }
+        self.settle(
+            list,
+            if requeue {
+                Settle::Requeue
+            } else {
+                Settle::Drop
+            },
+        );
+        Ok(())
+    }
+
+    /// Ends deliveries: returns consumer credit, then acks, requeues or drops them.
+    pub(super) fn settle(&mut self, list: Vec<Unacked>, how: Settle) {
+        let mut wake: Vec<Arc<Queue>> = Vec::new();
+        for u in &list {
+            if let Some(c) = &u.consumer {
+                if c.settled() && !wake.iter().any(|q| Arc::ptr_eq(q, &u.queue)) {
+                    wake.push(u.queue.clone());
+                }
+            }
+        }
+        match how {
+            Settle::Requeue => requeue_grouped(list),
+            Settle::Ack | Settle::Drop => {
+                let mut run: Option<(Arc<Queue>, u64)> = None;
+                for u in list {
+                    match &mut run {
+                        Some((q, n)) if Arc::ptr_eq(q, &u.queue) => *n += 1,
+                        _ => {
+                            if let Some((q, n)) = run.take() {
+                                q.acked(n);
+                            }
+                            run = Some((u.queue, 1));
+                        }
+                    }
+                }
+                if let Some((q, n)) = run {
+                    q.acked(n);
+                }
+            }
+        }
+        for q in wake {
+            q.dispatch();
+        }
+        if self.shared.global_prefetch.load(SeqCst) != 0 {
+            self.wake_consumers();
+        }
+    }
+
+    fn recover(&mut self, requeue: bool) -> AmqpResult<()> {
+        if !requeue {
+            return Err(AmqpError::not_implemented(format_args!("requeue=false")));
+        }
+        let all = self.unacked.take_all();
+        self.settle(all, Settle::Requeue);
+        Ok(())
+    }
+}
+
+/// A server-generated name: prefix + 22 characters of URL-safe base64 over 128 random bits,
+/// the shape of RabbitMQ's `amq.gen-…` and `amq.ctag-…` names.
+pub(crate) fn generated_name(prefix: &str) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bits: u128 = rand::random();
+    let mut s = String::with_capacity(prefix.len() + 22);
+    s.push_str(prefix);
+    for i in 0..22 {
+        let idx = ((bits >> (i * 6)) & 63) as usize;
+        s.push(ALPHABET[idx] as char);
+    }
+    s
+}

@@ -1,0 +1,167 @@
+//! exchange.* and queue.* handlers: thin translations to [`crate::vhost::VHost`] calls.
+
+use super::basic::generated_name;
+use super::{Channel, ConnCtx};
+use crate::error::{AmqpError, AmqpResult};
+use crate::vhost::{ExchangeDeclare, QueueDeclare};
+use amq_protocol::protocol::{exchange as x, queue as q, AMQPClass};
+
+impl Channel {
+    pub(super) fn handle_exchange(
+        &mut self,
+        m: x::AMQPMethod,
+        cx: &mut ConnCtx<'_>,
+    ) -> AmqpResult<()> {
+        match m {
+            x::AMQPMethod::Declare(d) => {
+                let nowait = d.nowait;
+                cx.vhost.declare_exchange(&ExchangeDeclare {
+                    name: d.exchange.to_string(),
+                    kind: d.kind.to_string(),
+                    passive: d.passive,
+                    durable: d.durable,
+                    auto_delete: d.auto_delete,
+                    internal: d.internal,
+                    arguments: d.arguments,
+                })?;
+                if !nowait {
+                    self.reply(
+                        cx,
+                        AMQPClass::Exchange(x::AMQPMethod::DeclareOk(x::DeclareOk {})),
+                    );
+                }
+            }
+            x::AMQPMethod::Delete(d) => {
+                cx.vhost.delete_exchange(d.exchange.as_str(), d.if_unused)?;
+                if !d.nowait {
+                    self.reply(
+                        cx,
+                        AMQPClass::Exchange(x::AMQPMethod::DeleteOk(x::DeleteOk {})),
+                    );
+                }
+            }
+            x::AMQPMethod::Bind(bd) => {
+                cx.vhost.bind_exchange(
+                    bd.destination.as_str(),
+                    bd.source.as_str(),
+                    bd.routing_key.as_str(),
+                    &bd.arguments,
+                )?;
+                if !bd.nowait {
+                    self.reply(cx, AMQPClass::Exchange(x::AMQPMethod::BindOk(x::BindOk {})));
+                }
+            }
+            x::AMQPMethod::Unbind(u) => {
+                cx.vhost.unbind_exchange(
+                    u.destination.as_str(),
+                    u.source.as_str(),
+                    u.routing_key.as_str(),
+                    &u.arguments,
+                )?;
+                if !u.nowait {
+                    self.reply(
+                        cx,
+                        AMQPClass::Exchange(x::AMQPMethod::UnbindOk(x::UnbindOk {})),
+                    );
+                }
+            }
+            other => {
+                return Err(AmqpError::command_invalid(format_args!(
+                    "unexpected exchange method {other:?}"
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn handle_queue(
+        &mut self,
+        m: q::AMQPMethod,
+        cx: &mut ConnCtx<'_>,
+    ) -> AmqpResult<()> {
+        match m {
+            q::AMQPMethod::Declare(d) => {
+                let name = if d.queue.as_str().is_empty() && !d.passive {
+                    generated_name("amq.gen-")
+                } else {
+                    d.queue.to_string()
+                };
+                let nowait = d.nowait;
+                let (queue, _) = cx.vhost.declare_queue(
+                    &QueueDeclare {
+                        name,
+                        passive: d.passive,
+                        durable: d.durable,
+                        exclusive: d.exclusive,
+                        auto_delete: d.auto_delete,
+                        arguments: d.arguments,
+                    },
+                    cx.conn_id,
+                )?;
+                if !nowait {
+                    let (ready, _, consumers) = queue.stats();
+                    self.reply(
+                        cx,
+                        AMQPClass::Queue(q::AMQPMethod::DeclareOk(q::DeclareOk {
+                            queue: queue.name().into(),
+                            message_count: ready as u32,
+                            consumer_count: consumers as u32,
+                        })),
+                    );
+                }
+            }
+            q::AMQPMethod::Bind(bd) => {
+                cx.vhost.bind_queue(
+                    bd.queue.as_str(),
+                    bd.exchange.as_str(),
+                    bd.routing_key.as_str(),
+                    &bd.arguments,
+                    cx.conn_id,
+                )?;
+                if !bd.nowait {
+                    self.reply(cx, AMQPClass::Queue(q::AMQPMethod::BindOk(q::BindOk {})));
+                }
+            }
+            q::AMQPMethod::Unbind(u) => {
+                cx.vhost.unbind_queue(
+                    u.queue.as_str(),
+                    u.exchange.as_str(),
+                    u.routing_key.as_str(),
+                    &u.arguments,
+                    cx.conn_id,
+                )?;
+                self.reply(
+                    cx,
+                    AMQPClass::Queue(q::AMQPMethod::UnbindOk(q::UnbindOk {})),
+                );
+            }
+            q::AMQPMethod::Purge(p) => {
+                let queue = cx.vhost.usable_queue(p.queue.as_str(), cx.conn_id)?;
+                let n = queue.purge();
+                if !p.nowait {
+                    self.reply(
+                        cx,
+                        AMQPClass::Queue(q::AMQPMethod::PurgeOk(q::PurgeOk { message_count: n })),
+                    );
+                }
+            }
+            q::AMQPMethod::Delete(d) => {
+                let n =
+                    cx.vhost
+                        .delete_queue(d.queue.as_str(), d.if_unused, d.if_empty, cx.conn_id)?;
+                if !d.nowait {
+                    self.reply(
+                        cx,
+                        AMQPClass::Queue(q::AMQPMethod::DeleteOk(q::DeleteOk { message_count: n })),
+                    );
+                }
+            }
+            other => {
+                return Err(AmqpError::command_invalid(format_args!(
+                    "unexpected queue method {other:?}"
+                )))
+            }
+        }
+        Ok(())
+    }
+}

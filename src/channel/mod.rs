@@ -1,0 +1,437 @@
+//! A channel: plain state owned by its connection task (no task per channel).
+//!
+//! It owns the content assembler, the consumers it created, its unacknowledged deliveries
+//! (in tag order), its prefetch settings and its confirm/transaction mode. Handlers get the
+//! connection's output buffer and vhost through [`ConnCtx`] and return an [`AmqpError`] to
+//! close the channel or the connection.
+
+mod basic;
+pub mod content;
+mod declare;
+pub mod unacked;
+
+use crate::broker::Broker;
+use crate::connection::outbound::ConnSender;
+use crate::error::{AmqpError, AmqpResult};
+use crate::protocol::codec::{ContentHeader, Method, ShortStr};
+use crate::protocol::encode::OutBuf;
+use crate::queue::consumer::{ChannelShared, Consumer};
+use crate::queue::{Queue, QueuedMessage};
+use crate::vhost::VHost;
+use amq_protocol::protocol::{access, basic as b, channel as c, confirm, tx, AMQPClass};
+use bytes::Bytes;
+use content::Assembler;
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::Arc;
+use unacked::{Unacked, UnackedMap};
+
+/// What a channel handler may touch of its connection.
+#[derive(Debug)]
+pub struct ConnCtx<'a> {
+    pub out: &'a mut OutBuf,
+    pub broker: &'a Arc<Broker>,
+    pub vhost: &'a Arc<VHost>,
+    pub conn_id: u64,
+    pub user: &'a str,
+    pub frame_max: u32,
+    pub tx: &'a ConnSender,
+    /// The client advertised `consumer_cancel_notify`.
+    pub cancel_notify: bool,
+}
+
+#[derive(Debug)]
+struct ConsumerEntry {
+    consumer: Arc<Consumer>,
+    queue: Arc<Queue>,
+    /// basic.cancel seen; cancel-ok is queued behind in-flight deliveries.
+    cancelling: bool,
+}
+
+/// A publish routed inside a transaction, delivered at commit.
+#[derive(Debug)]
+struct TxPublish {
+    msg: Arc<crate::message::Message>,
+    queues: Vec<Arc<Queue>>,
+    mandatory: bool,
+}
+
+#[derive(Debug)]
+enum TxAck {
+    Ack(Vec<Unacked>),
+    Reject(Vec<Unacked>, bool),
+}
+
+#[derive(Debug, Default)]
+struct TxState {
+    publishes: Vec<TxPublish>,
+    acks: Vec<TxAck>,
+}
+
+#[derive(Debug)]
+enum Mode {
+    Normal,
+    /// Publisher confirms: the last sequence number assigned and the confirms not yet sent
+    /// (first, last), coalesced into one `basic.ack multiple` per batch of input.
+    Confirm {
+        seq: u64,
+        pending: Option<(u64, u64)>,
+    },
+    Tx(TxState),
+}
+
+#[derive(Debug)]
+pub struct Channel {
+    pub id: u16,
+    pub shared: Arc<ChannelShared>,
+    /// We sent channel.close and wait for close-ok; everything else is discarded.
+    pub closing: bool,
+    assembler: Assembler,
+    consumers: HashMap<ShortStr, ConsumerEntry>,
+    next_tag: u64,
+    unacked: UnackedMap,
+    /// basic.qos global=false: prefetch for consumers created from now on.
+    prefetch: u32,
+    mode: Mode,
+    routed: Vec<Arc<Queue>>,
+}
+
+impl Channel {
+    pub fn new(id: u16) -> Channel {
+        Channel {
+            id,
+            shared: Arc::new(ChannelShared::new(id)),
+            closing: false,
+            assembler: Assembler::default(),
+            consumers: HashMap::new(),
+            next_tag: 1,
+            unacked: UnackedMap::default(),
+            prefetch: 0,
+            mode: Mode::Normal,
+            routed: Vec::new(),
+        }
+    }
+
+    fn reply(&self, cx: &mut ConnCtx<'_>, class: AMQPClass) {
+        cx.out.method(self.id, class);
+    }
+
+    /// Handles a method frame for this channel.
+    pub fn handle_method(&mut self, m: Method, cx: &mut ConnCtx<'_>) -> AmqpResult<()> {
+        self.assembler.check_method()?;
+        match m {
+            Method::Publish(p) => {
+                if p.immediate {
+                    return Err(AmqpError::not_implemented(format_args!("immediate=true")));
+                }
+                self.assembler.start(p);
+                Ok(())
+            }
+            Method::Ack {
+                delivery_tag,
+                multiple,
+            } => self.ack(delivery_tag, multiple, cx),
+            Method::Qos {
+                prefetch_size,
+                prefetch_count,
+                global,
+            } => self.qos(prefetch_size, prefetch_count, global, cx),
+            Method::Other(class) => self.handle_class(*class, cx),
+        }
+    }
+
+    fn handle_class(&mut self, class: AMQPClass, cx: &mut ConnCtx<'_>) -> AmqpResult<()> {
+        match class {
+            AMQPClass::Basic(m) => self.handle_basic(m, cx),
+            AMQPClass::Exchange(m) => self.handle_exchange(m, cx),
+            AMQPClass::Queue(m) => self.handle_queue(m, cx),
+            AMQPClass::Channel(c::AMQPMethod::Flow(f)) => {
+                self.shared.active.store(f.active, SeqCst);
+                self.reply(
+                    cx,
+                    AMQPClass::Channel(c::AMQPMethod::FlowOk(c::FlowOk { active: f.active })),
+                );
+                if f.active {
+                    self.wake_consumers();
+                }
+                Ok(())
+            }
+            AMQPClass::Channel(c::AMQPMethod::FlowOk(_)) => Ok(()),
+            AMQPClass::Channel(c::AMQPMethod::Open(_)) => Err(AmqpError::channel_error(
+                format_args!("second 'channel.open' seen"),
+            )
+            .with_method(20, 10)),
+            AMQPClass::Access(access::AMQPMethod::Request(_)) => {
+                self.reply(
+                    cx,
+                    AMQPClass::Access(access::AMQPMethod::RequestOk(access::RequestOk {})),
+                );
+                Ok(())
+            }
+            AMQPClass::Confirm(confirm::AMQPMethod::Select(s)) => {
+                match self.mode {
+                    Mode::Tx(_) => {
+                        return Err(AmqpError::precondition_failed(format_args!(
+                            "cannot switch from tx to confirm mode"
+                        )))
+                    }
+                    Mode::Normal => {
+                        self.mode = Mode::Confirm {
+                            seq: 0,
+                            pending: None,
+                        }
+                    }
+                    Mode::Confirm { .. } => {}
+                }
+                if !s.nowait {
+                    self.reply(
+                        cx,
+                        AMQPClass::Confirm(confirm::AMQPMethod::SelectOk(confirm::SelectOk {})),
+                    );
+                }
+                Ok(())
+            }
+            AMQPClass::Tx(m) => self.handle_tx(m, cx),
+            other => Err(AmqpError::command_invalid(format_args!(
+                "unexpected method (class {}, method {}) on channel",
+                other.get_amqp_class_id(),
+                other.get_amqp_method_id()
+            ))),
+        }
+    }
+
+    fn handle_tx(&mut self, m: tx::AMQPMethod, cx: &mut ConnCtx<'_>) -> AmqpResult<()> {
+        match m {
+            tx::AMQPMethod::Select(_) => {
+                match self.mode {
+                    Mode::Confirm { .. } => {
+                        return Err(AmqpError::precondition_failed(format_args!(
+                            "cannot switch from confirm to tx mode"
+                        )))
+                    }
+                    Mode::Normal => self.mode = Mode::Tx(TxState::default()),
+                    Mode::Tx(_) => {}
+                }
+                self.reply(cx, AMQPClass::Tx(tx::AMQPMethod::SelectOk(tx::SelectOk {})));
+                Ok(())
+            }
+            tx::AMQPMethod::Commit(_) => {
+                let Mode::Tx(state) = &mut self.mode else {
+                    return Err(AmqpError::precondition_failed(format_args!(
+                        "channel is not transactional"
+                    )));
+                };
+                let state = std::mem::take(state);
+                for p in state.publishes {
+                    self.deliver_published(p.msg, p.queues, p.mandatory, cx);
+                }
+                for a in state.acks {
+                    match a {
+                        TxAck::Ack(list) => self.settle(list, Settle::Ack),
+                        TxAck::Reject(list, requeue) => self.settle(
+                            list,
+                            if requeue {
+                                Settle::Requeue
+                            } else {
+                                Settle::Drop
+                            },
+                        ),
+                    }
+                }
+                self.reply(cx, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})));
+                Ok(())
+            }
+            tx::AMQPMethod::Rollback(_) => {
+                let Mode::Tx(state) = &mut self.mode else {
+                    return Err(AmqpError::precondition_failed(format_args!(
+                        "channel is not transactional"
+                    )));
+                };
+                let state = std::mem::take(state);
+                for a in state.acks {
+                    match a {
+                        TxAck::Ack(list) | TxAck::Reject(list, _) => self.unacked.restore(list),
+                    }
+                }
+                self.reply(
+                    cx,
+                    AMQPClass::Tx(tx::AMQPMethod::RollbackOk(tx::RollbackOk {})),
+                );
+                Ok(())
+            }
+            other => Err(AmqpError::command_invalid(format_args!(
+                "unexpected tx method {other:?}"
+            ))),
+        }
+    }
+
+    /// A content header frame for this channel.
+    pub fn handle_header(&mut self, h: ContentHeader, cx: &mut ConnCtx<'_>) -> AmqpResult<()> {
+        if let Some(m) = self
+            .assembler
+            .header(h, cx.broker.config.max_message_size)?
+        {
+            self.publish(m, cx).map_err(|e| e.with_method(60, 40))?;
+        }
+        Ok(())
+    }
+
+    /// A content body frame for this channel.
+    pub fn handle_body(&mut self, body: Bytes, cx: &mut ConnCtx<'_>) -> AmqpResult<()> {
+        if let Some(m) = self.assembler.body(body)? {
+            self.publish(m, cx).map_err(|e| e.with_method(60, 40))?;
+        }
+        Ok(())
+    }
+
+    /// Sends the coalesced publisher confirms. Called after each batch of input.
+    pub fn flush_confirms(&mut self, out: &mut OutBuf) {
+        if let Mode::Confirm {
+            pending: pending @ Some(_),
+            ..
+        } = &mut self.mode
+        {
+            if let Some((first, last)) = pending.take() {
+                out.basic_ack(self.id, last, first != last);
+            }
+        }
+    }
+
+    /// A delivery from one of this channel's consumers' queues.
+    pub fn deliver(
+        &mut self,
+        consumer: Arc<Consumer>,
+        queue: Arc<Queue>,
+        m: QueuedMessage,
+        cx: &mut ConnCtx<'_>,
+    ) {
+        let live = !self.closing
+            && self
+                .consumers
+                .get(&consumer.tag)
+                .is_some_and(|e| Arc::ptr_eq(&e.consumer, &consumer));
+        if !live {
+            consumer.unreserve();
+            queue.return_undelivered(m, !consumer.no_ack);
+            return;
+        }
+        let tag = self.next_tag;
+        self.next_tag += 1;
+        let msg = &m.msg;
+        cx.out.basic_deliver(
+            self.id,
+            consumer.tag.as_bytes(),
+            tag,
+            m.redelivered,
+            msg.exchange.as_bytes(),
+            msg.routing_key.as_bytes(),
+        );
+        cx.out
+            .content(self.id, &msg.properties, &msg.body, cx.frame_max);
+        let wake = consumer.written();
+        if !consumer.no_ack {
+            self.unacked.push(Unacked {
+                tag,
+                queue: queue.clone(),
+                msg: m,
+                consumer: Some(consumer),
+            });
+        }
+        if wake {
+            queue.dispatch();
+        }
+    }
+
+    /// The queue of one of our consumers was deleted.
+    pub fn server_cancel(&mut self, consumer: Arc<Consumer>, cx: &mut ConnCtx<'_>) {
+        let ours = self
+            .consumers
+            .get(&consumer.tag)
+            .is_some_and(|e| Arc::ptr_eq(&e.consumer, &consumer));
+        if !ours || self.closing {
+            return;
+        }
+        self.consumers.remove(&consumer.tag);
+        if cx.cancel_notify {
+            self.reply(
+                cx,
+                AMQPClass::Basic(b::AMQPMethod::Cancel(b::Cancel {
+                    consumer_tag: consumer.tag.as_str().into(),
+                    nowait: true,
+                })),
+            );
+        }
+    }
+
+    /// basic.cancel-ok, now that earlier deliveries were written.
+    pub fn cancel_ok(&mut self, consumer: Arc<Consumer>, nowait: bool, cx: &mut ConnCtx<'_>) {
+        if self
+            .consumers
+            .get(&consumer.tag)
+            .is_some_and(|e| Arc::ptr_eq(&e.consumer, &consumer))
+        {
+            self.consumers.remove(&consumer.tag);
+        }
+        if !nowait && !self.closing {
+            self.reply(
+                cx,
+                AMQPClass::Basic(b::AMQPMethod::CancelOk(b::CancelOk {
+                    consumer_tag: consumer.tag.as_str().into(),
+                })),
+            );
+        }
+    }
+
+    /// Releases everything the channel holds: consumers leave their queues (auto-delete
+    /// queues may go), unacknowledged and uncommitted-acked messages go back to their queues.
+    pub fn release(&mut self, vhost: &VHost) {
+        for (_, e) in self.consumers.drain() {
+            if e.queue.cancel(&e.consumer) {
+                vhost.remove_queue(&e.queue);
+            }
+        }
+        let mut all = self.unacked.take_all();
+        if let Mode::Tx(state) = &mut self.mode {
+            for a in std::mem::take(&mut state.acks) {
+                match a {
+                    TxAck::Ack(list) | TxAck::Reject(list, _) => all.extend(list),
+                }
+            }
+            all.sort_by_key(|u| u.tag);
+        }
+        requeue_grouped(all);
+        self.assembler = Assembler::default();
+    }
+
+    /// Asks the queues of consumers that waited for credit to dispatch again.
+    fn wake_consumers(&self) {
+        for e in self.consumers.values() {
+            if e.consumer.unblock() {
+                e.queue.dispatch();
+            }
+        }
+    }
+}
+
+/// How settled deliveries end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settle {
+    Ack,
+    Requeue,
+    /// Rejected without requeue: dropped (dead-lettering comes with the extensions).
+    Drop,
+}
+
+/// Requeues deliveries to their queues, one call per run of the same queue.
+fn requeue_grouped(list: Vec<Unacked>) {
+    let mut groups: Vec<(Arc<Queue>, Vec<QueuedMessage>)> = Vec::new();
+    for u in list {
+        match groups.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &u.queue)) {
+            Some((_, v)) => v.push(u.msg),
+            None => groups.push((u.queue, vec![u.msg])),
+        }
+    }
+    for (q, msgs) in groups {
+        q.requeue(msgs);
+    }
+}

@@ -1,0 +1,32 @@
+//! Commands sent *to* a connection task by other tasks (queues delivering, a queue being
+//! deleted, the connection itself keeping order). Everything a connection writes that was
+//! caused elsewhere arrives here, so frames for one channel leave in the order they were
+//! decided.
+
+use crate::queue::consumer::Consumer;
+use crate::queue::{Queue, QueuedMessage};
+use std::sync::Arc;
+use tokio::sync::mpsc;
+
+#[derive(Debug)]
+pub enum Outbound {
+    /// Deliver a message to a consumer of this connection. Credit was already reserved.
+    Deliver {
+        consumer: Arc<Consumer>,
+        queue: Arc<Queue>,
+        msg: QueuedMessage,
+    },
+    /// The consumer's queue was deleted: tell the client (basic.cancel) if it asked to be told.
+    ServerCancel { consumer: Arc<Consumer> },
+    /// basic.cancel-ok, queued behind the deliveries the queue sent before the consumer was
+    /// removed, so the client never sees a delivery after cancel-ok.
+    CancelOk {
+        consumer: Arc<Consumer>,
+        nowait: bool,
+    },
+}
+
+/// Unbounded: producers are bounded by consumer credit (prefetch and the in-flight window),
+/// not by the channel.
+pub type ConnSender = mpsc::UnboundedSender<Outbound>;
+pub type ConnReceiver = mpsc::UnboundedReceiver<Outbound>;

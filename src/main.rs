@@ -1,0 +1,90 @@
+//! The `warren` binary: parses options (each also a `WARREN_*` environment variable),
+//! starts the broker, and shuts it down cleanly on SIGINT or SIGTERM.
+
+use clap::Parser;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+/// Warren: an AMQP 0-9-1 message broker compatible with RabbitMQ clients.
+#[derive(Debug, Parser)]
+#[command(name = "warren", version, about)]
+struct Cli {
+    /// Address to listen on.
+    #[arg(long, env = "WARREN_BIND", default_value = "127.0.0.1")]
+    bind: IpAddr,
+    /// AMQP port.
+    #[arg(long, env = "WARREN_PORT", default_value_t = 5672)]
+    port: u16,
+    /// Directory for durable state.
+    #[arg(long, env = "WARREN_DATA_DIR", default_value = "data")]
+    data_dir: PathBuf,
+    /// User created at start.
+    #[arg(long, env = "WARREN_DEFAULT_USER", default_value = "guest")]
+    default_user: String,
+    /// Password of the default user.
+    #[arg(long, env = "WARREN_DEFAULT_PASS", default_value = "guest")]
+    default_pass: String,
+    /// Largest frame in bytes offered to clients (connection.tune).
+    #[arg(long, env = "WARREN_FRAME_MAX", default_value_t = 131_072)]
+    frame_max: u32,
+    /// Highest channel number offered to clients.
+    #[arg(long, env = "WARREN_CHANNEL_MAX", default_value_t = 2047)]
+    channel_max: u16,
+    /// Heartbeat interval in seconds offered to clients; 0 disables.
+    #[arg(long, env = "WARREN_HEARTBEAT", default_value_t = 60)]
+    heartbeat: u16,
+    /// Largest message body in bytes.
+    #[arg(long, env = "WARREN_MAX_MESSAGE_SIZE", default_value_t = 128 * 1024 * 1024)]
+    max_message_size: u64,
+    /// Seconds a client has to complete the AMQP handshake.
+    #[arg(long, env = "WARREN_HANDSHAKE_TIMEOUT", default_value_t = 10)]
+    handshake_timeout: u64,
+    /// Log level or filter (error, warn, info, debug, trace, or a tracing filter).
+    #[arg(long, env = "WARREN_LOG_LEVEL", default_value = "info")]
+    log_level: String,
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log_level)
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let config = warren::Config {
+        bind: cli.bind,
+        port: cli.port,
+        data_dir: cli.data_dir,
+        default_user: cli.default_user,
+        default_pass: cli.default_pass,
+        frame_max: cli.frame_max,
+        channel_max: cli.channel_max,
+        heartbeat: cli.heartbeat,
+        max_message_size: cli.max_message_size,
+        handshake_timeout: std::time::Duration::from_secs(cli.handshake_timeout),
+        ..warren::Config::default()
+    };
+    let handle = match warren::start(config).await {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("warren: cannot listen: {e}");
+            std::process::exit(1);
+        }
+    };
+    tracing::info!(addr = %handle.addr, "warren listening");
+    println!("warren listening on {}", handle.addr);
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    handle.shutdown().await;
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -1,0 +1,401 @@
+//! Frame decoding: splits complete frames out of the read buffer.
+//!
+//! The 7-byte frame header is checked *before* waiting for the payload, so a peer that
+//! announces a huge frame is refused at once instead of making us buffer it (amq-protocol's
+//! parser would wait for 4 GiB). Bodies and content properties are zero-copy slices of the
+//! read buffer. `basic.publish` and `basic.ack` are decoded by hand (they arrive once per
+//! message); every other method goes through amq-protocol's generated parser.
+
+use super::{FRAME_BODY, FRAME_END, FRAME_HEADER, FRAME_HEARTBEAT, FRAME_METHOD, FRAME_OVERHEAD};
+use crate::error::AmqpError;
+use amq_protocol::protocol::AMQPClass;
+use bytes::{Buf, Bytes, BytesMut};
+
+/// A short string received on the wire, kept as the received bytes (validated UTF-8).
+#[derive(Clone, PartialEq, Eq, Hash, Default)]
+pub struct ShortStr(Bytes);
+
+impl ShortStr {
+    pub fn from_bytes(b: Bytes) -> Result<ShortStr, std::str::Utf8Error> {
+        std::str::from_utf8(&b)?;
+        Ok(ShortStr(b))
+    }
+    pub fn from_static(s: &'static str) -> ShortStr {
+        ShortStr(Bytes::from_static(s.as_bytes()))
+    }
+    pub fn copy_from(s: &str) -> ShortStr {
+        ShortStr(Bytes::copy_from_slice(&s.as_bytes()[..s.len().min(255)]))
+    }
+    pub fn as_str(&self) -> &str {
+        // Validated on construction; the fallback is unreachable but costs nothing.
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for ShortStr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.as_str())
+    }
+}
+
+/// `basic.publish`, decoded by hand.
+#[derive(Debug, Clone)]
+pub struct Publish {
+    pub exchange: ShortStr,
+    pub routing_key: ShortStr,
+    pub mandatory: bool,
+    pub immediate: bool,
+}
+
+/// A decoded method.
+#[derive(Debug)]
+pub enum Method {
+    Publish(Publish),
+    Ack {
+        delivery_tag: u64,
+        multiple: bool,
+    },
+    /// basic.qos by hand: amq-protocol drops prefetch_size, which RabbitMQ refuses when
+    /// non-zero.
+    Qos {
+        prefetch_size: u32,
+        prefetch_count: u16,
+        global: bool,
+    },
+    Other(Box<AMQPClass>),
+}
+
+impl Method {
+    pub fn ids(&self) -> (u16, u16) {
+        match self {
+            Method::Publish(_) => (60, 40),
+            Method::Ack { .. } => (60, 80),
+            Method::Qos { .. } => (60, 10),
+            Method::Other(c) => (c.get_amqp_class_id(), c.get_amqp_method_id()),
+        }
+    }
+}
+
+/// A content header: the class, the announced body size, and the raw property bytes
+/// (property flags followed by the property list), re-sent unchanged on delivery.
+#[derive(Debug, Clone)]
+pub struct ContentHeader {
+    pub class_id: u16,
+    pub weight: u16,
+    pub body_size: u64,
+    pub properties: Bytes,
+}
+
+#[derive(Debug)]
+pub enum Frame {
+    Method(u16, Method),
+    Header(u16, ContentHeader),
+    Body(u16, Bytes),
+    Heartbeat(u16),
+}
+
+/// Splits frames out of a read buffer. Holds the negotiated frame_max.
+#[derive(Debug, Clone)]
+pub struct FrameDecoder {
+    pub frame_max: u32,
+}
+
+impl FrameDecoder {
+    pub fn new(frame_max: u32) -> Self {
+        FrameDecoder { frame_max }
+    }
+
+    /// Returns the next complete frame, `Ok(None)` when more bytes are needed, or the
+    /// connection error to close with.
+    pub fn decode(&self, buf: &mut BytesMut) -> Result<Option<Frame>, AmqpError> {
+        if buf.len() < 7 {
+            return Ok(None);
+        }
+        let kind = buf[0];
+        let channel = u16::from_be_bytes([buf[1], buf[2]]);
+        let size = u32::from_be_bytes([buf[3], buf[4], buf[5], buf[6]]) as usize;
+        let limit = (self.frame_max as usize).saturating_sub(FRAME_OVERHEAD);
+        if self.frame_max != 0 && size > limit {
+            return Err(AmqpError::frame_error(format_args!(
+                "frame size {size} larger than negotiated maximum {limit}"
+            )));
+        }
+        let total = 7 + size + 1;
+        if buf.len() < total {
+            buf.reserve(total - buf.len());
+            return Ok(None);
+        }
+        if buf[total - 1] != FRAME_END {
+            return Err(AmqpError::frame_error(format_args!(
+                "invalid frame end marker 0x{:02x}",
+                buf[total - 1]
+            )));
+        }
+        let mut frame = buf.split_to(total).freeze();
+        frame.advance(7);
+        frame.truncate(size);
+        let payload = frame;
+        match kind {
+            FRAME_METHOD => decode_method(channel, payload).map(Some),
+            FRAME_HEADER => decode_header(channel, payload).map(Some),
+            FRAME_BODY => Ok(Some(Frame::Body(channel, payload))),
+            FRAME_HEARTBEAT => Ok(Some(Frame::Heartbeat(channel))),
+            other => Err(AmqpError::frame_error(format_args!(
+                "unknown frame type {other}"
+            ))),
+        }
+    }
+}
+
+fn syntax(what: &str) -> AmqpError {
+    AmqpError::syntax_error(format_args!("{what}"))
+}
+
+fn decode_method(channel: u16, payload: Bytes) -> Result<Frame, AmqpError> {
+    if payload.len() < 4 {
+        return Err(syntax("method frame too short"));
+    }
+    let class_id = u16::from_be_bytes([payload[0], payload[1]]);
+    let method_id = u16::from_be_bytes([payload[2], payload[3]]);
+    let method = match (class_id, method_id) {
+        (60, 40) => Method::Publish(decode_publish(payload.slice(4..))?),
+        (60, 80) => {
+            if payload.len() < 13 {
+                return Err(syntax("basic.ack too short"));
+            }
+            let tag =
+                u64::from_be_bytes(payload[4..12].try_into().map_err(|_| syntax("basic.ack"))?);
+            Method::Ack {
+                delivery_tag: tag,
+                multiple: payload[12] & 1 != 0,
+            }
+        }
+        (60, 10) => {
+            if payload.len() < 11 {
+                return Err(syntax("basic.qos too short"));
+            }
+            Method::Qos {
+                prefetch_size: u32::from_be_bytes([payload[4], payload[5], payload[6], payload[7]]),
+                prefetch_count: u16::from_be_bytes([payload[8], payload[9]]),
+                global: payload[10] & 1 != 0,
+            }
+        }
+        _ => {
+            if !known_method(class_id, method_id) {
+                return Err(AmqpError::unknown_method(class_id, method_id));
+            }
+            match amq_protocol::protocol::parse_class(&payload[..]) {
+                Ok((_, class)) => Method::Other(Box::new(class)),
+                Err(_) => {
+                    return Err(AmqpError::syntax_error(format_args!(
+                        "malformed method frame (class {class_id}, method {method_id})"
+                    ))
+                    .with_method(class_id, method_id))
+                }
+            }
+        }
+    };
+    Ok(Frame::Method(channel, method))
+}
+
+/// Whether amq-protocol's parser (and this broker) know the method ids.
+fn known_method(class_id: u16, method_id: u16) -> bool {
+    let ids: &[u16] = match class_id {
+        10 => &[10, 11, 20, 21, 30, 31, 40, 41, 50, 51, 60, 61, 70, 71],
+        20 => &[10, 11, 20, 21, 40, 41],
+        30 => &[10, 11],
+        40 => &[10, 11, 20, 21, 30, 31, 40, 51],
+        50 => &[10, 11, 20, 21, 30, 31, 40, 41, 50, 51],
+        60 => &[
+            10, 11, 20, 21, 30, 31, 40, 50, 60, 70, 71, 72, 80, 90, 100, 110, 111, 120,
+        ],
+        85 => &[10, 11],
+        90 => &[10, 11, 20, 21, 30, 31],
+        _ => &[],
+    };
+    ids.contains(&method_id)
+}
+
+fn take_shortstr(p: &mut Bytes) -> Result<ShortStr, AmqpError> {
+    if p.is_empty() {
+        return Err(syntax("short string truncated"));
+    }
+    let len = p[0] as usize;
+    if p.len() < 1 + len {
+        return Err(syntax("short string truncated"));
+    }
+    p.advance(1);
+    let s = p.split_to(len);
+    ShortStr::from_bytes(s).map_err(|_| syntax("short string is not valid UTF-8"))
+}
+
+fn decode_publish(mut p: Bytes) -> Result<Publish, AmqpError> {
+    if p.len() < 2 {
+        return Err(syntax("basic.publish too short"));
+    }
+    p.advance(2); // reserved-1 (ticket)
+    let exchange = take_shortstr(&mut p)?;
+    let routing_key = take_shortstr(&mut p)?;
+    let bits = p
+        .first()
+        .copied()
+        .ok_or_else(|| syntax("basic.publish too short"))?;
+    Ok(Publish {
+        exchange,
+        routing_key,
+        mandatory: bits & 1 != 0,
+        immediate: bits & 2 != 0,
+    })
+}
+
+fn decode_header(channel: u16, payload: Bytes) -> Result<Frame, AmqpError> {
+    if payload.len() < 14 {
+        return Err(AmqpError::frame_error(format_args!(
+            "content header frame too short"
+        )));
+    }
+    let class_id = u16::from_be_bytes([payload[0], payload[1]]);
+    let weight = u16::from_be_bytes([payload[2], payload[3]]);
+    let body_size = u64::from_be_bytes(payload[4..12].try_into().map_err(|_| syntax("header"))?);
+    let properties = payload.slice(12..);
+    Ok(Frame::Header(
+        channel,
+        ContentHeader {
+            class_id,
+            weight,
+            body_size,
+            properties,
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use amq_protocol::frame::{gen_frame, AMQPFrame};
+    use amq_protocol::protocol::{basic, AMQPClass};
+
+    fn gen(f: &AMQPFrame) -> Vec<u8> {
+        let (v, _) = cookie_factory::gen(gen_frame(f), Vec::new()).expect("gen");
+        v
+    }
+
+    fn publish_frame() -> Vec<u8> {
+        gen(&AMQPFrame::Method(
+            3,
+            AMQPClass::Basic(basic::AMQPMethod::Publish(basic::Publish {
+                exchange: "ex".into(),
+                routing_key: "a.b".into(),
+                mandatory: true,
+                immediate: false,
+            })),
+        ))
+    }
+
+    #[test]
+    fn publish_fast_path_matches_generator() {
+        let mut buf = BytesMut::from(&publish_frame()[..]);
+        let f = FrameDecoder::new(131072).decode(&mut buf).unwrap().unwrap();
+        match f {
+            Frame::Method(3, Method::Publish(p)) => {
+                assert_eq!(p.exchange.as_str(), "ex");
+                assert_eq!(p.routing_key.as_str(), "a.b");
+                assert!(p.mandatory && !p.immediate);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn ack_fast_path_matches_generator() {
+        let v = gen(&AMQPFrame::Method(
+            1,
+            AMQPClass::Basic(basic::AMQPMethod::Ack(basic::Ack {
+                delivery_tag: 77,
+                multiple: true,
+            })),
+        ));
+        let mut buf = BytesMut::from(&v[..]);
+        match FrameDecoder::new(131072).decode(&mut buf).unwrap().unwrap() {
+            Frame::Method(
+                1,
+                Method::Ack {
+                    delivery_tag: 77,
+                    multiple: true,
+                },
+            ) => {}
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn partial_input_at_every_cut_is_incomplete() {
+        let v = publish_frame();
+        for cut in 0..v.len() {
+            let mut buf = BytesMut::from(&v[..cut]);
+            assert!(
+                FrameDecoder::new(131072)
+                    .decode(&mut buf)
+                    .unwrap()
+                    .is_none(),
+                "cut {cut}"
+            );
+            assert_eq!(buf.len(), cut);
+        }
+    }
+
+    #[test]
+    fn bad_frame_end_is_frame_error() {
+        let mut v = publish_frame();
+        let n = v.len();
+        v[n - 1] = 0;
+        let err = FrameDecoder::new(131072)
+            .decode(&mut BytesMut::from(&v[..]))
+            .unwrap_err();
+        assert_eq!(err.code, 501);
+    }
+
+    #[test]
+    fn oversized_frame_refused_from_header() {
+        let v = [1u8, 0, 1, 0xFF, 0xFF, 0xFF, 0xFF];
+        let err = FrameDecoder::new(131072)
+            .decode(&mut BytesMut::from(&v[..]))
+            .unwrap_err();
+        assert_eq!(err.code, 501);
+    }
+
+    #[test]
+    fn unknown_method_is_reported() {
+        let v = [1u8, 0, 1, 0, 0, 0, 4, 0, 99, 0, 1, 0xCE];
+        let err = FrameDecoder::new(131072)
+            .decode(&mut BytesMut::from(&v[..]))
+            .unwrap_err();
+        assert_eq!(err.code, 540);
+    }
+
+    #[test]
+    fn body_is_zero_copy_slice() {
+        let mut v = vec![3u8, 0, 2, 0, 0, 0, 3, b'a', b'b', b'c', 0xCE];
+        v.extend_from_slice(&[8, 0, 0, 0, 0, 0, 0, 0xCE]);
+        let mut buf = BytesMut::from(&v[..]);
+        let d = FrameDecoder::new(131072);
+        match d.decode(&mut buf).unwrap().unwrap() {
+            Frame::Body(2, b) => assert_eq!(&b[..], b"abc"),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            d.decode(&mut buf).unwrap().unwrap(),
+            Frame::Heartbeat(0)
+        ));
+    }
+}

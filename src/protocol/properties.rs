@@ -1,0 +1,156 @@
+//! A lazy view over raw content-header property bytes.
+//!
+//! Messages keep the property bytes exactly as the publisher sent them (so header tables
+//! reach consumers byte-for-byte, key order and type letters included). The few fields the
+//! broker itself needs are located by walking the flag word, without building a
+//! `BasicProperties`; headers are parsed only when a headers exchange asks for them.
+
+use amq_protocol::protocol::basic::{parse_properties, AMQPProperties};
+use amq_protocol::types::FieldTable;
+
+const CONTENT_TYPE: u16 = 1 << 15;
+const CONTENT_ENCODING: u16 = 1 << 14;
+const HEADERS: u16 = 1 << 13;
+const DELIVERY_MODE: u16 = 1 << 12;
+const PRIORITY: u16 = 1 << 11;
+const CORRELATION_ID: u16 = 1 << 10;
+const REPLY_TO: u16 = 1 << 9;
+const EXPIRATION: u16 = 1 << 8;
+const MESSAGE_ID: u16 = 1 << 7;
+const TIMESTAMP: u16 = 1 << 6;
+const TYPE: u16 = 1 << 5;
+const USER_ID: u16 = 1 << 4;
+
+/// The property fields the broker acts on.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub delivery_mode: Option<u8>,
+    pub priority: Option<u8>,
+    pub expiration: Option<String>,
+    pub user_id: Option<String>,
+    pub has_headers: bool,
+}
+
+/// Walks the property list once. `None` when the bytes are malformed.
+pub fn summary(props: &[u8]) -> Option<Summary> {
+    if props.len() < 2 {
+        return None;
+    }
+    let flags = u16::from_be_bytes([props[0], props[1]]);
+    let mut at = 2usize;
+    let mut s = Summary::default();
+    if flags & 1 != 0 {
+        // Continuation flag words are not used by 0-9-1 basic; RabbitMQ refuses them too.
+        return None;
+    }
+    let shortstr = |at: &mut usize| -> Option<std::ops::Range<usize>> {
+        let len = *props.get(*at)? as usize;
+        let r = *at + 1..*at + 1 + len;
+        if r.end > props.len() {
+            return None;
+        }
+        *at = r.end;
+        Some(r)
+    };
+    if flags & CONTENT_TYPE != 0 {
+        shortstr(&mut at)?;
+    }
+    if flags & CONTENT_ENCODING != 0 {
+        shortstr(&mut at)?;
+    }
+    if flags & HEADERS != 0 {
+        let len = u32::from_be_bytes(props.get(at..at + 4)?.try_into().ok()?) as usize;
+        at += 4 + len;
+        if at > props.len() {
+            return None;
+        }
+        s.has_headers = true;
+    }
+    if flags & DELIVERY_MODE != 0 {
+        s.delivery_mode = Some(*props.get(at)?);
+        at += 1;
+    }
+    if flags & PRIORITY != 0 {
+        s.priority = Some(*props.get(at)?);
+        at += 1;
+    }
+    if flags & CORRELATION_ID != 0 {
+        shortstr(&mut at)?;
+    }
+    if flags & REPLY_TO != 0 {
+        shortstr(&mut at)?;
+    }
+    if flags & EXPIRATION != 0 {
+        let r = shortstr(&mut at)?;
+        s.expiration = Some(String::from_utf8_lossy(&props[r]).into_owned());
+    }
+    if flags & MESSAGE_ID != 0 {
+        shortstr(&mut at)?;
+    }
+    if flags & TIMESTAMP != 0 {
+        at += 8;
+        if at > props.len() {
+            return None;
+        }
+    }
+    if flags & TYPE != 0 {
+        shortstr(&mut at)?;
+    }
+    if flags & USER_ID != 0 {
+        let r = shortstr(&mut at)?;
+        s.user_id = Some(String::from_utf8_lossy(&props[r]).into_owned());
+    }
+    Some(s)
+}
+
+/// Fully decodes the properties (used off the hot path).
+pub fn decode(props: &[u8]) -> Option<AMQPProperties> {
+    parse_properties(props).ok().map(|(_, p)| p)
+}
+
+/// The headers table, if any.
+pub fn headers(props: &[u8]) -> Option<FieldTable> {
+    decode(props).and_then(|p| p.headers().clone())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use amq_protocol::protocol::basic::gen_properties;
+    use amq_protocol::types::AMQPValue;
+
+    fn encode(p: &AMQPProperties) -> Vec<u8> {
+        cookie_factory::gen(gen_properties(p), Vec::new())
+            .expect("gen")
+            .0
+    }
+
+    #[test]
+    fn summary_finds_fields_after_headers() {
+        let mut h = FieldTable::default();
+        h.insert("k".into(), AMQPValue::LongString("v".into()));
+        let p = AMQPProperties::default()
+            .with_content_type("text/plain".into())
+            .with_headers(h)
+            .with_delivery_mode(2)
+            .with_priority(7)
+            .with_expiration("1000".into())
+            .with_timestamp(5)
+            .with_user_id("guest".into());
+        let s = summary(&encode(&p)).unwrap();
+        assert_eq!(s.delivery_mode, Some(2));
+        assert_eq!(s.priority, Some(7));
+        assert_eq!(s.expiration.as_deref(), Some("1000"));
+        assert_eq!(s.user_id.as_deref(), Some("guest"));
+        assert!(s.has_headers);
+        assert!(headers(&encode(&p)).unwrap().contains_key("k"));
+    }
+
+    #[test]
+    fn summary_rejects_truncated() {
+        let p = AMQPProperties::default().with_user_id("guest".into());
+        let v = encode(&p);
+        assert!(summary(&v[..v.len() - 1]).is_none());
+        assert_eq!(summary(&[0, 0]), Some(Summary::default()));
+    }
+}

@@ -1,0 +1,38 @@
+//! The listener: accepts TCP connections and spawns one task per connection; on shutdown
+//! stops accepting, lets every connection send 320 CONNECTION_FORCED, and waits for them.
+
+use crate::broker::Broker;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+/// How long shutdown waits for connections to finish their close handshake.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+pub async fn run(broker: Arc<Broker>, listener: TcpListener) {
+    let mut shutdown = broker.shutdown_signal();
+    let mut conns = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((socket, peer)) => {
+                    conns.spawn(crate::connection::serve(broker.clone(), socket, peer));
+                }
+                Err(e) => {
+                    // Out of file descriptors and similar: back off instead of spinning.
+                    tracing::error!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+        while conns.join_next().await.is_some() {}
+    })
+    .await;
+    conns.abort_all();
+}

@@ -1,0 +1,672 @@
+//! A virtual host: its exchanges, queues and bindings, and the declare/delete/bind rules
+//! with RabbitMQ's reply codes and texts.
+//!
+//! Shared by every connection of the vhost. The name → object maps are DashMaps (sharded,
+//! short synchronous locks); each exchange's bindings sit behind that exchange's own
+//! RwLock. No lock is held across `.await`, and no DashMap reference is held while touching
+//! the same map.
+
+pub mod exchange;
+
+use crate::error::{AmqpError, AmqpResult};
+use crate::queue::{Queue, QueueConfig};
+use crate::routing::ExchangeKind;
+use amq_protocol::types::{AMQPValue, FieldTable};
+use dashmap::DashMap;
+pub use exchange::{Dest, Exchange};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+/// The exchanges every vhost has: (name, kind, internal).
+const BUILTIN_EXCHANGES: &[(&str, ExchangeKind, bool)] = &[
+    ("", ExchangeKind::Direct, false),
+    ("amq.direct", ExchangeKind::Direct, false),
+    ("amq.fanout", ExchangeKind::Fanout, false),
+    ("amq.topic", ExchangeKind::Topic, false),
+    ("amq.headers", ExchangeKind::Headers, false),
+    ("amq.match", ExchangeKind::Headers, false),
+    ("amq.rabbitmq.trace", ExchangeKind::Topic, true),
+];
+
+/// A queue.declare request.
+#[derive(Debug, Clone)]
+pub struct QueueDeclare {
+    pub name: String,
+    pub passive: bool,
+    pub durable: bool,
+    pub exclusive: bool,
+    pub auto_delete: bool,
+    pub arguments: FieldTable,
+}
+
+/// An exchange.declare request.
+#[derive(Debug, Clone)]
+pub struct ExchangeDeclare {
+    pub name: String,
+    pub kind: String,
+    pub passive: bool,
+    pub durable: bool,
+    pub auto_delete: bool,
+    pub internal: bool,
+    pub arguments: FieldTable,
+}
+
+#[derive(Debug)]
+pub struct VHost {
+    pub name: String,
+    exchanges: DashMap<String, Arc<Exchange>>,
+    queues: DashMap<String, Arc<Queue>>,
+}
+
+/// Formats a boolean the way RabbitMQ's inequivalence messages do.
+fn tf(b: bool) -> &'static str {
+    if b {
+        "true"
+    } else {
+        "false"
+    }
+}
+
+impl VHost {
+    pub fn new(name: &str) -> Arc<VHost> {
+        let v = VHost {
+            name: name.to_string(),
+            exchanges: DashMap::new(),
+            queues: DashMap::new(),
+        };
+        for (n, kind, internal) in BUILTIN_EXCHANGES {
+            v.exchanges.insert(
+                (*n).to_string(),
+                Exchange::new(n, *kind, true, false, *internal, FieldTable::default()),
+            );
+        }
+        Arc::new(v)
+    }
+
+    // ---------- lookups ----------
+
+    pub fn exchange(&self, name: &str) -> Option<Arc<Exchange>> {
+        self.exchanges.get(name).map(|e| e.clone())
+    }
+
+    pub fn queue(&self, name: &str) -> Option<Arc<Queue>> {
+        self.queues.get(name).map(|q| q.clone())
+    }
+
+    pub fn exchanges(&self) -> Vec<Arc<Exchange>> {
+        self.exchanges.iter().map(|e| e.clone()).collect()
+    }
+
+    pub fn queues(&self) -> Vec<Arc<Queue>> {
+        self.queues.iter().map(|q| q.clone()).collect()
+    }
+
+    pub fn no_exchange(&self, name: &str) -> AmqpError {
+        AmqpError::not_found(format_args!(
+            "no exchange '{name}' in vhost '{}'",
+            self.name
+        ))
+    }
+
+    pub fn no_queue(&self, name: &str) -> AmqpError {
+        AmqpError::not_found(format_args!("no queue '{name}' in vhost '{}'", self.name))
+    }
+
+    pub fn existing_exchange(&self, name: &str) -> AmqpResult<Arc<Exchange>> {
+        self.exchange(name).ok_or_else(|| self.no_exchange(name))
+    }
+
+    /// The queue, if it exists and `conn` may use it (exclusive queues belong to one connection).
+    pub fn usable_queue(&self, name: &str, conn: u64) -> AmqpResult<Arc<Queue>> {
+        let q = self.queue(name).ok_or_else(|| self.no_queue(name))?;
+        self.check_exclusive(&q, conn)?;
+        Ok(q)
+    }
+
+    fn check_exclusive(&self, q: &Queue, conn: u64) -> AmqpResult<()> {
+        match q.config.exclusive_owner {
+            Some(owner) if owner != conn => Err(AmqpError::resource_locked(format_args!(
+                "cannot obtain exclusive access to locked queue '{}' in vhost '{}'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.",
+                q.name(),
+                self.name
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    // ---------- exchanges ----------
+
+    pub fn declare_exchange(&self, d: &ExchangeDeclare) -> AmqpResult<Arc<Exchange>> {
+        if d.passive {
+            return self.existing_exchange(&d.name);
+        }
+        if d.name.is_empty() {
+            return Err(AmqpError::access_refused(format_args!(
+                "operation not permitted on the default exchange"
+            )));
+        }
+        let kind = ExchangeKind::parse(&d.kind).ok_or_else(|| {
+            AmqpError::command_invalid(format_args!("unknown exchange type '{}'", d.kind))
+        })?;
+        if let Some(existing) = self.exchange(&d.name) {
+            return self
+                .assert_exchange_equivalent(&existing, kind, d)
+                .map(|_| existing);
+        }
+        if d.name.starts_with("amq.") {
+            return Err(AmqpError::access_refused(format_args!(
+                "exchange name '{}' contains reserved prefix 'amq.*'",
+                d.name
+            )));
+        }
+        let x = Exchange::new(
+            &d.name,
+            kind,
+            d.durable,
+            d.auto_delete,
+            d.internal,
+            d.arguments.clone(),
+        );
+        let entry = self.exchanges.entry(d.name.clone()).or_insert(x).clone();
+        self.assert_exchange_equivalent(&entry, kind, d)?;
+        Ok(entry)
+    }
+
+    fn assert_exchange_equivalent(
+        &self,
+        x: &Exchange,
+        kind: ExchangeKind,
+        d: &ExchangeDeclare,
+    ) -> AmqpResult<()> {
+        let what = format!("exchange '{}' in vhost '{}'", x.name, self.name);
+        if x.kind != kind {
+            return Err(inequivalent("type", &what, kind.as_str(), x.kind.as_str()));
+        }
+        if x.durable != d.durable {
+            return Err(inequivalent("durable", &what, tf(d.durable), tf(x.durable)));
+        }
+        if x.auto_delete != d.auto_delete {
+            return Err(inequivalent(
+                "auto_delete",
+                &what,
+                tf(d.auto_delete),
+                tf(x.auto_delete),
+            ));
+        }
+        if x.internal != d.internal {
+            return Err(inequivalent(
+                "internal",
+                &what,
+                tf(d.internal),
+                tf(x.internal),
+            ));
+        }
+        assert_args_equivalent(&what, &d.arguments, &x.arguments, &["alternate-exchange"])
+    }
+
+    pub fn delete_exchange(&self, name: &str, if_unused: bool) -> AmqpResult<()> {
+        if name.is_empty() || name.starts_with("amq.") {
+            return Err(AmqpError::access_refused(format_args!(
+                "{}",
+                if name.is_empty() {
+                    "operation not permitted on the default exchange".to_string()
+                } else {
+                    format!("exchange name '{name}' contains reserved prefix 'amq.*'")
+                }
+            )));
+        }
+        let Some(x) = self.exchange(name) else {
+            // RabbitMQ answers delete-ok for a missing exchange.
+            return Ok(());
+        };
+        if if_unused && !x.bindings.read().is_empty() {
+            return Err(AmqpError::precondition_failed(format_args!(
+                "exchange '{name}' in vhost '{}' in use",
+                self.name
+            )));
+        }
+        self.remove_exchange(&x);
+        Ok(())
+    }
+
+    fn remove_exchange(&self, x: &Arc<Exchange>) {
+        if self
+            .exchanges
+            .remove_if(&*x.name, |_, v| Arc::ptr_eq(v, x))
+            .is_none()
+        {
+            return;
+        }
+        // Bindings with this exchange as destination go too; sources left without
+        // bindings are auto-deleted.
+        let dest = Dest::Exchange(x.name.clone());
+        self.remove_destination(&dest);
+    }
+
+    /// Removes every binding to `dest` and auto-deletes source exchanges left empty.
+    fn remove_destination(&self, dest: &Dest) {
+        let mut emptied = Vec::new();
+        for src in self.exchanges() {
+            let mut b = src.bindings.write();
+            if b.remove_destination(dest) > 0 && b.is_empty() && src.auto_delete {
+                emptied.push(src.clone());
+            }
+        }
+        for src in emptied {
+            self.remove_exchange(&src);
+        }
+    }
+
+    // ---------- queues ----------
+
+    /// Declares (or checks) a queue. Returns the queue and whether it was created.
+    pub fn declare_queue(&self, d: &QueueDeclare, conn: u64) -> AmqpResult<(Arc<Queue>, bool)> {
+        if d.passive {
+            let q = self.queue(&d.name).ok_or_else(|| self.no_queue(&d.name))?;
+            self.check_exclusive(&q, conn)?;
+            return Ok((q, false));
+        }
+        if d.name.starts_with("amq.") {
+            return Err(AmqpError::access_refused(format_args!(
+                "queue name '{}' contains reserved prefix 'amq.*'",
+                d.name
+            )));
+        }
+        if let Some(q) = self.queue(&d.name) {
+            self.check_exclusive(&q, conn)?;
+            self.assert_queue_equivalent(&q, d, conn)?;
+            return Ok((q, false));
+        }
+        let config = QueueConfig {
+            name: d.name.clone(),
+            vhost: self.name.clone(),
+            durable: d.durable,
+            auto_delete: d.auto_delete,
+            exclusive_owner: d.exclusive.then_some(conn),
+            arguments: d.arguments.clone(),
+        };
+        let mut created = false;
+        let q = self
+            .queues
+            .entry(d.name.clone())
+            .or_insert_with(|| {
+                created = true;
+                Queue::new(config)
+            })
+            .clone();
+        if !created {
+            self.check_exclusive(&q, conn)?;
+            self.assert_queue_equivalent(&q, d, conn)?;
+        }
+        Ok((q, created))
+    }
+
+    fn assert_queue_equivalent(&self, q: &Queue, d: &QueueDeclare, conn: u64) -> AmqpResult<()> {
+        let what = format!("queue '{}' in vhost '{}'", q.name(), self.name);
+        let c = &q.config;
+        if c.durable != d.durable {
+            return Err(inequivalent("durable", &what, tf(d.durable), tf(c.durable)));
+        }
+        if c.auto_delete != d.auto_delete {
+            return Err(inequivalent(
+                "auto_delete",
+                &what,
+                tf(d.auto_delete),
+                tf(c.auto_delete),
+            ));
+        }
+        let exclusive_now = c.exclusive_owner.is_some();
+        if exclusive_now != d.exclusive {
+            // RabbitMQ reports an exclusivity mismatch as a lock, not an inequivalence.
+            let _ = conn;
+            return Err(AmqpError::resource_locked(format_args!(
+                "cannot obtain exclusive access to locked queue '{}' in vhost '{}'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.",
+                q.name(),
+                self.name
+            )));
+        }
+        assert_args_equivalent(&what, &d.arguments, &c.arguments, QUEUE_EQUIVALENCE_ARGS)
+    }
+
+    /// Deletes a queue by name; returns the number of ready messages it held.
+    pub fn delete_queue(
+        &self,
+        name: &str,
+        if_unused: bool,
+        if_empty: bool,
+        conn: u64,
+    ) -> AmqpResult<u32> {
+        let Some(q) = self.queue(name) else {
+            // RabbitMQ answers delete-ok with 0 for a missing queue.
+            return Ok(0);
+        };
+        self.check_exclusive(&q, conn)?;
+        let (ready, _, consumers) = q.stats();
+        if if_unused && consumers > 0 {
+            return Err(AmqpError::precondition_failed(format_args!(
+                "queue '{name}' in vhost '{}' in use",
+                self.name
+            )));
+        }
+        if if_empty && ready > 0 {
+            return Err(AmqpError::precondition_failed(format_args!(
+                "queue '{name}' in vhost '{}' not empty",
+                self.name
+            )));
+        }
+        Ok(self.remove_queue(&q))
+    }
+
+    /// Removes a queue: unbinds it, tells its consumers, drops its messages.
+    pub fn remove_queue(&self, q: &Arc<Queue>) -> u32 {
+        if self
+            .queues
+            .remove_if(q.name(), |_, v| Arc::ptr_eq(v, q))
+            .is_none()
+        {
+            return 0;
+        }
+        let (n, consumers) = q.delete();
+        self.remove_destination(&Dest::Queue(q.clone()));
+        for c in consumers {
+            let _ = c
+                .conn
+                .send(crate::connection::outbound::Outbound::ServerCancel {
+                    consumer: c.clone(),
+                });
+        }
+        n
+    }
+
+    /// Deletes the exclusive queues of a closing connection.
+    pub fn remove_exclusive_queues(&self, conn: u64) {
+        let owned: Vec<Arc<Queue>> = self
+            .queues
+            .iter()
+            .filter(|q| q.config.exclusive_owner == Some(conn))
+            .map(|q| q.clone())
+            .collect();
+        for q in owned {
+            self.remove_queue(&q);
+        }
+    }
+
+    // ---------- bindings ----------
+
+    pub fn bind_queue(
+        &self,
+        queue: &str,
+        exchange: &str,
+        rk: &str,
+        args: &FieldTable,
+        conn: u64,
+    ) -> AmqpResult<()> {
+        let q = self.usable_queue(queue, conn)?;
+        let x = self.bindable_source(exchange, "bind")?;
+        self.validate_binding(&x, args)?;
+        x.bindings.write().bind(rk, args, Dest::Queue(q));
+        Ok(())
+    }
+
+    pub fn unbind_queue(
+        &self,
+        queue: &str,
+        exchange: &str,
+        rk: &str,
+        args: &FieldTable,
+        conn: u64,
+    ) -> AmqpResult<()> {
+        let q = self.usable_queue(queue, conn)?;
+        let x = self.bindable_source(exchange, "unbind")?;
+        let emptied = {
+            let mut b = x.bindings.write();
+            b.unbind(rk, args, &Dest::Queue(q)) && b.is_empty()
+        };
+        if emptied && x.auto_delete {
+            self.remove_exchange(&x);
+        }
+        Ok(())
+    }
+
+    pub fn bind_exchange(
+        &self,
+        dest: &str,
+        source: &str,
+        rk: &str,
+        args: &FieldTable,
+    ) -> AmqpResult<()> {
+        if dest.is_empty() {
+            return Err(AmqpError::access_refused(format_args!(
+                "operation not permitted on the default exchange"
+            )));
+        }
+        let d = self.existing_exchange(dest)?;
+        let x = self.bindable_source(source, "bind")?;
+        self.validate_binding(&x, args)?;
+        x.bindings
+            .write()
+            .bind(rk, args, Dest::Exchange(d.name.clone()));
+        Ok(())
+    }
+
+    pub fn unbind_exchange(
+        &self,
+        dest: &str,
+        source: &str,
+        rk: &str,
+        args: &FieldTable,
+    ) -> AmqpResult<()> {
+        if dest.is_empty() {
+            return Err(AmqpError::access_refused(format_args!(
+                "operation not permitted on the default exchange"
+            )));
+        }
+        let d = self.existing_exchange(dest)?;
+        let x = self.bindable_source(source, "unbind")?;
+        let emptied = {
+            let mut b = x.bindings.write();
+            b.unbind(rk, args, &Dest::Exchange(d.name.clone())) && b.is_empty()
+        };
+        if emptied && x.auto_delete {
+            self.remove_exchange(&x);
+        }
+        Ok(())
+    }
+
+    fn bindable_source(&self, name: &str, _op: &str) -> AmqpResult<Arc<Exchange>> {
+        if name.is_empty() {
+            return Err(AmqpError::access_refused(format_args!(
+                "operation not permitted on the default exchange"
+            )));
+        }
+        self.existing_exchange(name)
+    }
+
+    fn validate_binding(&self, x: &Exchange, args: &FieldTable) -> AmqpResult<()> {
+        if x.kind == ExchangeKind::Headers {
+            crate::routing::headers::validate_x_match(args).map_err(|text| {
+                AmqpError::precondition_failed(format_args!(
+                    "{}",
+                    text.trim_start_matches("PRECONDITION_FAILED - ")
+                ))
+            })?;
+        }
+        Ok(())
+    }
+
+    // ---------- routing ----------
+
+    /// The queues a message published to `exchange` reaches, each once: follows
+    /// exchange-to-exchange bindings (cycle-safe) and alternate exchanges.
+    pub fn route(
+        &self,
+        exchange: &Arc<Exchange>,
+        rk: &str,
+        headers: Option<&FieldTable>,
+        out: &mut Vec<Arc<Queue>>,
+    ) {
+        if exchange.name.is_empty() {
+            if let Some(q) = self.queue(rk) {
+                out.push(q);
+            }
+            return;
+        }
+        let mut visited: HashSet<Arc<str>> = HashSet::new();
+        let mut dests = Vec::new();
+        let mut pending = vec![exchange.clone()];
+        while let Some(x) = pending.pop() {
+            if !visited.insert(x.name.clone()) {
+                continue;
+            }
+            dests.clear();
+            x.bindings.read().route(rk, headers, &mut dests);
+            if dests.is_empty() {
+                if let Some(ae) = x.alternate().and_then(|n| self.exchange(&n)) {
+                    pending.push(ae);
+                }
+                continue;
+            }
+            for d in dests.drain(..) {
+                match d {
+                    Dest::Queue(q) => {
+                        if !q.is_deleted() && !out.iter().any(|o| Arc::ptr_eq(o, &q)) {
+                            out.push(q);
+                        }
+                    }
+                    Dest::Exchange(name) => {
+                        if !visited.contains(&name) {
+                            if let Some(next) = self.exchange(&name) {
+                                pending.push(next);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Queue arguments whose values must match on redeclare (RabbitMQ checks these; others are
+/// ignored on redeclare).
+const QUEUE_EQUIVALENCE_ARGS: &[&str] = &[
+    "x-expires",
+    "x-message-ttl",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-max-priority",
+    "x-overflow",
+    "x-queue-mode",
+    "x-queue-type",
+    "x-single-active-consumer",
+];
+
+fn inequivalent(arg: &str, what: &str, received: &str, current: &str) -> AmqpError {
+    AmqpError::precondition_failed(format_args!(
+        "inequivalent arg '{arg}' for {what}: received '{received}' but current is '{current}'"
+    ))
+}
+
+/// RabbitMQ's name for a field type, as used in inequivalence messages.
+fn type_name(v: &AMQPValue) -> &'static str {
+    match v {
+        AMQPValue::Boolean(_) => "bool",
+        AMQPValue::ShortShortInt(_) => "byte",
+        AMQPValue::ShortShortUInt(_) => "unsignedbyte",
+        AMQPValue::ShortInt(_) => "short",
+        AMQPValue::ShortUInt(_) => "unsignedshort",
+        AMQPValue::LongInt(_) => "signedint",
+        AMQPValue::LongUInt(_) => "unsignedint",
+        AMQPValue::LongLongInt(_) => "long",
+        AMQPValue::Float(_) => "float",
+        AMQPValue::Double(_) => "double",
+        AMQPValue::DecimalValue(_) => "decimal",
+        AMQPValue::ShortString(_) | AMQPValue::LongString(_) => "longstr",
+        AMQPValue::FieldArray(_) => "array",
+        AMQPValue::Timestamp(_) => "timestamp",
+        AMQPValue::FieldTable(_) => "table",
+        AMQPValue::ByteArray(_) => "binary",
+        AMQPValue::Void => "void",
+    }
+}
+
+pub(crate) fn value_text(v: &AMQPValue) -> String {
+    match v {
+        AMQPValue::Boolean(b) => tf(*b).to_string(),
+        AMQPValue::ShortShortInt(i) => i.to_string(),
+        AMQPValue::ShortShortUInt(i) => i.to_string(),
+        AMQPValue::ShortInt(i) => i.to_string(),
+        AMQPValue::ShortUInt(i) => i.to_string(),
+        AMQPValue::LongInt(i) => i.to_string(),
+        AMQPValue::LongUInt(i) => i.to_string(),
+        AMQPValue::LongLongInt(i) => i.to_string(),
+        AMQPValue::Float(f) => f.to_string(),
+        AMQPValue::Double(f) => f.to_string(),
+        AMQPValue::ShortString(s) => s.as_str().to_string(),
+        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        AMQPValue::Timestamp(t) => t.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+/// Integer-valued arguments compare by value whatever their width, as RabbitMQ does.
+fn args_value_eq(a: &AMQPValue, b: &AMQPValue) -> bool {
+    fn int(v: &AMQPValue) -> Option<i128> {
+        Some(match v {
+            AMQPValue::ShortShortInt(i) => *i as i128,
+            AMQPValue::ShortShortUInt(i) => *i as i128,
+            AMQPValue::ShortInt(i) => *i as i128,
+            AMQPValue::ShortUInt(i) => *i as i128,
+            AMQPValue::LongInt(i) => *i as i128,
+            AMQPValue::LongUInt(i) => *i as i128,
+            AMQPValue::LongLongInt(i) => *i as i128,
+            _ => return None,
+        })
+    }
+    fn string(v: &AMQPValue) -> Option<&[u8]> {
+        match v {
+            AMQPValue::ShortString(s) => Some(s.as_str().as_bytes()),
+            AMQPValue::LongString(s) => Some(s.as_bytes()),
+            _ => None,
+        }
+    }
+    match (int(a), int(b)) {
+        (Some(x), Some(y)) => return x == y,
+        (None, None) => {}
+        _ => return false,
+    }
+    match (string(a), string(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => a == b,
+    }
+}
+
+fn assert_args_equivalent(
+    what: &str,
+    received: &FieldTable,
+    current: &FieldTable,
+    keys: &[&str],
+) -> AmqpResult<()> {
+    for key in keys {
+        let r = received.inner().get(*key);
+        let c = current.inner().get(*key);
+        let same = match (r, c) {
+            (None, None) => true,
+            (Some(a), Some(b)) => args_value_eq(a, b),
+            _ => false,
+        };
+        if !same {
+            let fmt = |v: Option<&AMQPValue>| match v {
+                None => "none".to_string(),
+                Some(v) => format!("the value '{}' of type '{}'", value_text(v), type_name(v)),
+            };
+            return Err(AmqpError::precondition_failed(format_args!(
+                "inequivalent arg '{key}' for {what}: received {} but current is {}",
+                fmt(r),
+                fmt(c)
+            )));
+        }
+    }
+    Ok(())
+}
