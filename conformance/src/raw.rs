@@ -10,7 +10,7 @@ use crate::support::WAIT;
 use crate::Failure;
 use amq_protocol::frame::{gen_frame, parse_frame, AMQPFrame, ProtocolVersion, WriteContext};
 use amq_protocol::protocol::{channel, connection, AMQPClass};
-use amq_protocol::types::FieldTable;
+use amq_protocol::types::{AMQPValue, FieldTable};
 use amq_protocol::uri::AMQPUri;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -175,25 +175,32 @@ impl RawConn {
         }
     }
 
-    /// Sends start-ok with PLAIN credentials and reads `connection.tune` (or whatever else
-    /// came instead, as an error).
-    pub async fn start_ok(&mut self, user: &str, pass: &str) -> Result<connection::Tune, Failure> {
-        let mut response = vec![0u8];
-        response.extend_from_slice(user.as_bytes());
-        response.push(0);
-        response.extend_from_slice(pass.as_bytes());
+    /// Sends start-ok with PLAIN credentials, advertising the authentication_failure_close
+    /// and consumer_cancel_notify capabilities.
+    pub async fn send_start_ok(&mut self, user: &str, pass: &str) -> Result<(), Failure> {
         let mut caps = FieldTable::default();
         caps.insert("authentication_failure_close".into(), true.into());
         caps.insert("consumer_cancel_notify".into(), true.into());
         let mut props = FieldTable::default();
         props.insert(
             "product".into(),
-            amq_protocol::types::AMQPValue::LongString("conformance-raw".into()),
+            AMQPValue::LongString("conformance-raw".into()),
         );
-        props.insert(
-            "capabilities".into(),
-            amq_protocol::types::AMQPValue::FieldTable(caps),
-        );
+        props.insert("capabilities".into(), AMQPValue::FieldTable(caps));
+        self.send_start_ok_with(user, pass, props).await
+    }
+
+    /// Sends start-ok with PLAIN credentials and the given client properties.
+    pub async fn send_start_ok_with(
+        &mut self,
+        user: &str,
+        pass: &str,
+        props: FieldTable,
+    ) -> Result<(), Failure> {
+        let mut response = vec![0u8];
+        response.extend_from_slice(user.as_bytes());
+        response.push(0);
+        response.extend_from_slice(pass.as_bytes());
         self.send_method(
             0,
             AMQPClass::Connection(connection::AMQPMethod::StartOk(connection::StartOk {
@@ -203,7 +210,13 @@ impl RawConn {
                 locale: "en_US".into(),
             })),
         )
-        .await?;
+        .await
+    }
+
+    /// [`send_start_ok`](Self::send_start_ok), then reads `connection.tune` (anything else is
+    /// an error).
+    pub async fn start_ok(&mut self, user: &str, pass: &str) -> Result<connection::Tune, Failure> {
+        self.send_start_ok(user, pass).await?;
         match self.recv_frame().await? {
             AMQPFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Tune(t))) => Ok(t),
             other => Err(Failure::new("connection.tune", format!("{other:?}"))),

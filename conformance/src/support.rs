@@ -501,11 +501,20 @@ pub async fn drain(ch: &Channel, queue: &str) -> Result<Vec<String>, Failure> {
 }
 
 /// A round trip on `ch`: once it returns, everything the broker sent on this channel before
-/// answering has been read (used before asserting that something did *not* happen).
+/// answering has been read (used before asserting that something did *not* happen). The
+/// round trip is a passive declare of amq.direct, which changes nothing.
 pub async fn sync(ch: &Channel) -> Result<(), Failure> {
-    ch.basic_qos(0, BasicQosOptions { global: true })
-        .await
-        .step("basic.qos round trip")
+    ch.exchange_declare(
+        "amq.direct".into(),
+        lapin::ExchangeKind::Direct,
+        ExchangeDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .step("round trip (passive exchange.declare amq.direct)")
 }
 
 /// The URI with a query parameter added (e.g. `heartbeat=5`).
@@ -624,4 +633,11 @@ pub async fn until_marker(ch: &Channel, queue: &str, marker: &str) -> Result<Vec
         v.push(b);
     }
     Err(Failure::new("the marker", "more than 10 000 messages"))
+}
+
+/// The user name in the URI (what the broker authenticated the connection as).
+pub fn username(uri: &str) -> String {
+    uri.parse::<lapin::uri::AMQPUri>()
+        .map(|u| u.authority.userinfo.username)
+        .unwrap_or_else(|_| "guest".into())
 }

@@ -62,7 +62,11 @@ impl Channel {
             self.shared.global_prefetch.store(count as u32, SeqCst);
             self.wake_consumers();
         } else {
+            // As RabbitMQ: a per-consumer qos also lifts the channel-wide limit.
             self.prefetch = count as u32;
+            if self.shared.global_prefetch.swap(0, SeqCst) != 0 {
+                self.wake_consumers();
+            }
         }
         self.reply(cx, AMQPClass::Basic(b::AMQPMethod::QosOk(b::QosOk {})));
         Ok(())
@@ -158,7 +162,9 @@ impl Channel {
     }
 
     fn consume(&mut self, c: b::Consume, cx: &mut ConnCtx<'_>) -> AmqpResult<()> {
-        let q = cx.vhost.usable_queue(c.queue.as_str(), cx.conn_id)?;
+        let q = cx
+            .vhost
+            .usable_queue(&self.queue_name(c.queue.as_str())?, cx.conn_id)?;
         let tag = if c.consumer_tag.as_str().is_empty() {
             ShortStr::copy_from(&generated_name("amq.ctag-"))
         } else {
@@ -179,16 +185,9 @@ impl Channel {
             self.shared.clone(),
             cx.tx.clone(),
         ));
-        // consume-ok goes out before any delivery: deliveries travel through the
-        // connection's outbound queue, which is drained after this frame is written.
-        if !c.nowait {
-            self.reply(
-                cx,
-                AMQPClass::Basic(b::AMQPMethod::ConsumeOk(b::ConsumeOk {
-                    consumer_tag: tag.as_str().into(),
-                })),
-            );
-        }
+        // The consumer is registered before consume-ok is written, yet consume-ok still
+        // leaves first: deliveries travel through the connection's outbound queue, which
+        // is drained only after this handler returns.
         self.consumers.insert(
             tag.clone(),
             ConsumerEntry {
@@ -204,6 +203,14 @@ impl Channel {
                 q.name(),
                 cx.vhost.name
             )));
+        }
+        if !c.nowait {
+            self.reply(
+                cx,
+                AMQPClass::Basic(b::AMQPMethod::ConsumeOk(b::ConsumeOk {
+                    consumer_tag: tag.as_str().into(),
+                })),
+            );
         }
         Ok(())
     }
@@ -238,7 +245,9 @@ impl Channel {
     }
 
     fn get(&mut self, g: b::Get, cx: &mut ConnCtx<'_>) -> AmqpResult<()> {
-        let q = cx.vhost.usable_queue(g.queue.as_str(), cx.conn_id)?;
+        let q = cx
+            .vhost
+            .usable_queue(&self.queue_name(g.queue.as_str())?, cx.conn_id)?;
         match q.get(g.no_ack) {
             Some((m, remaining)) => {
                 let tag = self.next_tag;

@@ -81,15 +81,17 @@ impl Channel {
     ) -> AmqpResult<()> {
         match m {
             q::AMQPMethod::Declare(d) => {
-                let name = if d.queue.as_str().is_empty() && !d.passive {
+                let server_named = d.queue.as_str().is_empty() && !d.passive;
+                let name = if server_named {
                     generated_name("amq.gen-")
                 } else {
-                    d.queue.to_string()
+                    self.queue_name(d.queue.as_str())?
                 };
                 let nowait = d.nowait;
                 let (queue, _) = cx.vhost.declare_queue(
                     &QueueDeclare {
                         name,
+                        server_named,
                         passive: d.passive,
                         durable: d.durable,
                         exclusive: d.exclusive,
@@ -98,6 +100,7 @@ impl Channel {
                     },
                     cx.conn_id,
                 )?;
+                self.last_queue = Some(queue.name().to_string());
                 if !nowait {
                     let (ready, _, consumers) = queue.stats();
                     self.reply(
@@ -111,10 +114,17 @@ impl Channel {
                 }
             }
             q::AMQPMethod::Bind(bd) => {
+                let queue = self.queue_name(bd.queue.as_str())?;
+                // Empty queue and routing key: the routing key is the last queue's name.
+                let rk = if bd.queue.as_str().is_empty() && bd.routing_key.as_str().is_empty() {
+                    queue.clone()
+                } else {
+                    bd.routing_key.to_string()
+                };
                 cx.vhost.bind_queue(
-                    bd.queue.as_str(),
+                    &queue,
                     bd.exchange.as_str(),
-                    bd.routing_key.as_str(),
+                    &rk,
                     &bd.arguments,
                     cx.conn_id,
                 )?;
@@ -124,7 +134,7 @@ impl Channel {
             }
             q::AMQPMethod::Unbind(u) => {
                 cx.vhost.unbind_queue(
-                    u.queue.as_str(),
+                    &self.queue_name(u.queue.as_str())?,
                     u.exchange.as_str(),
                     u.routing_key.as_str(),
                     &u.arguments,
@@ -136,7 +146,9 @@ impl Channel {
                 );
             }
             q::AMQPMethod::Purge(p) => {
-                let queue = cx.vhost.usable_queue(p.queue.as_str(), cx.conn_id)?;
+                let queue = cx
+                    .vhost
+                    .usable_queue(&self.queue_name(p.queue.as_str())?, cx.conn_id)?;
                 let n = queue.purge();
                 if !p.nowait {
                     self.reply(
@@ -146,9 +158,12 @@ impl Channel {
                 }
             }
             q::AMQPMethod::Delete(d) => {
-                let n =
-                    cx.vhost
-                        .delete_queue(d.queue.as_str(), d.if_unused, d.if_empty, cx.conn_id)?;
+                let n = cx.vhost.delete_queue(
+                    &self.queue_name(d.queue.as_str())?,
+                    d.if_unused,
+                    d.if_empty,
+                    cx.conn_id,
+                )?;
                 if !d.nowait {
                     self.reply(
                         cx,

@@ -94,6 +94,8 @@ pub struct Channel {
     prefetch: u32,
     mode: Mode,
     routed: Vec<Arc<Queue>>,
+    /// The queue this channel declared last: an empty queue name in later methods means it.
+    last_queue: Option<String>,
 }
 
 impl Channel {
@@ -109,7 +111,18 @@ impl Channel {
             prefetch: 0,
             mode: Mode::Normal,
             routed: Vec::new(),
+            last_queue: None,
         }
+    }
+
+    /// Expands RabbitMQ's empty-queue-name shortcut.
+    fn queue_name(&self, name: &str) -> AmqpResult<String> {
+        if !name.is_empty() {
+            return Ok(name.to_string());
+        }
+        self.last_queue
+            .clone()
+            .ok_or_else(|| AmqpError::not_found(format_args!("no previously declared queue")))
     }
 
     fn reply(&self, cx: &mut ConnCtx<'_>, class: AMQPClass) {
@@ -145,6 +158,10 @@ impl Channel {
             AMQPClass::Basic(m) => self.handle_basic(m, cx),
             AMQPClass::Exchange(m) => self.handle_exchange(m, cx),
             AMQPClass::Queue(m) => self.handle_queue(m, cx),
+            AMQPClass::Channel(c::AMQPMethod::Flow(f)) if !f.active => {
+                // RabbitMQ 3.x does not let clients stop deliveries with channel.flow.
+                Err(AmqpError::not_implemented(format_args!("active=false")))
+            }
             AMQPClass::Channel(c::AMQPMethod::Flow(f)) => {
                 self.shared.active.store(f.active, SeqCst);
                 self.reply(
@@ -192,10 +209,8 @@ impl Channel {
                 Ok(())
             }
             AMQPClass::Tx(m) => self.handle_tx(m, cx),
-            other => Err(AmqpError::command_invalid(format_args!(
-                "unexpected method (class {}, method {}) on channel",
-                other.get_amqp_class_id(),
-                other.get_amqp_method_id()
+            _ => Err(AmqpError::command_invalid(format_args!(
+                "unimplemented method"
             ))),
         }
     }

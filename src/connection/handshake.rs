@@ -63,21 +63,18 @@ pub fn server_properties(cluster_name: &str) -> FieldTable {
     ])
 }
 
+/// Before connection.open, RabbitMQ answers any unexpected frame by closing the socket
+/// without a word; so do we.
 fn expect_connection_method(f: Frame, what: &str) -> Result<cm::AMQPMethod, HandshakeEnd> {
     match f {
         Frame::Method(0, Method::Other(class)) => match *class {
             AMQPClass::Connection(m) => Ok(m),
-            other => Err(HandshakeEnd::Close(
-                AmqpError::command_invalid(format_args!("expected '{what}'"))
-                    .with_method(other.get_amqp_class_id(), other.get_amqp_method_id()),
-            )),
+            _ => {
+                tracing::debug!("expected '{what}', closing");
+                Err(HandshakeEnd::Silent)
+            }
         },
-        Frame::Heartbeat(0) => Err(HandshakeEnd::Close(AmqpError::command_invalid(
-            format_args!("expected '{what}'"),
-        ))),
-        _ => Err(HandshakeEnd::Close(AmqpError::command_invalid(
-            format_args!("expected '{what}'"),
-        ))),
+        _ => Err(HandshakeEnd::Silent),
     }
 }
 
@@ -120,21 +117,12 @@ impl Connection {
         // start-ok: authenticate.
         let start_ok = match self.next_handshake_method("connection.start-ok").await? {
             cm::AMQPMethod::StartOk(s) => s,
-            _ => {
-                return Err(HandshakeEnd::Close(AmqpError::command_invalid(
-                    format_args!("expected 'connection.start-ok'"),
-                )))
-            }
+            _ => return Err(HandshakeEnd::Silent),
         };
         self.read_client_capabilities(&start_ok.client_properties);
         let mechanism = start_ok.mechanism.as_str();
         if mechanism != "PLAIN" && mechanism != "AMQPLAIN" {
-            return Err(HandshakeEnd::Close(
-                AmqpError::access_refused(format_args!(
-                    "unsupported authentication mechanism '{mechanism}'"
-                ))
-                .hard(),
-            ));
+            return Err(HandshakeEnd::Silent);
         }
         let creds = sasl::parse(mechanism, start_ok.response.as_bytes());
         let user = creds
@@ -169,29 +157,16 @@ impl Connection {
         self.flush().await?;
         let tune_ok = match self.next_handshake_method("connection.tune-ok").await? {
             cm::AMQPMethod::TuneOk(t) => t,
-            _ => {
-                return Err(HandshakeEnd::Close(AmqpError::command_invalid(
-                    format_args!("expected 'connection.tune-ok'"),
-                )))
-            }
+            _ => return Err(HandshakeEnd::Silent),
         };
         if tune_ok.frame_max != 0 && tune_ok.frame_max < FRAME_MIN_SIZE {
-            return Err(HandshakeEnd::Close(AmqpError::not_allowed(format_args!(
-                "frame_max={} < {} min size",
-                tune_ok.frame_max, FRAME_MIN_SIZE
-            ))));
+            return Err(HandshakeEnd::Silent);
         }
         if server_frame_max != 0 && tune_ok.frame_max > server_frame_max {
-            return Err(HandshakeEnd::Close(AmqpError::not_allowed(format_args!(
-                "frame_max={} > {} max size",
-                tune_ok.frame_max, server_frame_max
-            ))));
+            return Err(HandshakeEnd::Silent);
         }
         if server_channel_max != 0 && tune_ok.channel_max > server_channel_max {
-            return Err(HandshakeEnd::Close(AmqpError::not_allowed(format_args!(
-                "channel_max={} > {} max",
-                tune_ok.channel_max, server_channel_max
-            ))));
+            return Err(HandshakeEnd::Silent);
         }
         self.frame_max = if tune_ok.frame_max == 0 {
             server_frame_max
@@ -209,11 +184,7 @@ impl Connection {
         // open.
         let open = match self.next_handshake_method("connection.open").await? {
             cm::AMQPMethod::Open(o) => o,
-            _ => {
-                return Err(HandshakeEnd::Close(AmqpError::command_invalid(
-                    format_args!("expected 'connection.open'"),
-                )))
-            }
+            _ => return Err(HandshakeEnd::Silent),
         };
         let vhost_name = open.virtual_host.as_str();
         let Some(vhost) = self.broker.vhost(vhost_name) else {

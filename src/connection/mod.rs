@@ -13,7 +13,7 @@ pub mod outbound;
 use crate::broker::{Broker, ConnectionInfo};
 use crate::channel::{Channel, ConnCtx};
 use crate::error::AmqpError;
-use crate::protocol::codec::{Frame, FrameDecoder, Method};
+use crate::protocol::codec::{describe_frame, Frame, FrameDecoder, Method};
 use crate::protocol::encode::OutBuf;
 use crate::vhost::VHost;
 use amq_protocol::protocol::{channel as cm, connection as conn, AMQPClass};
@@ -349,13 +349,7 @@ impl Connection {
         }
         if let Frame::Heartbeat(_) = frame {
             return Err(AmqpError::unexpected_frame(format_args!(
-                "heartbeat frame on channel {channel}"
-            )));
-        }
-        if channel > self.channel_max {
-            return Err(AmqpError::channel_error(format_args!(
-                "channel number {channel} exceeds the negotiated channel_max {}",
-                self.channel_max
+                "type 8, all octets = <<>>"
             )));
         }
         let Some(vhost) = self.vhost.clone() else {
@@ -365,6 +359,14 @@ impl Connection {
             // Only channel.open is legal on a channel that is not open.
             if let Frame::Method(_, Method::Other(c)) = &frame {
                 if let AMQPClass::Channel(cm::AMQPMethod::Open(_)) = **c {
+                    if self.channels.len() >= self.channel_max as usize {
+                        return Err(AmqpError::not_allowed(format_args!(
+                            "number of channels opened ({}) has reached the negotiated channel_max ({})",
+                            self.channels.len(),
+                            self.channel_max
+                        ))
+                        .with_method(20, 10));
+                    }
                     self.channels.insert(channel, Channel::new(channel));
                     self.out.method(
                         channel,
@@ -373,9 +375,11 @@ impl Connection {
                     return Ok(false);
                 }
             }
-            return Err(AmqpError::channel_error(format_args!(
-                "expected 'channel.open'"
-            )));
+            let err = AmqpError::channel_error(format_args!("expected 'channel.open'"));
+            return Err(match &frame {
+                Frame::Method(_, m) => err.with_method(m.ids().0, m.ids().1),
+                _ => err,
+            });
         };
         if ch.closing {
             // Waiting for close-ok: discard, but answer a crossing channel.close.
@@ -501,22 +505,32 @@ impl Connection {
                 AMQPClass::Connection(
                     conn::AMQPMethod::Blocked(_) | conn::AMQPMethod::Unblocked(_),
                 ) => Ok(false),
-                other => Err(AmqpError::command_invalid(format_args!(
-                    "unexpected method (class {}, method {}) on channel 0",
-                    other.get_amqp_class_id(),
-                    other.get_amqp_method_id()
+                other => Err(AmqpError::channel_error(format_args!(
+                    "unexpected method in connection state running"
                 ))
                 .with_method(other.get_amqp_class_id(), other.get_amqp_method_id())),
             },
             Frame::Method(_, m) => {
                 let (c, mid) = m.ids();
-                Err(
-                    AmqpError::command_invalid(format_args!("unexpected method on channel 0"))
-                        .with_method(c, mid),
-                )
+                Err(AmqpError::channel_error(format_args!(
+                    "unexpected method in connection state running"
+                ))
+                .with_method(c, mid))
             }
-            Frame::Header(..) | Frame::Body(..) => Err(AmqpError::unexpected_frame(format_args!(
-                "content frame on channel 0"
+            Frame::Header(_, h) => {
+                let mut payload = Vec::with_capacity(12 + h.properties.len());
+                payload.extend_from_slice(&h.class_id.to_be_bytes());
+                payload.extend_from_slice(&h.weight.to_be_bytes());
+                payload.extend_from_slice(&h.body_size.to_be_bytes());
+                payload.extend_from_slice(&h.properties);
+                Err(AmqpError::unexpected_frame(format_args!(
+                    "{}",
+                    describe_frame(2, &payload)
+                )))
+            }
+            Frame::Body(_, b) => Err(AmqpError::unexpected_frame(format_args!(
+                "{}",
+                describe_frame(3, &b)
             ))),
         }
     }

@@ -123,10 +123,13 @@ impl FrameDecoder {
         let kind = buf[0];
         let channel = u16::from_be_bytes([buf[1], buf[2]]);
         let size = u32::from_be_bytes([buf[3], buf[4], buf[5], buf[6]]) as usize;
+        // RabbitMQ tolerates payloads up to frame_max itself (clients that forget the
+        // 8 bytes of overhead) and reports the limit as frame_max - 8.
         let limit = (self.frame_max as usize).saturating_sub(FRAME_OVERHEAD);
-        if self.frame_max != 0 && size > limit {
+        if self.frame_max != 0 && size > self.frame_max as usize {
             return Err(AmqpError::frame_error(format_args!(
-                "frame size {size} larger than negotiated maximum {limit}"
+                "{}: {{frame_too_large,{size},{limit}}}",
+                describe_frame(kind, &[])
             )));
         }
         let total = 7 + size + 1;
@@ -135,10 +138,9 @@ impl FrameDecoder {
             return Ok(None);
         }
         if buf[total - 1] != FRAME_END {
-            return Err(AmqpError::frame_error(format_args!(
-                "invalid frame end marker 0x{:02x}",
-                buf[total - 1]
-            )));
+            let desc = describe_frame(kind, &buf[7..7 + size]);
+            let reason = erlang_pair("invalid_frame_end_marker", buf[total - 1], desc.len() + 2);
+            return Err(AmqpError::frame_error(format_args!("{desc}: {reason}")));
         }
         let mut frame = buf.split_to(total).freeze();
         frame.advance(7);
@@ -150,9 +152,34 @@ impl FrameDecoder {
             FRAME_BODY => Ok(Some(Frame::Body(channel, payload))),
             FRAME_HEARTBEAT => Ok(Some(Frame::Heartbeat(channel))),
             other => Err(AmqpError::frame_error(format_args!(
-                "unknown frame type {other}"
+                "{}: unknown_frame",
+                describe_frame(other, &payload)
             ))),
         }
+    }
+}
+
+/// A frame as RabbitMQ describes it in errors: `type 1, all octets = <<0,20,0,10,0>>`, or
+/// `first 16 octets = <<...>>` for longer payloads (Erlang binary syntax).
+pub fn describe_frame(kind: u8, payload: &[u8]) -> String {
+    let (which, shown) = if payload.len() <= 16 {
+        ("all", payload)
+    } else {
+        ("first 16", &payload[..16])
+    };
+    let octets: Vec<String> = shown.iter().map(|b| b.to_string()).collect();
+    format!("type {kind}, {which} octets = <<{}>>", octets.join(","))
+}
+
+/// Prints `{tag,value}` as Erlang's `~p` does at output column `col`: on one line when it
+/// fits in 80 columns, else broken after the comma with the value aligned under the tag
+/// (RabbitMQ's reply texts carry that line break).
+fn erlang_pair(tag: &str, value: impl std::fmt::Display, col: usize) -> String {
+    let one_line = format!("{{{tag},{value}}}");
+    if col + one_line.len() <= 80 {
+        one_line
+    } else {
+        format!("{{{tag},\n{}{value}}}", " ".repeat(col + 1))
     }
 }
 

@@ -7,6 +7,7 @@
 //! Unacknowledged messages live in the channel that received them (it gives them back on
 //! ack, reject or close); the queue only counts them.
 
+pub mod args;
 pub mod consumer;
 
 use crate::connection::outbound::Outbound;

@@ -13,35 +13,40 @@ use std::hash::Hash;
 /// Sizes up to this are searched linearly; bigger sets keep a position index.
 const INDEX_THRESHOLD: usize = 16;
 
-#[derive(Debug)]
-pub(crate) struct DestSet<D> {
-    items: Vec<D>,
-    /// Position of each item in `items`, present only when `items` is large.
-    index: Option<HashMap<D, usize>>,
-}
-
-impl<D> Default for DestSet<D> {
-    fn default() -> Self {
-        DestSet {
-            items: Vec::new(),
-            index: None,
-        }
-    }
+/// The common case, one destination per binding key, is held inline so that emitting a
+/// match reads no memory beyond the trie node or map entry that holds the set.
+#[derive(Debug, Default)]
+pub(crate) enum DestSet<D> {
+    #[default]
+    Empty,
+    One(D),
+    Few(Vec<D>),
+    /// `index` gives the position of each item in `items`. It is boxed so that the
+    /// rare large set does not make every set (and every trie node) bigger.
+    Many {
+        items: Vec<D>,
+        #[expect(clippy::box_collection, reason = "keeps the common variants small")]
+        index: Box<HashMap<D, usize>>,
+    },
 }
 
 impl<D: Clone + Eq + Hash> DestSet<D> {
     pub(crate) fn as_slice(&self) -> &[D] {
-        &self.items
+        match self {
+            DestSet::Empty => &[],
+            DestSet::One(d) => std::slice::from_ref(d),
+            DestSet::Few(items) | DestSet::Many { items, .. } => items,
+        }
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.items.is_empty()
+        matches!(self, DestSet::Empty)
     }
 
     fn position(&self, dest: &D) -> Option<usize> {
-        match &self.index {
-            Some(index) => index.get(dest).copied(),
-            None => self.items.iter().position(|d| d == dest),
+        match self {
+            DestSet::Many { index, .. } => index.get(dest).copied(),
+            _ => self.as_slice().iter().position(|d| d == dest),
         }
     }
 
@@ -54,18 +59,28 @@ impl<D: Clone + Eq + Hash> DestSet<D> {
         if self.contains(&dest) {
             return false;
         }
-        if let Some(index) = &mut self.index {
-            index.insert(dest.clone(), self.items.len());
-        }
-        self.items.push(dest);
-        if self.index.is_none() && self.items.len() > INDEX_THRESHOLD {
-            self.index = Some(
-                self.items
-                    .iter()
-                    .enumerate()
-                    .map(|(i, d)| (d.clone(), i))
-                    .collect(),
-            );
+        match self {
+            DestSet::Empty => *self = DestSet::One(dest),
+            DestSet::One(first) => *self = DestSet::Few(vec![first.clone(), dest]),
+            DestSet::Few(items) => {
+                items.push(dest);
+                if items.len() > INDEX_THRESHOLD {
+                    let items = std::mem::take(items);
+                    let index = items
+                        .iter()
+                        .enumerate()
+                        .map(|(i, d)| (d.clone(), i))
+                        .collect();
+                    *self = DestSet::Many {
+                        items,
+                        index: Box::new(index),
+                    };
+                }
+            }
+            DestSet::Many { items, index } => {
+                index.insert(dest.clone(), items.len());
+                items.push(dest);
+            }
         }
         true
     }
@@ -75,14 +90,26 @@ impl<D: Clone + Eq + Hash> DestSet<D> {
         let Some(pos) = self.position(dest) else {
             return false;
         };
-        self.items.swap_remove(pos);
-        if let Some(index) = &mut self.index {
-            index.remove(dest);
-            if let Some(moved) = self.items.get(pos) {
-                index.insert(moved.clone(), pos);
+        match self {
+            DestSet::Empty => {}
+            DestSet::One(_) => *self = DestSet::Empty,
+            DestSet::Few(items) => {
+                items.swap_remove(pos);
+                if items.len() == 1 {
+                    if let Some(last) = items.pop() {
+                        *self = DestSet::One(last);
+                    }
+                }
             }
-            if self.items.len() <= INDEX_THRESHOLD / 2 {
-                self.index = None;
+            DestSet::Many { items, index } => {
+                items.swap_remove(pos);
+                index.remove(dest);
+                if let Some(moved) = items.get(pos) {
+                    index.insert(moved.clone(), pos);
+                }
+                if items.len() <= INDEX_THRESHOLD / 2 {
+                    *self = DestSet::Few(std::mem::take(items));
+                }
             }
         }
         true
@@ -113,6 +140,7 @@ mod tests {
         for i in 0..1000u32 {
             assert!(s.insert(i));
         }
+        assert!(matches!(s, DestSet::Many { .. }));
         assert!(!s.insert(500));
         for i in (0..1000u32).step_by(3) {
             assert!(s.remove(&i), "{i}");
@@ -124,8 +152,8 @@ mod tests {
             s.remove(&i);
         }
         assert!(s.is_empty());
-        assert!(s.index.is_none());
         assert!(s.insert(7));
+        assert!(matches!(s, DestSet::One(7)));
         assert_eq!(s.as_slice(), &[7]);
     }
 }

@@ -37,7 +37,12 @@ impl XMatch {
     /// the four valid long strings (which [`validate_x_match`] rejects when binding) counts
     /// as `all`.
     pub fn of(args: &FieldTable) -> XMatch {
-        match args.inner().get("x-match").and_then(text) {
+        let mode = match args.inner().get("x-match") {
+            Some(AMQPValue::LongString(s)) => Some(s.as_bytes()),
+            Some(AMQPValue::ShortString(s)) => Some(s.as_str().as_bytes()),
+            _ => None,
+        };
+        match mode {
             Some(b"any") => XMatch::Any,
             Some(b"all-with-x") => XMatch::AllWithX,
             Some(b"any-with-x") => XMatch::AnyWithX,
@@ -379,6 +384,8 @@ mod tests {
             XMatch::of(&table(&[("x-match", AMQPValue::LongInt(1))])),
             XMatch::All
         );
+        let bytes = AMQPValue::ByteArray(b"any".to_vec().into());
+        assert_eq!(XMatch::of(&table(&[("x-match", bytes)])), XMatch::All);
         for m in [XMatch::All, XMatch::Any, XMatch::AllWithX, XMatch::AnyWithX] {
             assert_eq!(XMatch::of(&x_match(m.as_str(), &[])), m);
         }

@@ -4,7 +4,9 @@
 //! `{a, signedint, 1}` and `{a, long, 1}` are different bindings. `FieldTable`'s derived
 //! `PartialEq` gives the same answer except for floats, where IEEE equality would make a
 //! binding whose arguments hold a NaN unequal to itself: it could be added again and again
-//! and never removed. Comparing floats by bit pattern keeps identity reflexive.
+//! and never removed. Floats are therefore equal when IEEE says so (so `0.0` and `-0.0`
+//! name one binding, as in the Erlang/OTP releases RabbitMQ 3.10 runs on) or when their
+//! bit patterns are identical (so a NaN names the same binding as itself).
 
 use amq_protocol::types::{AMQPValue, FieldTable};
 
@@ -19,8 +21,8 @@ pub(crate) fn same_args(a: &FieldTable, b: &FieldTable) -> bool {
 
 fn same_value(a: &AMQPValue, b: &AMQPValue) -> bool {
     match (a, b) {
-        (AMQPValue::Float(x), AMQPValue::Float(y)) => x.to_bits() == y.to_bits(),
-        (AMQPValue::Double(x), AMQPValue::Double(y)) => x.to_bits() == y.to_bits(),
+        (AMQPValue::Float(x), AMQPValue::Float(y)) => x == y || x.to_bits() == y.to_bits(),
+        (AMQPValue::Double(x), AMQPValue::Double(y)) => x == y || x.to_bits() == y.to_bits(),
         (AMQPValue::FieldTable(x), AMQPValue::FieldTable(y)) => same_args(x, y),
         (AMQPValue::FieldArray(x), AMQPValue::FieldArray(y)) => {
             let (x, y) = (x.as_slice(), y.as_slice());
@@ -58,6 +60,13 @@ mod tests {
         let inner = AMQPValue::FieldTable(table(&[("n", nan.clone())]));
         let a = table(&[("x", nan), ("y", arr), ("z", inner)]);
         assert!(same_args(&a, &a.clone()));
+    }
+
+    #[test]
+    fn signed_zeros_are_one_binding() {
+        let a = table(&[("z", AMQPValue::Double(0.0))]);
+        let b = table(&[("z", AMQPValue::Double(-0.0))]);
+        assert!(same_args(&a, &b));
     }
 
     #[test]

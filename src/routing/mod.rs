@@ -17,6 +17,7 @@ pub mod headers;
 mod identity;
 mod table;
 pub mod topic;
+mod word;
 
 pub use amq_protocol::types::FieldTable;
 pub use headers::{headers_match, validate_x_match, XMatch};

@@ -16,9 +16,9 @@ use super::ExchangeKind;
 ///
 /// A binding is identified, as in RabbitMQ, by (destination, routing key, arguments):
 /// one queue may be bound with several keys, or with one key and different arguments.
-/// Arguments compare as values (type included: a long-int 1 and a long-long-int 1 are
-/// different bindings), with floats compared by bit pattern so a NaN argument is still
-/// the same binding as itself.
+/// Arguments compare as values, order-insensitively and type included (a long-int 1 and
+/// a long-long-int 1 are different bindings, as RabbitMQ 3.10.8 confirms), except that a
+/// NaN argument is the same binding as itself.
 ///
 /// Layout: the master record maps destination → key → argument tables. Direct and topic
 /// exchanges route on the key alone, so they additionally index each distinct

@@ -32,6 +32,8 @@ const BUILTIN_EXCHANGES: &[(&str, ExchangeKind, bool)] = &[
 #[derive(Debug, Clone)]
 pub struct QueueDeclare {
     pub name: String,
+    /// The server generated the name (the client sent ""): the `amq.` prefix is ours.
+    pub server_named: bool,
     pub passive: bool,
     pub durable: bool,
     pub exclusive: bool,
@@ -137,13 +139,13 @@ impl VHost {
     // ---------- exchanges ----------
 
     pub fn declare_exchange(&self, d: &ExchangeDeclare) -> AmqpResult<Arc<Exchange>> {
-        if d.passive {
-            return self.existing_exchange(&d.name);
-        }
         if d.name.is_empty() {
             return Err(AmqpError::access_refused(format_args!(
                 "operation not permitted on the default exchange"
             )));
+        }
+        if d.passive {
+            return self.existing_exchange(&d.name);
         }
         let kind = ExchangeKind::parse(&d.kind).ok_or_else(|| {
             AmqpError::command_invalid(format_args!("unknown exchange type '{}'", d.kind))
@@ -205,14 +207,15 @@ impl VHost {
     }
 
     pub fn delete_exchange(&self, name: &str, if_unused: bool) -> AmqpResult<()> {
-        if name.is_empty() || name.starts_with("amq.") {
+        if name.is_empty() {
             return Err(AmqpError::access_refused(format_args!(
-                "{}",
-                if name.is_empty() {
-                    "operation not permitted on the default exchange".to_string()
-                } else {
-                    format!("exchange name '{name}' contains reserved prefix 'amq.*'")
-                }
+                "operation not permitted on the default exchange"
+            )));
+        }
+        if name.starts_with("amq.") {
+            return Err(AmqpError::access_refused(format_args!(
+                "deletion of system exchange '{name}' in vhost '{}' not allowed",
+                self.name
             )));
         }
         let Some(x) = self.exchange(name) else {
@@ -266,10 +269,16 @@ impl VHost {
             self.check_exclusive(&q, conn)?;
             return Ok((q, false));
         }
-        if d.name.starts_with("amq.") {
+        if d.name.starts_with("amq.") && !d.server_named {
             return Err(AmqpError::access_refused(format_args!(
                 "queue name '{}' contains reserved prefix 'amq.*'",
                 d.name
+            )));
+        }
+        if let Err((arg, why)) = crate::queue::args::validate(&d.arguments) {
+            return Err(AmqpError::precondition_failed(format_args!(
+                "invalid arg '{arg}' for queue '{}' in vhost '{}': {why}",
+                d.name, self.name
             )));
         }
         if let Some(q) = self.queue(&d.name) {
@@ -416,8 +425,16 @@ impl VHost {
         args: &FieldTable,
         conn: u64,
     ) -> AmqpResult<()> {
-        let q = self.usable_queue(queue, conn)?;
-        let x = self.bindable_source(exchange, "unbind")?;
+        // Unbinding what does not exist is not an error (RabbitMQ 3.x).
+        if exchange.is_empty() {
+            return Err(AmqpError::access_refused(format_args!(
+                "operation not permitted on the default exchange"
+            )));
+        }
+        let (Some(q), Some(x)) = (self.queue(queue), self.exchange(exchange)) else {
+            return Ok(());
+        };
+        self.check_exclusive(&q, conn)?;
         let emptied = {
             let mut b = x.bindings.write();
             b.unbind(rk, args, &Dest::Queue(q)) && b.is_empty()
@@ -461,8 +478,15 @@ impl VHost {
                 "operation not permitted on the default exchange"
             )));
         }
-        let d = self.existing_exchange(dest)?;
-        let x = self.bindable_source(source, "unbind")?;
+        // Unbinding what does not exist is not an error (RabbitMQ 3.x).
+        if source.is_empty() {
+            return Err(AmqpError::access_refused(format_args!(
+                "operation not permitted on the default exchange"
+            )));
+        }
+        let (Some(d), Some(x)) = (self.exchange(dest), self.exchange(source)) else {
+            return Ok(());
+        };
         let emptied = {
             let mut b = x.bindings.write();
             b.unbind(rk, args, &Dest::Exchange(d.name.clone())) && b.is_empty()
@@ -568,29 +592,6 @@ fn inequivalent(arg: &str, what: &str, received: &str, current: &str) -> AmqpErr
     ))
 }
 
-/// RabbitMQ's name for a field type, as used in inequivalence messages.
-fn type_name(v: &AMQPValue) -> &'static str {
-    match v {
-        AMQPValue::Boolean(_) => "bool",
-        AMQPValue::ShortShortInt(_) => "byte",
-        AMQPValue::ShortShortUInt(_) => "unsignedbyte",
-        AMQPValue::ShortInt(_) => "short",
-        AMQPValue::ShortUInt(_) => "unsignedshort",
-        AMQPValue::LongInt(_) => "signedint",
-        AMQPValue::LongUInt(_) => "unsignedint",
-        AMQPValue::LongLongInt(_) => "long",
-        AMQPValue::Float(_) => "float",
-        AMQPValue::Double(_) => "double",
-        AMQPValue::DecimalValue(_) => "decimal",
-        AMQPValue::ShortString(_) | AMQPValue::LongString(_) => "longstr",
-        AMQPValue::FieldArray(_) => "array",
-        AMQPValue::Timestamp(_) => "timestamp",
-        AMQPValue::FieldTable(_) => "table",
-        AMQPValue::ByteArray(_) => "binary",
-        AMQPValue::Void => "void",
-    }
-}
-
 pub(crate) fn value_text(v: &AMQPValue) -> String {
     match v {
         AMQPValue::Boolean(b) => tf(*b).to_string(),
@@ -659,7 +660,11 @@ fn assert_args_equivalent(
         if !same {
             let fmt = |v: Option<&AMQPValue>| match v {
                 None => "none".to_string(),
-                Some(v) => format!("the value '{}' of type '{}'", value_text(v), type_name(v)),
+                Some(v) => format!(
+                    "the value '{}' of type '{}'",
+                    value_text(v),
+                    crate::queue::args::type_name(v)
+                ),
             };
             return Err(AmqpError::precondition_failed(format_args!(
                 "inequivalent arg '{key}' for {what}: received {} but current is {}",

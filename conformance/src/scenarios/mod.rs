@@ -26,14 +26,40 @@ macro_rules! scenario {
     };
 }
 
+pub mod ack;
+pub mod alternate;
+pub mod basic;
+pub mod binding;
+pub mod cancel;
+pub mod channel;
+pub mod confirm;
+pub mod connection;
+pub mod content;
+pub mod e2e;
 pub mod exchange;
+pub mod lifetime;
 pub mod queue;
 pub mod routing;
+pub mod tx;
+pub mod wire;
 
 pub fn all() -> Vec<Scenario> {
     let mut v = Vec::new();
+    v.extend(connection::scenarios());
+    v.extend(channel::scenarios());
     v.extend(exchange::scenarios());
+    v.extend(e2e::scenarios());
+    v.extend(alternate::scenarios());
     v.extend(queue::scenarios());
+    v.extend(lifetime::scenarios());
+    v.extend(binding::scenarios());
     v.extend(routing::scenarios());
+    v.extend(basic::scenarios());
+    v.extend(ack::scenarios());
+    v.extend(content::scenarios());
+    v.extend(confirm::scenarios());
+    v.extend(tx::scenarios());
+    v.extend(cancel::scenarios());
+    v.extend(wire::scenarios());
     v
 }

@@ -1,8 +1,8 @@
-//! queue.* methods: declare (server-named, passive, durable, exclusive, auto-delete,
-//! equivalence), purge, delete, bind/unbind, and the exclusive-queue lock.
+//! queue.declare (server-named, passive, durable, equivalence, arguments), queue.purge and
+//! queue.delete. Exclusive and auto-delete lifetimes are in `lifetime`, bindings in `binding`.
 
 use crate::support::*;
-use crate::{Ctx, Outcome, Scenario};
+use crate::{Ctx, Failure, Outcome, Scenario};
 use lapin::{options::*, types::AMQPValue, types::FieldTable, Channel, ExchangeKind};
 
 pub fn scenarios() -> Vec<Scenario> {
@@ -71,66 +71,6 @@ pub fn scenarios() -> Vec<Scenario> {
             "queue.declare arguments",
             invalid_arg_type
         ),
-        scenario!(
-            "queue.exclusive.declare_other_connection_405",
-            "queue.declare exclusive",
-            exclusive_declare
-        ),
-        scenario!(
-            "queue.exclusive.passive_other_connection_405",
-            "queue.declare exclusive",
-            exclusive_passive
-        ),
-        scenario!(
-            "queue.exclusive.consume_other_connection_405",
-            "basic.consume exclusive queue",
-            exclusive_consume
-        ),
-        scenario!(
-            "queue.exclusive.get_other_connection_405",
-            "basic.get exclusive queue",
-            exclusive_get
-        ),
-        scenario!(
-            "queue.exclusive.delete_other_connection_405",
-            "queue.delete exclusive queue",
-            exclusive_delete
-        ),
-        scenario!(
-            "queue.exclusive.purge_other_connection_405",
-            "queue.purge exclusive queue",
-            exclusive_purge
-        ),
-        scenario!(
-            "queue.exclusive.bind_other_connection_405",
-            "queue.bind exclusive queue",
-            exclusive_bind
-        ),
-        scenario!(
-            "queue.exclusive.publish_other_connection_ok",
-            "queue.declare exclusive",
-            exclusive_publish
-        ),
-        scenario!(
-            "queue.exclusive.deleted_with_connection",
-            "queue.declare exclusive",
-            exclusive_gone
-        ),
-        scenario!(
-            "queue.auto_delete.kept_before_first_consumer",
-            "queue.declare auto-delete",
-            auto_delete_kept
-        ),
-        scenario!(
-            "queue.auto_delete.after_last_consumer",
-            "queue.declare auto-delete",
-            auto_delete_last
-        ),
-        scenario!(
-            "queue.auto_delete.channel_close",
-            "queue.declare auto-delete",
-            auto_delete_channel_close
-        ),
         scenario!("queue.purge.count", "queue.purge", purge_count),
         scenario!(
             "queue.purge.keeps_unacked",
@@ -155,37 +95,10 @@ pub fn scenarios() -> Vec<Scenario> {
             "queue.delete if-empty",
             delete_if_empty_ok
         ),
-        scenario!(
-            "queue.bind.missing_queue_404",
-            "queue.bind",
-            bind_missing_queue
-        ),
-        scenario!(
-            "queue.bind.missing_exchange_404",
-            "queue.bind",
-            bind_missing_exchange
-        ),
-        scenario!("queue.bind.idempotent", "queue.bind", bind_idempotent),
-        scenario!(
-            "queue.bind.arguments_distinguish",
-            "queue.bind arguments",
-            bind_arguments
-        ),
-        scenario!("queue.unbind.stops_routing", "queue.unbind", unbind_stops),
-        scenario!(
-            "queue.unbind.missing_binding_ok",
-            "queue.unbind",
-            unbind_missing_binding
-        ),
-        scenario!(
-            "queue.unbind.missing_queue_or_exchange",
-            "queue.unbind",
-            unbind_missing_entities
-        ),
     ]
 }
 
-fn locked(q: &str) -> String {
+pub(crate) fn locked(q: &str) -> String {
     reply_text(&format!(
         "RESOURCE_LOCKED - cannot obtain exclusive access to locked queue '{q}' in vhost '/'. \
          It could be originally declared on another connection or the exclusive property value \
@@ -193,11 +106,11 @@ fn locked(q: &str) -> String {
     ))
 }
 
-fn no_queue(q: &str) -> String {
+pub(crate) fn no_queue(q: &str) -> String {
     format!("NOT_FOUND - no queue '{q}' in vhost '/'")
 }
 
-async fn qdecl(
+pub(crate) async fn qdecl(
     ch: &Channel,
     name: &str,
     o: QueueDeclareOptions,
@@ -206,7 +119,7 @@ async fn qdecl(
     ch.queue_declare(name.into(), o, args).await
 }
 
-async fn passive(ch: &Channel, name: &str) -> lapin::Result<lapin::Queue> {
+pub(crate) async fn passive(ch: &Channel, name: &str) -> lapin::Result<lapin::Queue> {
     qdecl(
         ch,
         name,
@@ -219,7 +132,12 @@ async fn passive(ch: &Channel, name: &str) -> lapin::Result<lapin::Queue> {
     .await
 }
 
-async fn qdelete(ch: &Channel, name: &str, if_unused: bool, if_empty: bool) -> lapin::Result<u32> {
+pub(crate) async fn qdelete(
+    ch: &Channel,
+    name: &str,
+    if_unused: bool,
+    if_empty: bool,
+) -> lapin::Result<u32> {
     ch.queue_delete(
         name.into(),
         QueueDeleteOptions {
@@ -506,7 +424,7 @@ async fn inequivalent_exclusive(ctx: Ctx) -> Outcome {
             FieldTable::default(),
         ),
         405,
-        |q| locked(q),
+        locked,
     )
     .await
 }
@@ -582,284 +500,6 @@ async fn invalid_arg_type(ctx: Ctx) -> Outcome {
     .await;
     expect_error(r, 406, &format!("PRECONDITION_FAILED - invalid arg 'x-max-length' for queue '{q}' in vhost '/': \"expected integer, got longstr\""))?;
     expect_connection_usable(&c).await
-}
-
-/// Declares an exclusive queue on one connection, runs `op` on a second connection's channel,
-/// expects 405 with RabbitMQ's locked-queue text.
-async fn exclusive_from_other(ctx: &Ctx, op: impl AsyncOp) -> Outcome {
-    let (_c1, ch1) = open(&ctx.uri).await?;
-    let q = ctx.name("q");
-    declare_exclusive(&ch1, &q).await?;
-    let (c2, ch2) = open(&ctx.uri).await?;
-    let r = op.run(ch2.clone(), q.clone()).await;
-    match r {
-        Ok(()) => return Err(Failure::new(format!("405 {}", locked(&q)), "success")),
-        Err(e) => match amqp_error(&e) {
-            Some((405, t)) if t == locked(&q) => {}
-            Some((c, t)) => {
-                return Err(Failure::new(
-                    format!("405 {}", locked(&q)),
-                    format!("{c} {t}"),
-                ))
-            }
-            None => {
-                return Err(Failure::new(
-                    format!("405 {}", locked(&q)),
-                    format!("{e:?}"),
-                ))
-            }
-        },
-    }
-    // A channel error: the second connection goes on, and the queue is still there for its owner.
-    expect_connection_usable(&c2).await?;
-    passive(&ch1, &q).await.step("owner's passive declare")?;
-    Ok(())
-}
-
-use crate::Failure;
-use std::future::Future;
-use std::pin::Pin;
-
-/// An operation on (channel, queue name) for [`exclusive_from_other`].
-trait AsyncOp {
-    fn run(
-        &self,
-        ch: Channel,
-        q: String,
-    ) -> Pin<Box<dyn Future<Output = lapin::Result<()>> + Send>>;
-}
-
-impl<F, Fut> AsyncOp for F
-where
-    F: Fn(Channel, String) -> Fut,
-    Fut: Future<Output = lapin::Result<()>> + Send + 'static,
-{
-    fn run(
-        &self,
-        ch: Channel,
-        q: String,
-    ) -> Pin<Box<dyn Future<Output = lapin::Result<()>> + Send>> {
-        Box::pin(self(ch, q))
-    }
-}
-
-async fn exclusive_declare(ctx: Ctx) -> Outcome {
-    exclusive_from_other(&ctx, |ch: Channel, q: String| async move {
-        ch.queue_declare(
-            q.as_str().into(),
-            QueueDeclareOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map(|_| ())
-    })
-    .await
-}
-
-async fn exclusive_passive(ctx: Ctx) -> Outcome {
-    exclusive_from_other(&ctx, |ch: Channel, q: String| async move {
-        ch.queue_declare(
-            q.as_str().into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .map(|_| ())
-    })
-    .await
-}
-
-async fn exclusive_consume(ctx: Ctx) -> Outcome {
-    exclusive_from_other(&ctx, |ch: Channel, q: String| async move {
-        ch.basic_consume(
-            q.as_str().into(),
-            "".into(),
-            BasicConsumeOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .map(|_| ())
-    })
-    .await
-}
-
-async fn exclusive_get(ctx: Ctx) -> Outcome {
-    exclusive_from_other(&ctx, |ch: Channel, q: String| async move {
-        ch.basic_get(q.as_str().into(), BasicGetOptions::default())
-            .await
-            .map(|_| ())
-    })
-    .await
-}
-
-async fn exclusive_delete(ctx: Ctx) -> Outcome {
-    exclusive_from_other(&ctx, |ch: Channel, q: String| async move {
-        ch.queue_delete(q.as_str().into(), QueueDeleteOptions::default())
-            .await
-            .map(|_| ())
-    })
-    .await
-}
-
-async fn exclusive_purge(ctx: Ctx) -> Outcome {
-    exclusive_from_other(&ctx, |ch: Channel, q: String| async move {
-        ch.queue_purge(q.as_str().into(), QueuePurgeOptions::default())
-            .await
-            .map(|_| ())
-    })
-    .await
-}
-
-async fn exclusive_bind(ctx: Ctx) -> Outcome {
-    exclusive_from_other(&ctx, |ch: Channel, q: String| async move {
-        ch.queue_bind(
-            q.as_str().into(),
-            "amq.fanout".into(),
-            "".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-    })
-    .await
-}
-
-/// Publishing to an exclusive queue from another connection is allowed.
-async fn exclusive_publish(ctx: Ctx) -> Outcome {
-    let (_c1, ch1) = open(&ctx.uri).await?;
-    let q = ctx.name("q");
-    declare_exclusive(&ch1, &q).await?;
-    let (_c2, ch2) = open(&ctx.uri).await?;
-    publish(&ch2, "", &q, b"from-other").await?;
-    let m = get_one(&ch1, &q, true).await?;
-    check_eq("body", m.delivery.data.as_slice(), b"from-other".as_slice())
-}
-
-async fn exclusive_gone(ctx: Ctx) -> Outcome {
-    let q = ctx.name("q");
-    let (observer, och) = open(&ctx.uri).await?;
-    {
-        let (c1, ch1) = open(&ctx.uri).await?;
-        declare_exclusive(&ch1, &q).await?;
-        let _consumer = consume(&ch1, &q, false).await?;
-        publish(&ch1, "", &q, b"m").await?;
-        c1.close(200, "bye".into()).await.step("connection.close")?;
-    }
-    // The queue is deleted as part of the owner's connection close; poll with a deadline.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    let mut ch = och;
-    loop {
-        match passive(&ch, &q).await {
-            Err(e) => {
-                let got = amqp_error(&e);
-                if got == Some((404, no_queue(&q))) {
-                    return Ok(());
-                }
-                return Err(Failure::new(
-                    format!("404 {}", no_queue(&q)),
-                    format!("{got:?}"),
-                ));
-            }
-            Ok(_) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                ch = observer.create_channel().await.step("channel.open")?;
-            }
-            Ok(_) => {
-                return Err(Failure::new(
-                    "exclusive queue deleted with its connection",
-                    "still there",
-                ))
-            }
-        }
-    }
-}
-
-async fn auto_delete_kept(ctx: Ctx) -> Outcome {
-    let cl = Cleanup::new(&ctx);
-    let q = cl.queue(ctx.name("q"));
-    cl.finish(async {
-        let (_c, ch) = open(&ctx.uri).await?;
-        qdecl(
-            &ch,
-            &q,
-            QueueDeclareOptions {
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .step("declare auto-delete")?;
-        publish(&ch, "", &q, b"m").await?;
-        wait_message_count(&ch, &q, 1).await?;
-        // Messages come and go without a consumer: the queue stays.
-        get_one(&ch, &q, true).await?;
-        let ok = passive(&ch, &q)
-            .await
-            .step("passive declare: still there without ever having a consumer")?;
-        check_eq("message_count", ok.message_count(), 0)
-    })
-    .await
-}
-
-async fn auto_delete_last(ctx: Ctx) -> Outcome {
-    let cl = Cleanup::new(&ctx);
-    let q = cl.queue(ctx.name("q"));
-    cl.finish(async {
-        let (_c, ch) = open(&ctx.uri).await?;
-        qdecl(
-            &ch,
-            &q,
-            QueueDeclareOptions {
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .step("declare auto-delete")?;
-        let a = consume(&ch, &q, false).await?;
-        let b = consume(&ch, &q, false).await?;
-        ch.basic_cancel(a.tag(), BasicCancelOptions::default())
-            .await
-            .step("cancel first consumer")?;
-        let ok = passive(&ch, &q)
-            .await
-            .step("still there with one consumer")?;
-        check_eq("consumer_count", ok.consumer_count(), 1)?;
-        ch.basic_cancel(b.tag(), BasicCancelOptions::default())
-            .await
-            .step("cancel last consumer")?;
-        expect_error(passive(&ch, &q).await, 404, &no_queue(&q))
-    })
-    .await
-}
-
-async fn auto_delete_channel_close(ctx: Ctx) -> Outcome {
-    let cl = Cleanup::new(&ctx);
-    let q = cl.queue(ctx.name("q"));
-    cl.finish(async {
-        let (c, ch) = open(&ctx.uri).await?;
-        qdecl(
-            &ch,
-            &q,
-            QueueDeclareOptions {
-                auto_delete: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .step("declare auto-delete")?;
-        let ch2 = c.create_channel().await.step("channel.open")?;
-        let _consumer = consume(&ch2, &q, false).await?;
-        ch2.close(200, "bye".into()).await.step("channel.close")?;
-        expect_error(passive(&ch, &q).await, 404, &no_queue(&q))
-    })
-    .await
 }
 
 async fn purge_count(ctx: Ctx) -> Outcome {
@@ -1013,202 +653,4 @@ async fn delete_if_empty_ok(ctx: Ctx) -> Outcome {
         0,
     )?;
     expect_error(passive(&ch, &q).await, 404, &no_queue(&q))
-}
-
-async fn bind_missing_queue(ctx: Ctx) -> Outcome {
-    let (c, ch) = open(&ctx.uri).await?;
-    let q = ctx.name("missing");
-    let r = ch
-        .queue_bind(
-            q.as_str().into(),
-            "amq.direct".into(),
-            "k".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await;
-    expect_error(r, 404, &no_queue(&q))?;
-    expect_connection_usable(&c).await
-}
-
-async fn bind_missing_exchange(ctx: Ctx) -> Outcome {
-    let (_c, ch) = open(&ctx.uri).await?;
-    let q = ctx.name("q");
-    let x = ctx.name("missing-x");
-    declare_exclusive(&ch, &q).await?;
-    let r = ch
-        .queue_bind(
-            q.as_str().into(),
-            x.as_str().into(),
-            "k".into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await;
-    expect_error(
-        r,
-        404,
-        &format!("NOT_FOUND - no exchange '{x}' in vhost '/'"),
-    )
-}
-
-/// Binding twice with the same key and arguments is one binding: one copy per message.
-async fn bind_idempotent(ctx: Ctx) -> Outcome {
-    let cl = Cleanup::new(&ctx);
-    let x = cl.exchange(ctx.name("x"));
-    cl.finish(async {
-        let (_c, ch) = open(&ctx.uri).await?;
-        let q = ctx.name("q");
-        declare_exchange(&ch, &x, ExchangeKind::Direct).await?;
-        declare_exclusive(&ch, &q).await?;
-        bind(&ch, &q, &x, "k").await?;
-        bind(&ch, &q, &x, "k").await?;
-        publish(&ch, &x, "k", b"once").await?;
-        publish(&ch, "", &q, b"marker").await?;
-        wait_message_count(&ch, &q, 2).await?;
-        check_eq(
-            "bodies",
-            drain(&ch, &q).await?,
-            vec!["once".to_string(), "marker".to_string()],
-        )?;
-        ch.queue_unbind(
-            q.as_str().into(),
-            x.as_str().into(),
-            "k".into(),
-            FieldTable::default(),
-        )
-        .await
-        .step("unbind")?;
-        publish(&ch, &x, "k", b"after-unbind").await?;
-        publish(&ch, "", &q, b"marker").await?;
-        wait_message_count(&ch, &q, 1).await?;
-        check_eq(
-            "one unbind removes the binding",
-            drain(&ch, &q).await?,
-            vec!["marker".to_string()],
-        )
-    })
-    .await
-}
-
-/// On a direct exchange, bindings that differ only by arguments are distinct bindings; unbind
-/// must name the same arguments; a message still reaches the queue once.
-async fn bind_arguments(ctx: Ctx) -> Outcome {
-    let cl = Cleanup::new(&ctx);
-    let x = cl.exchange(ctx.name("x"));
-    cl.finish(async {
-        let (_c, ch) = open(&ctx.uri).await?;
-        let q = ctx.name("q");
-        declare_exchange(&ch, &x, ExchangeKind::Direct).await?;
-        declare_exclusive(&ch, &q).await?;
-        let mut a1 = FieldTable::default();
-        a1.insert("tag".into(), AMQPValue::LongString("one".into()));
-        let mut a2 = FieldTable::default();
-        a2.insert("tag".into(), AMQPValue::LongString("two".into()));
-        bind_args(&ch, &q, &x, "k", a1.clone()).await?;
-        bind_args(&ch, &q, &x, "k", a2.clone()).await?;
-        publish(&ch, &x, "k", b"m1").await?;
-        publish(&ch, "", &q, b"marker").await?;
-        wait_message_count(&ch, &q, 2).await?;
-        check_eq(
-            "delivered once despite two bindings",
-            drain(&ch, &q).await?,
-            vec!["m1".to_string(), "marker".to_string()],
-        )?;
-        // Unbinding with the plain key (no arguments) removes neither.
-        ch.queue_unbind(
-            q.as_str().into(),
-            x.as_str().into(),
-            "k".into(),
-            FieldTable::default(),
-        )
-        .await
-        .step("unbind without args")?;
-        ch.queue_unbind(q.as_str().into(), x.as_str().into(), "k".into(), a1)
-            .await
-            .step("unbind with args one")?;
-        publish(&ch, &x, "k", b"m2").await?;
-        publish(&ch, "", &q, b"marker").await?;
-        wait_message_count(&ch, &q, 2).await?;
-        check_eq(
-            "binding two still routes",
-            drain(&ch, &q).await?,
-            vec!["m2".to_string(), "marker".to_string()],
-        )?;
-        ch.queue_unbind(q.as_str().into(), x.as_str().into(), "k".into(), a2)
-            .await
-            .step("unbind with args two")?;
-        publish(&ch, &x, "k", b"m3").await?;
-        publish(&ch, "", &q, b"marker").await?;
-        wait_message_count(&ch, &q, 1).await?;
-        check_eq(
-            "no binding left",
-            drain(&ch, &q).await?,
-            vec!["marker".to_string()],
-        )
-    })
-    .await
-}
-
-async fn unbind_stops(ctx: Ctx) -> Outcome {
-    let (_c, ch) = open(&ctx.uri).await?;
-    let q = ctx.name("q");
-    declare_exclusive(&ch, &q).await?;
-    bind(&ch, &q, "amq.direct", &q).await?;
-    publish(&ch, "amq.direct", &q, b"bound").await?;
-    get_one(&ch, &q, true).await?;
-    ch.queue_unbind(
-        q.as_str().into(),
-        "amq.direct".into(),
-        q.as_str().into(),
-        FieldTable::default(),
-    )
-    .await
-    .step("queue.unbind")?;
-    publish(&ch, "amq.direct", &q, b"unbound").await?;
-    publish(&ch, "", &q, b"marker").await?;
-    wait_message_count(&ch, &q, 1).await?;
-    check_eq("bodies", drain(&ch, &q).await?, vec!["marker".to_string()])
-}
-
-async fn unbind_missing_binding(ctx: Ctx) -> Outcome {
-    let (_c, ch) = open(&ctx.uri).await?;
-    let q = ctx.name("q");
-    declare_exclusive(&ch, &q).await?;
-    ch.queue_unbind(
-        q.as_str().into(),
-        "amq.direct".into(),
-        "never-bound".into(),
-        FieldTable::default(),
-    )
-    .await
-    .step("queue.unbind of a binding that does not exist")?;
-    sync(&ch).await
-}
-
-/// Unbinding a queue or from an exchange that does not exist: RabbitMQ 3.10 answers
-/// unbind-ok (unbind is idempotent).
-async fn unbind_missing_entities(ctx: Ctx) -> Outcome {
-    let (_c, ch) = open(&ctx.uri).await?;
-    let q = ctx.name("missing-q");
-    let x = ctx.name("missing-x");
-    ch.queue_unbind(
-        q.as_str().into(),
-        "amq.direct".into(),
-        "k".into(),
-        FieldTable::default(),
-    )
-    .await
-    .step("queue.unbind of a missing queue")?;
-    let q2 = ctx.name("q");
-    declare_exclusive(&ch, &q2).await?;
-    ch.queue_unbind(
-        q2.as_str().into(),
-        x.as_str().into(),
-        "k".into(),
-        FieldTable::default(),
-    )
-    .await
-    .step("queue.unbind from a missing exchange")?;
-    sync(&ch).await
 }

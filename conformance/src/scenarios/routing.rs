@@ -626,26 +626,30 @@ async fn headers_empty_binding(ctx: Ctx) -> Outcome {
 }
 
 async fn headers_invalid_x_match(ctx: Ctx) -> Outcome {
-    let (c, ch) = open(&ctx.uri).await?;
-    let x = ctx.name("x");
-    declare_exchange_ad(&ch, &x, ExchangeKind::Headers).await?;
-    let q = ctx.name("q");
-    declare_exclusive(&ch, &q).await?;
-    let r = ch
-        .queue_bind(
-            q.as_str().into(),
-            x.as_str().into(),
-            "".into(),
-            QueueBindOptions::default(),
-            table(&[("x-match", s("some"))]),
-        )
-        .await;
-    expect_error(
-        r,
-        406,
-        "PRECONDITION_FAILED - Invalid x-match field value <<\"some\">>; expected all, any, all-with-x, or any-with-x",
-    )?;
-    expect_connection_usable(&c).await
+    let cl = Cleanup::new(&ctx);
+    let x = cl.exchange(ctx.name("x"));
+    cl.finish(async {
+        let (c, ch) = open(&ctx.uri).await?;
+        declare_exchange(&ch, &x, ExchangeKind::Headers).await?;
+        let q = ctx.name("q");
+        declare_exclusive(&ch, &q).await?;
+        let r = ch
+            .queue_bind(
+                q.as_str().into(),
+                x.as_str().into(),
+                "".into(),
+                QueueBindOptions::default(),
+                table(&[("x-match", s("some"))]),
+            )
+            .await;
+        expect_error(
+            r,
+            406,
+            "PRECONDITION_FAILED - Invalid x-match field value <<\"some\">>; expected all, any, all-with-x, or any-with-x",
+        )?;
+        expect_connection_usable(&c).await
+    })
+    .await
 }
 
 async fn amq_match(ctx: Ctx) -> Outcome {

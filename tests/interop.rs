@@ -1,0 +1,47 @@
+//! Other client ecosystems against an in-process Warren: Python pika scenarios and a
+//! rabbitmq-c `amqp-tools` round trip (scripts in tests/interop/).
+
+mod common;
+
+use std::time::Duration;
+use tokio::process::Command;
+
+async fn run_script(program: &str, args: &[&str]) {
+    let out = tokio::time::timeout(
+        Duration::from_secs(180),
+        Command::new(program).args(args).output(),
+    )
+    .await
+    .expect("script finished in time")
+    .unwrap_or_else(|e| {
+        panic!("cannot run {program} (install python3-pika and amqp-tools: see .ci/run): {e}")
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{program} {args:?} failed");
+    assert!(
+        stdout.lines().any(|l| l.ends_with(" 0 failed")),
+        "no closing count line"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pika_scenarios_pass() {
+    let broker = common::start_broker().await;
+    let port = broker.addr.port().to_string();
+    run_script(
+        "/usr/bin/python3",
+        &["tests/interop/pika_scenarios.py", "--port", &port],
+    )
+    .await;
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_tools_round_trip() {
+    let broker = common::start_broker().await;
+    let port = broker.addr.port().to_string();
+    run_script("bash", &["tests/interop/amqp_tools.sh", &port]).await;
+    broker.shutdown().await;
+}
