@@ -407,7 +407,7 @@ mod tests {
         let err = FrameDecoder::new(131072)
             .decode(&mut BytesMut::from(&v[..]))
             .unwrap_err();
-        assert_eq!(err.code, 540);
+        assert_eq!(err.code, 503);
     }
 
     #[test]

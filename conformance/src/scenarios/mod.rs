@@ -38,6 +38,7 @@ pub mod content;
 pub mod e2e;
 pub mod exchange;
 pub mod lifetime;
+pub mod qos;
 pub mod queue;
 pub mod routing;
 pub mod tx;
@@ -55,6 +56,7 @@ pub fn all() -> Vec<Scenario> {
     v.extend(binding::scenarios());
     v.extend(routing::scenarios());
     v.extend(basic::scenarios());
+    v.extend(qos::scenarios());
     v.extend(ack::scenarios());
     v.extend(content::scenarios());
     v.extend(confirm::scenarios());
