@@ -12,7 +12,7 @@
 
 mod dedup;
 mod dest_set;
-mod erl_term;
+pub(crate) mod erl_term;
 pub mod headers;
 mod identity;
 mod table;

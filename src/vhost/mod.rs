@@ -613,18 +613,6 @@ pub(crate) fn value_text(v: &AMQPValue) -> String {
 
 /// Integer-valued arguments compare by value whatever their width, as RabbitMQ does.
 fn args_value_eq(a: &AMQPValue, b: &AMQPValue) -> bool {
-    fn int(v: &AMQPValue) -> Option<i128> {
-        Some(match v {
-            AMQPValue::ShortShortInt(i) => *i as i128,
-            AMQPValue::ShortShortUInt(i) => *i as i128,
-            AMQPValue::ShortInt(i) => *i as i128,
-            AMQPValue::ShortUInt(i) => *i as i128,
-            AMQPValue::LongInt(i) => *i as i128,
-            AMQPValue::LongUInt(i) => *i as i128,
-            AMQPValue::LongLongInt(i) => *i as i128,
-            _ => return None,
-        })
-    }
     fn string(v: &AMQPValue) -> Option<&[u8]> {
         match v {
             AMQPValue::ShortString(s) => Some(s.as_str().as_bytes()),
@@ -632,7 +620,8 @@ fn args_value_eq(a: &AMQPValue, b: &AMQPValue) -> bool {
             _ => None,
         }
     }
-    match (int(a), int(b)) {
+    use crate::queue::args::int_value;
+    match (int_value(a), int_value(b)) {
         (Some(x), Some(y)) => return x == y,
         (None, None) => {}
         _ => return false,
