@@ -24,6 +24,9 @@ pub struct Config {
     pub max_message_size: u64,
     /// Time a client has from TCP connect to connection.open-ok.
     pub handshake_timeout: Duration,
+    /// A channel whose oldest unacknowledged delivery is older than this is closed with
+    /// 406 and its messages requeued (RabbitMQ's consumer_timeout, 30 minutes).
+    pub consumer_timeout: Duration,
     /// Reported in server-properties.
     pub cluster_name: String,
 }
@@ -42,6 +45,7 @@ impl Default for Config {
             heartbeat: 60,
             max_message_size: 128 * 1024 * 1024,
             handshake_timeout: Duration::from_secs(10),
+            consumer_timeout: Duration::from_secs(30 * 60),
             cluster_name: "warren@localhost".into(),
         }
     }

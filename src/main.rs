@@ -39,6 +39,9 @@ struct Cli {
     /// Seconds a client has to complete the AMQP handshake.
     #[arg(long, env = "WARREN_HANDSHAKE_TIMEOUT", default_value_t = 10)]
     handshake_timeout: u64,
+    /// Milliseconds a delivery may stay unacknowledged before its channel is closed.
+    #[arg(long, env = "WARREN_CONSUMER_TIMEOUT", default_value_t = 1_800_000)]
+    consumer_timeout: u64,
     /// Log level or filter (error, warn, info, debug, trace, or a tracing filter).
     #[arg(long, env = "WARREN_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -64,6 +67,7 @@ async fn main() {
         heartbeat: cli.heartbeat,
         max_message_size: cli.max_message_size,
         handshake_timeout: std::time::Duration::from_secs(cli.handshake_timeout),
+        consumer_timeout: std::time::Duration::from_millis(cli.consumer_timeout),
         ..warren::Config::default()
     };
     let handle = match warren::start(config).await {

@@ -11,6 +11,10 @@ pub struct Message {
     /// Raw content-header properties (flag word + property list), re-sent unchanged.
     pub properties: Bytes,
     pub body: Bytes,
+    /// The priority property (0 when absent), read once at publish.
+    pub priority: u8,
+    /// The expiration property in milliseconds, read once at publish.
+    pub expiration: Option<u64>,
 }
 
 impl Message {

@@ -6,7 +6,8 @@ use crate::message::Message;
 use crate::protocol::codec::ShortStr;
 use crate::protocol::properties;
 use crate::queue::consumer::Consumer;
-use crate::queue::{ConsumeRefused, Queue};
+use crate::queue::{ConsumeRefused, PublishOutcome, Queue};
+use crate::vhost::REPLY_TO;
 use amq_protocol::protocol::{basic as b, AMQPClass};
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
@@ -95,21 +96,68 @@ impl Channel {
                 )));
             }
         }
-        let headers = if summary.has_headers {
+        let properties = match summary.reply_to.as_deref() {
+            Some(REPLY_TO) => {
+                let Some(rq) = &self.reply_queue else {
+                    return Err(AmqpError::precondition_failed(format_args!(
+                        "fast reply consumer does not exist"
+                    )));
+                };
+                properties::with_reply_to(&properties, rq.name()).unwrap_or(properties)
+            }
+            _ => properties,
+        };
+        let mut headers = if summary.has_headers {
             properties::headers(&properties)
         } else {
             None
+        };
+        // Sender-selected distribution: CC and BCC headers add routing keys; BCC is removed
+        // before anyone sees the message.
+        let mut extra_keys = Vec::new();
+        let mut properties = properties;
+        if let Some(h) = &mut headers {
+            extra_keys = properties::routing_key_list(h, "CC");
+            let bcc = properties::routing_key_list(h, "BCC");
+            if h.contains_key("BCC") {
+                let mut inner = h.inner().clone();
+                inner.remove("BCC");
+                *h = inner.into();
+                properties = properties::with_headers(&properties, h.clone()).unwrap_or(properties);
+            }
+            extra_keys.extend(bcc);
+        }
+        let expiration = match &summary.expiration {
+            None => None,
+            Some(e) => match e.parse::<i64>() {
+                Ok(n) if n >= 0 => Some(n as u64),
+                Ok(n) => {
+                    return Err(AmqpError::precondition_failed(format_args!(
+                        "invalid expiration '{e}': {{value_negative,{n}}}"
+                    )))
+                }
+                Err(_) => {
+                    return Err(AmqpError::precondition_failed(format_args!(
+                        "invalid expiration '{e}': no_integer"
+                    )))
+                }
+            },
         };
         let msg = Arc::new(Message {
             exchange: p.exchange,
             routing_key: p.routing_key,
             properties,
             body,
+            priority: summary.priority.unwrap_or(0),
+            expiration,
         });
         let mut routed = std::mem::take(&mut self.routed);
         routed.clear();
         cx.vhost
             .route(&x, msg.routing_key.as_str(), headers.as_ref(), &mut routed);
+        for key in &extra_keys {
+            cx.vhost.route(&x, key, headers.as_ref(), &mut routed);
+        }
         if let Mode::Tx(state) = &mut self.mode {
             state.publishes.push(TxPublish {
                 msg,
@@ -144,17 +192,25 @@ impl Channel {
                 cx.out
                     .content(self.id, &msg.properties, &msg.body, cx.frame_max);
             }
-        } else {
-            for q in queues.drain(..) {
-                q.publish(msg.clone());
-            }
+        }
+        let mut rejected = false;
+        for q in queues.drain(..) {
+            rejected |= q.publish(msg.clone()) == PublishOutcome::Rejected;
         }
         if let Mode::Confirm { seq, pending } = &mut self.mode {
             *seq += 1;
-            *pending = Some(match *pending {
-                None => (*seq, *seq),
-                Some((first, _)) => (first, *seq),
-            });
+            if rejected {
+                // A length limit refused it: confirms before it go out, then its nack.
+                if let Some((first, last)) = pending.take() {
+                    cx.out.basic_ack(self.id, last, first != last);
+                }
+                cx.out.basic_nack(self.id, *seq, false);
+            } else {
+                *pending = Some(match *pending {
+                    None => (*seq, *seq),
+                    Some((first, _)) => (first, *seq),
+                });
+            }
         }
         if self.routed.capacity() < queues.capacity() {
             self.routed = queues;
@@ -162,9 +218,35 @@ impl Channel {
     }
 
     fn consume(&mut self, c: b::Consume, cx: &mut ConnCtx<'_>) -> AmqpResult<()> {
-        let q = cx
-            .vhost
-            .usable_queue(&self.queue_name(c.queue.as_str())?, cx.conn_id)?;
+        let q = if c.queue.as_str() == REPLY_TO {
+            // Direct reply-to: a pseudo-queue private to this channel, no acks.
+            if !c.no_ack {
+                return Err(AmqpError::precondition_failed(format_args!(
+                    "reply consumer cannot acknowledge"
+                )));
+            }
+            if self.reply_queue.is_some() {
+                return Err(AmqpError::precondition_failed(format_args!(
+                    "reply consumer already set"
+                )));
+            }
+            let q = cx.vhost.create_reply_queue();
+            self.reply_queue = Some(q.clone());
+            q
+        } else {
+            cx.vhost
+                .usable_queue(&self.queue_name(c.queue.as_str())?, cx.conn_id)?
+        };
+        if let Some(v) = c.arguments.inner().get("x-priority") {
+            if crate::queue::args::int_value(v).is_none() {
+                return Err(AmqpError::precondition_failed(format_args!(
+                    "invalid arg 'x-priority' for queue '{}' in vhost '{}': \"expected integer, got {}\"",
+                    q.name(),
+                    cx.vhost.name,
+                    crate::queue::args::type_name(v)
+                )));
+            }
+        }
         let tag = if c.consumer_tag.as_str().is_empty() {
             ShortStr::copy_from(&generated_name("amq.ctag-"))
         } else {
@@ -222,8 +304,18 @@ impl Channel {
                 e.cancelling = true;
                 let consumer = e.consumer.clone();
                 let queue = e.queue.clone();
-                if queue.cancel(&consumer) {
+                // As RabbitMQ, a cancel does not by itself hand a single-active-consumer queue to the
+                // next consumer; the next publish, ack or requeue does.
+                if queue.cancel(&consumer, false) {
                     cx.vhost.remove_queue(&queue);
+                }
+                if self
+                    .reply_queue
+                    .as_ref()
+                    .is_some_and(|r| Arc::ptr_eq(r, &queue))
+                {
+                    cx.vhost.remove_reply_queue(&queue);
+                    self.reply_queue = None;
                 }
                 let _ = cx.tx.send(crate::connection::outbound::Outbound::CancelOk {
                     consumer,
@@ -268,6 +360,7 @@ impl Channel {
                         queue: q,
                         msg: m,
                         consumer: None,
+                        at: std::time::Instant::now(),
                     });
                 }
             }
@@ -333,7 +426,19 @@ impl Channel {
         }
         match how {
             Settle::Requeue => requeue_grouped(list),
-            Settle::Ack | Settle::Drop => {
+            Settle::Drop => {
+                let mut groups: Vec<(Arc<Queue>, Vec<crate::queue::QueuedMessage>)> = Vec::new();
+                for u in list {
+                    match groups.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &u.queue)) {
+                        Some((_, v)) => v.push(u.msg),
+                        None => groups.push((u.queue, vec![u.msg])),
+                    }
+                }
+                for (q, msgs) in groups {
+                    q.rejected(msgs);
+                }
+            }
+            Settle::Ack => {
                 let mut run: Option<(Arc<Queue>, u64)> = None;
                 for u in list {
                     match &mut run {
@@ -371,7 +476,7 @@ impl Channel {
 
 /// A server-generated name: prefix + 22 characters of URL-safe base64 over 128 random bits,
 /// the shape of RabbitMQ's `amq.gen-…` and `amq.ctag-…` names.
-pub(crate) fn generated_name(prefix: &str) -> String {
+pub fn generated_name(prefix: &str) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
     let bits: u128 = rand::random();
     let mut s = String::with_capacity(prefix.len() + 22);

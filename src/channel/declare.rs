@@ -102,7 +102,11 @@ impl Channel {
                 )?;
                 self.last_queue = Some(queue.name().to_string());
                 if !nowait {
-                    let (ready, _, consumers) = queue.stats();
+                    let (ready, _, mut consumers) = queue.stats();
+                    if queue.name() == crate::vhost::REPLY_TO {
+                        // As RabbitMQ: the pseudo-queue reports one consumer.
+                        consumers = 1;
+                    }
                     self.reply(
                         cx,
                         AMQPClass::Queue(q::AMQPMethod::DeclareOk(q::DeclareOk {

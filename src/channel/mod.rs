@@ -6,6 +6,7 @@
 //! close the channel or the connection.
 
 mod basic;
+pub use basic::generated_name;
 pub mod content;
 mod declare;
 pub mod unacked;
@@ -96,6 +97,8 @@ pub struct Channel {
     routed: Vec<Arc<Queue>>,
     /// The queue this channel declared last: an empty queue name in later methods means it.
     last_queue: Option<String>,
+    /// Direct reply-to: this channel's pseudo-queue while it consumes `amq.rabbitmq.reply-to`.
+    reply_queue: Option<Arc<Queue>>,
 }
 
 impl Channel {
@@ -112,6 +115,7 @@ impl Channel {
             mode: Mode::Normal,
             routed: Vec::new(),
             last_queue: None,
+            reply_queue: None,
         }
     }
 
@@ -350,6 +354,7 @@ impl Channel {
                 queue: queue.clone(),
                 msg: m,
                 consumer: Some(consumer),
+                at: std::time::Instant::now(),
             });
         }
         if wake {
@@ -400,10 +405,16 @@ impl Channel {
     /// Releases everything the channel holds: consumers leave their queues (auto-delete
     /// queues may go), unacknowledged and uncommitted-acked messages go back to their queues.
     pub fn release(&mut self, vhost: &VHost) {
+        let mut queues: Vec<Arc<Queue>> = Vec::new();
         for (_, e) in self.consumers.drain() {
-            if e.queue.cancel(&e.consumer) {
+            if e.queue.cancel(&e.consumer, false) {
                 vhost.remove_queue(&e.queue);
+            } else {
+                queues.push(e.queue);
             }
+        }
+        if let Some(q) = self.reply_queue.take() {
+            vhost.remove_reply_queue(&q);
         }
         let mut all = self.unacked.take_all();
         if let Mode::Tx(state) = &mut self.mode {
@@ -415,7 +426,23 @@ impl Channel {
             all.sort_by_key(|u| u.tag);
         }
         requeue_grouped(all);
+        for q in queues {
+            q.dispatch();
+        }
         self.assembler = Assembler::default();
+    }
+
+    /// The delivery-acknowledgement timeout: the error to close the channel with when its
+    /// oldest unacknowledged delivery is older than `timeout`.
+    pub fn check_ack_timeout(&self, timeout: std::time::Duration) -> Option<AmqpError> {
+        let oldest = self.unacked.oldest()?;
+        (oldest.elapsed() > timeout).then(|| {
+            AmqpError::precondition_failed(format_args!(
+                "delivery acknowledgement on channel {} timed out. Timeout value used: {} ms. This timeout value can be configured, see consumers doc guide to learn more",
+                self.id,
+                timeout.as_millis()
+            ))
+        })
     }
 
     /// Asks the queues of consumers that waited for credit to dispatch again.
@@ -433,7 +460,7 @@ impl Channel {
 enum Settle {
     Ack,
     Requeue,
-    /// Rejected without requeue: dropped (dead-lettering comes with the extensions).
+    /// Rejected without requeue: dead-lettered (or dropped without a dead-letter exchange).
     Drop,
 }
 

@@ -15,6 +15,8 @@ pub struct Unacked {
     pub msg: QueuedMessage,
     /// The consumer it went to; `None` for basic.get.
     pub consumer: Option<Arc<Consumer>>,
+    /// When it was delivered (the consumer timeout counts from here).
+    pub at: std::time::Instant,
 }
 
 #[derive(Debug, Default)]
@@ -55,6 +57,11 @@ impl UnackedMap {
         }
         let i = self.entries.binary_search_by_key(&tag, |u| u.tag).ok()?;
         self.entries.remove(i).map(|u| vec![u])
+    }
+
+    /// When the oldest outstanding delivery was made.
+    pub fn oldest(&self) -> Option<std::time::Instant> {
+        self.entries.iter().map(|u| u.at).min()
     }
 
     /// Every entry, in tag order (channel close, basic.recover).

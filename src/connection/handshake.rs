@@ -45,6 +45,8 @@ pub fn server_properties(cluster_name: &str) -> FieldTable {
         ("consumer_cancel_notify", AMQPValue::Boolean(true)),
         ("authentication_failure_close", AMQPValue::Boolean(true)),
         ("per_consumer_qos", AMQPValue::Boolean(true)),
+        ("consumer_priorities", AMQPValue::Boolean(true)),
+        ("direct_reply_to", AMQPValue::Boolean(true)),
     ]);
     table(vec![
         ("capabilities", AMQPValue::FieldTable(caps)),

@@ -228,6 +228,11 @@ impl Connection {
             (hb / 2).max(Duration::from_millis(500))
         });
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let ack_timeout = self.broker.config.consumer_timeout;
+        let mut ack_ticker = tokio::time::interval(
+            (ack_timeout / 4).clamp(Duration::from_millis(20), Duration::from_secs(15)),
+        );
+        ack_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut done = false;
         while !done {
             let closing = self.closing_since.is_some();
@@ -274,6 +279,7 @@ impl Connection {
                         self.out.heartbeat();
                     }
                 },
+                _ = ack_ticker.tick(), if !closing => self.check_ack_timeouts(ack_timeout),
                 _ = shutdown.changed(), if !closing => {
                     self.close_with(AmqpError::connection_forced(format_args!("broker forced connection closure with reason 'shutdown'")));
                 },
@@ -282,6 +288,45 @@ impl Connection {
         }
         // Best effort: let the peer read what we last said (close-ok, close).
         let _ = tokio::time::timeout(Duration::from_secs(1), self.flush()).await;
+    }
+
+    /// Closes channels whose oldest unacknowledged delivery is too old (406); their
+    /// messages go back to their queues.
+    fn check_ack_timeouts(&mut self, timeout: Duration) {
+        let expired: Vec<(u16, AmqpError)> = self
+            .channels
+            .iter()
+            .filter(|(_, ch)| !ch.closing)
+            .filter_map(|(id, ch)| ch.check_ack_timeout(timeout).map(|e| (*id, e)))
+            .collect();
+        for (id, e) in expired {
+            tracing::warn!(
+                conn = self.id,
+                channel = id,
+                "consumer acknowledgement timed out"
+            );
+            self.close_channel(id, e);
+        }
+    }
+
+    /// Sends channel.close with `e` and releases what the channel held.
+    fn close_channel(&mut self, id: u16, e: AmqpError) {
+        let Some(vhost) = self.vhost.clone() else {
+            return;
+        };
+        if let Some(ch) = self.channels.get_mut(&id) {
+            ch.release(&vhost);
+            ch.closing = true;
+        }
+        self.out.method(
+            id,
+            AMQPClass::Channel(cm::AMQPMethod::Close(cm::Close {
+                reply_code: e.code,
+                reply_text: e.text.as_str().into(),
+                class_id: e.class_id,
+                method_id: e.method_id,
+            })),
+        );
     }
 
     /// Decodes and handles every complete frame in the input buffer. True when the
@@ -462,19 +507,7 @@ impl Connection {
             Err(e) if e.is_connection_level() => Err(e),
             Err(e) => {
                 tracing::info!(conn = self.id, channel, code = e.code, text = %e.text, "closing channel");
-                if let Some(ch) = self.channels.get_mut(&channel) {
-                    ch.release(&vhost);
-                    ch.closing = true;
-                }
-                self.out.method(
-                    channel,
-                    AMQPClass::Channel(cm::AMQPMethod::Close(cm::Close {
-                        reply_code: e.code,
-                        reply_text: e.text.as_str().into(),
-                        class_id: e.class_id,
-                        method_id: e.method_id,
-                    })),
-                );
+                self.close_channel(channel, e);
                 Ok(false)
             }
         }

@@ -223,10 +223,13 @@ fn decode_method(channel: u16, payload: Bytes) -> Result<Frame, AmqpError> {
             match amq_protocol::protocol::parse_class(&payload[..]) {
                 Ok((_, class)) => Method::Other(Box::new(class)),
                 Err(_) => {
-                    return Err(AmqpError::syntax_error(format_args!(
-                        "malformed method frame (class {class_id}, method {method_id})"
+                    // RabbitMQ's wording: the argument bytes it could not decode.
+                    let args: Vec<String> = payload[4..].iter().map(|b| b.to_string()).collect();
+                    return Err(AmqpError::frame_error(format_args!(
+                        "cannot decode <<{}>>",
+                        args.join(",")
                     ))
-                    .with_method(class_id, method_id))
+                    .with_method(class_id, method_id));
                 }
             }
         }

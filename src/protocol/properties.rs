@@ -27,6 +27,7 @@ pub struct Summary {
     pub delivery_mode: Option<u8>,
     pub priority: Option<u8>,
     pub expiration: Option<String>,
+    pub reply_to: Option<String>,
     pub user_id: Option<String>,
     pub has_headers: bool,
 }
@@ -78,7 +79,8 @@ pub fn summary(props: &[u8]) -> Option<Summary> {
         shortstr(&mut at)?;
     }
     if flags & REPLY_TO != 0 {
-        shortstr(&mut at)?;
+        let r = shortstr(&mut at)?;
+        s.reply_to = Some(String::from_utf8_lossy(&props[r]).into_owned());
     }
     if flags & EXPIRATION != 0 {
         let r = shortstr(&mut at)?;
@@ -101,6 +103,47 @@ pub fn summary(props: &[u8]) -> Option<Summary> {
         s.user_id = Some(String::from_utf8_lossy(&props[r]).into_owned());
     }
     Some(s)
+}
+
+/// The same properties with another reply-to (direct reply-to rewrites it).
+pub fn with_reply_to(props: &[u8], reply_to: &str) -> Option<bytes::Bytes> {
+    let p = decode(props)?.with_reply_to(reply_to.into());
+    let (v, _) = cookie_factory::gen(
+        amq_protocol::protocol::basic::gen_properties(&p),
+        Vec::new(),
+    )
+    .ok()?;
+    Some(bytes::Bytes::from(v))
+}
+
+/// The same properties with another headers table.
+pub fn with_headers(props: &[u8], headers: FieldTable) -> Option<bytes::Bytes> {
+    let p = decode(props)?.with_headers(headers);
+    let (v, _) = cookie_factory::gen(
+        amq_protocol::protocol::basic::gen_properties(&p),
+        Vec::new(),
+    )
+    .ok()?;
+    Some(bytes::Bytes::from(v))
+}
+
+/// The routing keys in a `CC` or `BCC` header (an array of strings).
+pub fn routing_key_list(headers: &FieldTable, key: &str) -> Vec<String> {
+    use amq_protocol::types::AMQPValue;
+    match headers.inner().get(key) {
+        Some(AMQPValue::FieldArray(a)) => a
+            .as_slice()
+            .iter()
+            .filter_map(|v| match v {
+                AMQPValue::LongString(s) => {
+                    Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
+                }
+                AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
+                _ => None,
+            })
+            .collect(),
+        _ => Vec::new(),
+    }
 }
 
 /// Fully decodes the properties (used off the hot path).

@@ -58,6 +58,8 @@ pub struct Consumer {
     pub no_ack: bool,
     pub exclusive: bool,
     pub arguments: FieldTable,
+    /// x-priority: higher-priority consumers get messages first while they have credit.
+    pub priority: i64,
     /// Per-consumer prefetch (basic.qos global=false before consume); 0 = none.
     pub prefetch: u32,
     pub unacked: AtomicU32,
@@ -77,11 +79,17 @@ impl Consumer {
         channel: std::sync::Arc<ChannelShared>,
         conn: ConnSender,
     ) -> Self {
+        let priority = arguments
+            .inner()
+            .get("x-priority")
+            .and_then(super::args::int_value)
+            .unwrap_or(0);
         Consumer {
             tag,
             no_ack,
             exclusive,
             arguments,
+            priority,
             prefetch,
             unacked: AtomicU32::new(0),
             inflight: AtomicU32::new(0),

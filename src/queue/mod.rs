@@ -6,18 +6,30 @@
 //! connection task. There is no global lock on this path — two queues never share a lock.
 //! Unacknowledged messages live in the channel that received them (it gives them back on
 //! ack, reject or close); the queue only counts them.
+//!
+//! RabbitMQ's extensions live here too: message TTL and queue expiry (driven by a small
+//! timer task per queue that needs one), length limits, priorities, consumer priorities and
+//! single active consumer. Messages that die are dead-lettered ([`deadletter`]) *after* the
+//! lock is released, since dead-lettering publishes to other queues.
 
 pub mod args;
 pub mod consumer;
+pub mod deadletter;
+mod ready;
 
 use crate::connection::outbound::Outbound;
 use crate::message::Message;
+use crate::vhost::VHost;
 use amq_protocol::types::FieldTable;
+use args::{Overflow, QueueArgs};
 use consumer::Consumer;
+use deadletter::Reason;
 use parking_lot::Mutex;
-use std::collections::VecDeque;
+use ready::Ready;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 
 /// A message in a queue, or out for delivery from it.
 #[derive(Debug, Clone)]
@@ -26,6 +38,8 @@ pub struct QueuedMessage {
     pub seq: u64,
     pub msg: Arc<Message>,
     pub redelivered: bool,
+    /// When the message expires (queue TTL or per-message expiration), fixed at enqueue.
+    pub expires_at: Option<Instant>,
 }
 
 /// The declared shape of a queue (what a redeclare must match).
@@ -40,24 +54,30 @@ pub struct QueueConfig {
     pub arguments: FieldTable,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct State {
-    ready: VecDeque<QueuedMessage>,
-    ready_bytes: usize,
+    ready: Ready,
     next_seq: u64,
+    /// Sorted by consumer priority, highest first (registration order for single active
+    /// consumer queues). Within a priority, the front is next in the round robin.
     consumers: Vec<Arc<Consumer>>,
-    /// Round-robin position in `consumers`.
-    rr: usize,
     /// Set once any consumer attached: auto-delete applies only after that.
     had_consumer: bool,
+    /// Last declare, get or consumer change (x-expires counts from here).
+    last_used: Instant,
+    timer_running: bool,
 }
 
 #[derive(Debug)]
 pub struct Queue {
     pub config: QueueConfig,
+    pub args: QueueArgs,
+    vhost: Weak<VHost>,
     state: Mutex<State>,
     unacked: AtomicU64,
     deleted: AtomicBool,
+    /// Wakes the timer task (a new head with an expiry, a consumer change).
+    timer: Arc<Notify>,
 }
 
 /// What `basic.consume` may fail with.
@@ -67,14 +87,37 @@ pub enum ConsumeRefused {
     ExclusiveUse,
 }
 
+/// What happened to a published message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishOutcome {
+    Enqueued,
+    /// Refused by a length limit with `x-overflow: reject-publish(-dlx)`.
+    Rejected,
+}
+
 impl Queue {
-    pub fn new(config: QueueConfig) -> Arc<Queue> {
-        Arc::new(Queue {
+    pub fn new(config: QueueConfig, args: QueueArgs, vhost: Weak<VHost>) -> Arc<Queue> {
+        let state = State {
+            ready: Ready::new(args.max_priority),
+            next_seq: 0,
+            consumers: Vec::new(),
+            had_consumer: false,
+            last_used: Instant::now(),
+            timer_running: false,
+        };
+        let q = Arc::new(Queue {
             config,
-            state: Mutex::new(State::default()),
+            args,
+            vhost,
+            state: Mutex::new(state),
             unacked: AtomicU64::new(0),
             deleted: AtomicBool::new(false),
-        })
+            timer: Arc::new(Notify::new()),
+        });
+        if q.args.expires.is_some() {
+            q.ensure_timer(&mut q.state.lock());
+        }
+        q
     }
 
     pub fn name(&self) -> &str {
@@ -100,50 +143,150 @@ impl Queue {
     /// (ready messages, ready bytes, consumers)
     pub fn stats(&self) -> (usize, usize, usize) {
         let st = self.state.lock();
-        (st.ready.len(), st.ready_bytes, st.consumers.len())
+        (st.ready.len(), st.ready.bytes(), st.consumers.len())
+    }
+
+    /// A redeclare or basic.get counts as use for x-expires.
+    pub fn touch(&self) {
+        self.state.lock().last_used = Instant::now();
+    }
+
+    fn expiry_for(&self, msg: &Message, now: Instant) -> Option<Instant> {
+        let ttl = match (self.args.message_ttl, msg.expiration) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }?;
+        Some(now + Duration::from_millis(ttl))
     }
 
     /// Appends a message and delivers what can be delivered.
-    pub fn publish(self: &Arc<Self>, msg: Arc<Message>) {
+    pub fn publish(self: &Arc<Self>, msg: Arc<Message>) -> PublishOutcome {
         if self.is_deleted() {
-            return;
+            return PublishOutcome::Enqueued;
         }
-        let mut st = self.state.lock();
-        let seq = st.next_seq;
-        st.next_seq += 1;
-        st.ready_bytes += msg.size();
-        st.ready.push_back(QueuedMessage {
-            seq,
-            msg,
-            redelivered: false,
-        });
-        self.dispatch_locked(&mut st);
-    }
-
-    /// Delivers ready messages to consumers with credit, round-robin.
-    pub fn dispatch(self: &Arc<Self>) {
-        let mut st = self.state.lock();
-        self.dispatch_locked(&mut st);
-    }
-
-    fn dispatch_locked(self: &Arc<Self>, st: &mut State) {
-        while !st.ready.is_empty() && !st.consumers.is_empty() {
-            let n = st.consumers.len();
-            let mut chosen = None;
-            for i in 0..n {
-                let idx = (st.rr + i) % n;
-                if st.consumers[idx].reserve_or_block() {
-                    chosen = Some(idx);
-                    break;
+        let mut expired = Vec::new();
+        let mut dropped = Vec::new();
+        let outcome = {
+            let mut st = self.state.lock();
+            let now = Instant::now();
+            let expires_at = self.expiry_for(&msg, now);
+            let over = |st: &State, extra: usize, extra_bytes: usize| {
+                self.args
+                    .max_length
+                    .is_some_and(|m| (st.ready.len() + extra) as u64 > m)
+                    || self
+                        .args
+                        .max_length_bytes
+                        .is_some_and(|m| (st.ready.bytes() + extra_bytes) as u64 > m)
+            };
+            if self.args.overflow != Overflow::DropHead && over(&st, 1, msg.size()) {
+                if self.args.overflow == Overflow::RejectPublishDlx {
+                    let seq = st.next_seq;
+                    dropped.push(QueuedMessage {
+                        seq,
+                        msg,
+                        redelivered: false,
+                        expires_at,
+                    });
                 }
+                PublishOutcome::Rejected
+            } else {
+                let seq = st.next_seq;
+                st.next_seq += 1;
+                st.ready.push_back(QueuedMessage {
+                    seq,
+                    msg,
+                    redelivered: false,
+                    expires_at,
+                });
+                self.dispatch_locked(&mut st, &mut expired, Some(now));
+                while self.args.overflow == Overflow::DropHead && over(&st, 0, 0) {
+                    match st.ready.pop_front() {
+                        Some(m) => dropped.push(m),
+                        None => break,
+                    }
+                }
+                if expires_at.is_some() {
+                    // TTL 0 means "deliver now or drop"; anything already due goes now.
+                    st.ready.pop_expired(now, &mut expired);
+                    self.ensure_timer(&mut st);
+                    self.timer.notify_one();
+                }
+                PublishOutcome::Enqueued
             }
-            let Some(idx) = chosen else { return };
-            st.rr = (idx + 1) % n;
+        };
+        self.dead_letter(expired, Reason::Expired);
+        self.dead_letter(dropped, Reason::Maxlen);
+        outcome
+    }
+
+    fn over_limit(&self, st: &State) -> bool {
+        self.args
+            .max_length
+            .is_some_and(|m| st.ready.len() as u64 > m)
+            || self
+                .args
+                .max_length_bytes
+                .is_some_and(|m| st.ready.bytes() as u64 > m)
+    }
+
+    /// Delivers ready messages to consumers with credit.
+    pub fn dispatch(self: &Arc<Self>) {
+        let mut dead = Vec::new();
+        {
+            let mut st = self.state.lock();
+            self.dispatch_locked(&mut st, &mut dead, None);
+        }
+        self.dead_letter(dead, Reason::Expired);
+    }
+
+    /// Picks the consumer for the next delivery: highest priority with credit, round-robin
+    /// among equals; only the first one on a single-active-consumer queue.
+    fn choose(&self, st: &State) -> Option<usize> {
+        if self.args.single_active_consumer {
+            return st
+                .consumers
+                .first()
+                .is_some_and(|c| c.reserve_or_block())
+                .then_some(0);
+        }
+        st.consumers.iter().position(|c| c.reserve_or_block())
+    }
+
+    /// `now` is when expiry is judged: a message that expires exactly then (TTL 0, just
+    /// published) may still go to a waiting consumer.
+    fn dispatch_locked(
+        self: &Arc<Self>,
+        st: &mut State,
+        dead: &mut Vec<QueuedMessage>,
+        now: Option<Instant>,
+    ) {
+        let mut now = now;
+        while !st.ready.is_empty() && !st.consumers.is_empty() {
+            let Some(idx) = self.choose(st) else { return };
             let Some(m) = st.ready.pop_front() else {
                 return;
             };
-            st.ready_bytes -= m.msg.size();
             let c = st.consumers[idx].clone();
+            if let Some(t) = m.expires_at {
+                let now = *now.get_or_insert_with(Instant::now);
+                if t < now {
+                    c.unreserve();
+                    dead.push(m);
+                    continue;
+                }
+            }
+            // Round robin: the consumer goes behind the others of its priority.
+            let prio = c.priority;
+            let end = st.consumers[idx..]
+                .iter()
+                .position(|o| o.priority != prio)
+                .map(|p| p + idx)
+                .unwrap_or(st.consumers.len());
+            if end - idx > 1 && !self.args.single_active_consumer {
+                let moved = st.consumers.remove(idx);
+                st.consumers.insert(end - 1, moved);
+            }
             if !c.no_ack {
                 self.unacked.fetch_add(1, SeqCst);
             }
@@ -159,50 +302,88 @@ impl Queue {
                     if !c.no_ack {
                         self.unacked.fetch_sub(1, SeqCst);
                     }
-                    st.ready_bytes += msg.msg.size();
                     st.ready.push_front(msg);
                 }
-                st.consumers.remove(idx);
-                st.rr = 0;
+                st.consumers.retain(|o| !Arc::ptr_eq(o, &c));
             }
         }
     }
 
     /// Adds a consumer; deliveries may start at once.
     pub fn consume(self: &Arc<Self>, consumer: Arc<Consumer>) -> Result<(), ConsumeRefused> {
-        let mut st = self.state.lock();
-        if st.consumers.iter().any(|c| c.exclusive)
-            || (consumer.exclusive && !st.consumers.is_empty())
+        let mut dead = Vec::new();
         {
-            return Err(ConsumeRefused::ExclusiveUse);
+            let mut st = self.state.lock();
+            if st.consumers.iter().any(|c| c.exclusive)
+                || (consumer.exclusive && !st.consumers.is_empty())
+            {
+                return Err(ConsumeRefused::ExclusiveUse);
+            }
+            let at = if self.args.single_active_consumer {
+                st.consumers.len()
+            } else {
+                st.consumers
+                    .iter()
+                    .position(|c| c.priority < consumer.priority)
+                    .unwrap_or(st.consumers.len())
+            };
+            st.consumers.insert(at, consumer);
+            st.had_consumer = true;
+            st.last_used = Instant::now();
+            self.dispatch_locked(&mut st, &mut dead, None);
         }
-        st.consumers.push(consumer);
-        st.had_consumer = true;
-        self.dispatch_locked(&mut st);
+        self.dead_letter(dead, Reason::Expired);
         Ok(())
     }
 
     /// Removes a consumer. Returns true when the queue is auto-delete and this was its last
     /// consumer (the caller deletes it).
-    pub fn cancel(&self, consumer: &Arc<Consumer>) -> bool {
-        let mut st = self.state.lock();
-        let before = st.consumers.len();
-        st.consumers.retain(|c| !Arc::ptr_eq(c, consumer));
-        if st.consumers.len() != before {
-            st.rr = 0;
-        }
-        self.config.auto_delete && st.had_consumer && st.consumers.is_empty() && !self.is_deleted()
+    /// With `dispatch` false the caller dispatches later (a closing channel first gives its
+    /// unacked messages back, so the next single active consumer sees them in order).
+    pub fn cancel(self: &Arc<Self>, consumer: &Arc<Consumer>, dispatch: bool) -> bool {
+        let mut dead = Vec::new();
+        let auto_delete = {
+            let mut st = self.state.lock();
+            let was_active = st
+                .consumers
+                .first()
+                .is_some_and(|c| Arc::ptr_eq(c, consumer));
+            st.consumers.retain(|c| !Arc::ptr_eq(c, consumer));
+            st.last_used = Instant::now();
+            if dispatch && was_active && self.args.single_active_consumer {
+                // The next consumer in line becomes the active one.
+                self.dispatch_locked(&mut st, &mut dead, None);
+            }
+            if self.args.expires.is_some() {
+                self.timer.notify_one();
+            }
+            self.config.auto_delete
+                && st.had_consumer
+                && st.consumers.is_empty()
+                && !self.is_deleted()
+        };
+        self.dead_letter(dead, Reason::Expired);
+        auto_delete
     }
 
     /// Takes the head message for basic.get; with the number of messages left.
-    pub fn get(&self, no_ack: bool) -> Option<(QueuedMessage, u32)> {
-        let mut st = self.state.lock();
-        let m = st.ready.pop_front()?;
-        st.ready_bytes -= m.msg.size();
-        if !no_ack {
-            self.unacked.fetch_add(1, SeqCst);
-        }
-        Some((m, st.ready.len() as u32))
+    pub fn get(self: &Arc<Self>, no_ack: bool) -> Option<(QueuedMessage, u32)> {
+        let mut dead = Vec::new();
+        let r = {
+            let mut st = self.state.lock();
+            st.last_used = Instant::now();
+            if st.ready.next_expiry().is_some() {
+                st.ready.pop_expired(Instant::now(), &mut dead);
+            }
+            st.ready.pop_front().map(|m| {
+                if !no_ack {
+                    self.unacked.fetch_add(1, SeqCst);
+                }
+                (m, st.ready.len() as u32)
+            })
+        };
+        self.dead_letter(dead, Reason::Expired);
+        r
     }
 
     /// Acknowledged deliveries: forget them.
@@ -210,48 +391,67 @@ impl Queue {
         self.unacked.fetch_sub(n, SeqCst);
     }
 
+    /// Rejected deliveries (requeue=false): dead-letter them.
+    pub fn rejected(self: &Arc<Self>, msgs: Vec<QueuedMessage>) {
+        self.unacked.fetch_sub(msgs.len() as u64, SeqCst);
+        self.dead_letter(msgs, Reason::Rejected);
+    }
+
     /// Puts delivered messages back in their original positions, marked redelivered, and
     /// delivers again.
     pub fn requeue(self: &Arc<Self>, msgs: impl IntoIterator<Item = QueuedMessage>) {
-        let mut st = self.state.lock();
-        let mut n = 0;
-        for mut m in msgs {
-            n += 1;
-            if self.is_deleted() {
-                continue;
+        let mut dead = Vec::new();
+        let mut dropped = Vec::new();
+        {
+            let mut st = self.state.lock();
+            let mut n = 0;
+            for mut m in msgs {
+                n += 1;
+                if self.is_deleted() {
+                    continue;
+                }
+                m.redelivered = true;
+                st.ready.insert_by_seq(m);
             }
-            m.redelivered = true;
-            st.ready_bytes += m.msg.size();
-            let at = st.ready.partition_point(|r| r.seq < m.seq);
-            st.ready.insert(at, m);
+            self.unacked.fetch_sub(n, SeqCst);
+            if st.ready.next_expiry().is_some() {
+                self.ensure_timer(&mut st);
+                self.timer.notify_one();
+            }
+            self.dispatch_locked(&mut st, &mut dead, None);
+            // Requeued messages count against the length limit again; the head goes.
+            while self.args.overflow == Overflow::DropHead && self.over_limit(&st) {
+                match st.ready.pop_front() {
+                    Some(m) => dropped.push(m),
+                    None => break,
+                }
+            }
         }
-        self.unacked.fetch_sub(n, SeqCst);
-        self.dispatch_locked(&mut st);
+        self.dead_letter(dead, Reason::Expired);
+        self.dead_letter(dropped, Reason::Maxlen);
     }
 
     /// A delivery that never reached its consumer (its channel closed first): back to the
     /// queue as it was, without the redelivered mark.
     pub fn return_undelivered(self: &Arc<Self>, m: QueuedMessage, counted_unacked: bool) {
-        let mut st = self.state.lock();
-        if counted_unacked {
-            self.unacked.fetch_sub(1, SeqCst);
+        let mut dead = Vec::new();
+        {
+            let mut st = self.state.lock();
+            if counted_unacked {
+                self.unacked.fetch_sub(1, SeqCst);
+            }
+            if self.is_deleted() {
+                return;
+            }
+            st.ready.insert_by_seq(m);
+            self.dispatch_locked(&mut st, &mut dead, None);
         }
-        if self.is_deleted() {
-            return;
-        }
-        st.ready_bytes += m.msg.size();
-        let at = st.ready.partition_point(|r| r.seq < m.seq);
-        st.ready.insert(at, m);
-        self.dispatch_locked(&mut st);
+        self.dead_letter(dead, Reason::Expired);
     }
 
     /// Drops every ready message; returns how many.
     pub fn purge(&self) -> u32 {
-        let mut st = self.state.lock();
-        let n = st.ready.len() as u32;
-        st.ready.clear();
-        st.ready_bytes = 0;
-        n
+        self.state.lock().ready.clear() as u32
     }
 
     /// Marks the queue deleted, drops its messages; returns the ready count and the
@@ -259,9 +459,8 @@ impl Queue {
     pub fn delete(&self) -> (u32, Vec<Arc<Consumer>>) {
         let mut st = self.state.lock();
         self.deleted.store(true, SeqCst);
-        let n = st.ready.len() as u32;
-        st.ready.clear();
-        st.ready_bytes = 0;
+        let n = st.ready.clear() as u32;
+        self.timer.notify_one();
         (n, std::mem::take(&mut st.consumers))
     }
 
@@ -272,5 +471,82 @@ impl Queue {
             .consumers
             .iter()
             .any(|c| Arc::ptr_eq(c, consumer))
+    }
+
+    // ---------- timers: message TTL and x-expires ----------
+
+    /// Starts the timer task if it is not running (needs a tokio runtime; queues made
+    /// outside one, in unit tests, simply expire lazily).
+    fn ensure_timer(self: &Arc<Self>, st: &mut State) {
+        if st.timer_running || tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        st.timer_running = true;
+        let weak = Arc::downgrade(self);
+        let notify = self.timer.clone();
+        tokio::spawn(async move {
+            loop {
+                let notified = notify.notified();
+                let next = {
+                    let Some(q) = weak.upgrade() else { return };
+                    if q.is_deleted() {
+                        return;
+                    }
+                    q.on_timer()
+                };
+                match next {
+                    Some(t) => {
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(t)) => {}
+                            _ = notified => {}
+                        }
+                    }
+                    None => notified.await,
+                }
+            }
+        });
+    }
+
+    /// Expires due head messages and an unused queue; returns the next deadline.
+    fn on_timer(self: &Arc<Self>) -> Option<Instant> {
+        let now = Instant::now();
+        let mut dead = Vec::new();
+        let (next, expire_queue) = {
+            let mut st = self.state.lock();
+            st.ready.pop_expired(now, &mut dead);
+            let mut next = st.ready.next_expiry();
+            let mut expire_queue = false;
+            if let Some(ms) = self.args.expires {
+                if st.consumers.is_empty() {
+                    let due = st.last_used + Duration::from_millis(ms);
+                    if due <= now {
+                        expire_queue = true;
+                    } else {
+                        next = Some(next.map_or(due, |n| n.min(due)));
+                    }
+                }
+            }
+            (next, expire_queue)
+        };
+        self.dead_letter(dead, Reason::Expired);
+        if expire_queue {
+            if let Some(v) = self.vhost.upgrade() {
+                tracing::debug!(queue = %self.name(), "queue expired (x-expires)");
+                v.remove_queue(self);
+            }
+            return None;
+        }
+        next
+    }
+
+    // ---------- dead-lettering ----------
+
+    /// Dead-letters (or drops, without a dead-letter exchange) messages that died for
+    /// `reason`. Never called with the queue's lock held.
+    pub(crate) fn dead_letter(self: &Arc<Self>, msgs: Vec<QueuedMessage>, reason: Reason) {
+        if msgs.is_empty() {
+            return;
+        }
+        deadletter::dead_letter(self, &self.vhost, msgs, reason);
     }
 }

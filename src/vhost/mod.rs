@@ -56,9 +56,17 @@ pub struct ExchangeDeclare {
 #[derive(Debug)]
 pub struct VHost {
     pub name: String,
+    /// This vhost, for queues that need to reach it (expiry, dead-lettering).
+    me: std::sync::Weak<VHost>,
     exchanges: DashMap<String, Arc<Exchange>>,
     queues: DashMap<String, Arc<Queue>>,
+    /// Direct reply-to pseudo-queues (`amq.rabbitmq.reply-to.…`), one per consuming channel;
+    /// reachable only through the default exchange, never listed.
+    reply_queues: DashMap<String, Arc<Queue>>,
 }
+
+/// The pseudo-queue of direct reply-to.
+pub const REPLY_TO: &str = "amq.rabbitmq.reply-to";
 
 /// Formats a boolean the way RabbitMQ's inequivalence messages do.
 fn tf(b: bool) -> &'static str {
@@ -71,18 +79,22 @@ fn tf(b: bool) -> &'static str {
 
 impl VHost {
     pub fn new(name: &str) -> Arc<VHost> {
-        let v = VHost {
-            name: name.to_string(),
-            exchanges: DashMap::new(),
-            queues: DashMap::new(),
-        };
-        for (n, kind, internal) in BUILTIN_EXCHANGES {
-            v.exchanges.insert(
-                (*n).to_string(),
-                Exchange::new(n, *kind, true, false, *internal, FieldTable::default()),
-            );
-        }
-        Arc::new(v)
+        Arc::new_cyclic(|me| {
+            let v = VHost {
+                name: name.to_string(),
+                me: me.clone(),
+                exchanges: DashMap::new(),
+                queues: DashMap::new(),
+                reply_queues: DashMap::new(),
+            };
+            for (n, kind, internal) in BUILTIN_EXCHANGES {
+                v.exchanges.insert(
+                    (*n).to_string(),
+                    Exchange::new(n, *kind, true, false, *internal, FieldTable::default()),
+                );
+            }
+            v
+        })
     }
 
     // ---------- lookups ----------
@@ -119,6 +131,32 @@ impl VHost {
     }
 
     /// The queue, if it exists and `conn` may use it (exclusive queues belong to one connection).
+    /// A new direct reply-to pseudo-queue for one channel's reply consumer.
+    pub fn create_reply_queue(&self) -> Arc<Queue> {
+        let name = crate::channel::generated_name(&format!("{REPLY_TO}."));
+        let config = QueueConfig {
+            name: name.clone(),
+            vhost: self.name.clone(),
+            durable: false,
+            auto_delete: false,
+            exclusive_owner: None,
+            arguments: FieldTable::default(),
+        };
+        let q = Queue::new(config, Default::default(), self.me.clone());
+        self.reply_queues.insert(name, q.clone());
+        q
+    }
+
+    pub fn remove_reply_queue(&self, q: &Arc<Queue>) {
+        if self
+            .reply_queues
+            .remove_if(q.name(), |_, v| Arc::ptr_eq(v, q))
+            .is_some()
+        {
+            q.delete();
+        }
+    }
+
     pub fn usable_queue(&self, name: &str, conn: u64) -> AmqpResult<Arc<Queue>> {
         let q = self.queue(name).ok_or_else(|| self.no_queue(name))?;
         self.check_exclusive(&q, conn)?;
@@ -265,8 +303,29 @@ impl VHost {
     /// Declares (or checks) a queue. Returns the queue and whether it was created.
     pub fn declare_queue(&self, d: &QueueDeclare, conn: u64) -> AmqpResult<(Arc<Queue>, bool)> {
         if d.passive {
+            if d.name == REPLY_TO {
+                // RabbitMQ answers declare-ok for the pseudo-queue.
+                let config = QueueConfig {
+                    name: REPLY_TO.to_string(),
+                    vhost: self.name.clone(),
+                    durable: false,
+                    auto_delete: false,
+                    exclusive_owner: None,
+                    arguments: FieldTable::default(),
+                };
+                return Ok((
+                    Queue::new(config, Default::default(), std::sync::Weak::new()),
+                    false,
+                ));
+            }
+            if d.name.starts_with(REPLY_TO) {
+                if let Some(q) = self.reply_queues.get(&d.name) {
+                    return Ok((q.clone(), false));
+                }
+            }
             let q = self.queue(&d.name).ok_or_else(|| self.no_queue(&d.name))?;
             self.check_exclusive(&q, conn)?;
+            q.touch();
             return Ok((q, false));
         }
         if d.name.starts_with("amq.") && !d.server_named {
@@ -275,15 +334,19 @@ impl VHost {
                 d.name
             )));
         }
-        if let Err((arg, why)) = crate::queue::args::validate(&d.arguments) {
-            return Err(AmqpError::precondition_failed(format_args!(
-                "invalid arg '{arg}' for queue '{}' in vhost '{}': {why}",
-                d.name, self.name
-            )));
-        }
+        let what = format!("queue '{}' in vhost '{}'", d.name, self.name);
+        let args = crate::queue::args::QueueArgs::parse(
+            &d.arguments,
+            &what,
+            d.durable,
+            d.exclusive,
+            d.auto_delete,
+        )
+        .map_err(|text| AmqpError::precondition_failed(format_args!("{text}")))?;
         if let Some(q) = self.queue(&d.name) {
             self.check_exclusive(&q, conn)?;
             self.assert_queue_equivalent(&q, d, conn)?;
+            q.touch();
             return Ok((q, false));
         }
         let config = QueueConfig {
@@ -300,7 +363,7 @@ impl VHost {
             .entry(d.name.clone())
             .or_insert_with(|| {
                 created = true;
-                Queue::new(config)
+                Queue::new(config, args, self.me.clone())
             })
             .clone();
         if !created {
@@ -532,6 +595,10 @@ impl VHost {
         if exchange.name.is_empty() {
             if let Some(q) = self.queue(rk) {
                 out.push(q);
+            } else if rk.starts_with(REPLY_TO) {
+                if let Some(q) = self.reply_queues.get(rk) {
+                    out.push(q.clone());
+                }
             }
             return;
         }
@@ -647,18 +714,27 @@ fn assert_args_equivalent(
             _ => false,
         };
         if !same {
-            let fmt = |v: Option<&AMQPValue>| match v {
-                None => "none".to_string(),
-                Some(v) => format!(
-                    "the value '{}' of type '{}'",
-                    value_text(v),
-                    crate::queue::args::type_name(v)
+            // RabbitMQ quotes plain values when both sides have one, and spells out the
+            // type when one side is missing.
+            let (rt, ct) = match (r, c) {
+                (Some(r), Some(c)) => (
+                    format!("'{}'", value_text(r)),
+                    format!("'{}'", value_text(c)),
                 ),
+                _ => {
+                    let fmt = |v: Option<&AMQPValue>| match v {
+                        None => "none".to_string(),
+                        Some(v) => format!(
+                            "the value '{}' of type '{}'",
+                            value_text(v),
+                            crate::queue::args::type_name(v)
+                        ),
+                    };
+                    (fmt(r), fmt(c))
+                }
             };
             return Err(AmqpError::precondition_failed(format_args!(
-                "inequivalent arg '{key}' for {what}: received {} but current is {}",
-                fmt(r),
-                fmt(c)
+                "inequivalent arg '{key}' for {what}: received {rt} but current is {ct}"
             )));
         }
     }

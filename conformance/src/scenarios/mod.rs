@@ -37,6 +37,7 @@ pub mod connection;
 pub mod content;
 pub mod e2e;
 pub mod exchange;
+pub mod ext;
 pub mod lifetime;
 pub mod qos;
 pub mod queue;
@@ -63,5 +64,6 @@ pub fn all() -> Vec<Scenario> {
     v.extend(tx::scenarios());
     v.extend(cancel::scenarios());
     v.extend(wire::scenarios());
+    v.extend(ext::scenarios());
     v
 }

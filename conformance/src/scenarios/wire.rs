@@ -20,6 +20,9 @@
 //! - basic.qos on channel 0: 504 `CHANNEL_ERROR - unexpected method in connection state running` (60, 10)
 //! - connection.close on channel 1: 503 `COMMAND_INVALID - unimplemented method` (10, 50)
 //! - basic.qos with prefetch_size 1: 540 `NOT_IMPLEMENTED - prefetch_size!=0 (1)` (60, 10)
+//! - method frame with truncated arguments (queue.declare cut inside the queue name):
+//!   501 `FRAME_ERROR - cannot decode <<0,0,10,97,98>>` (50, 10) — the argument octets after the
+//!   class and method ids, printed with `~w`
 //! - unknown class or method id: no connection.close at all; RabbitMQ's reader crashes
 //!   (`{unknown_method_id,{60,99}}`) and the socket is closed.
 
@@ -128,6 +131,11 @@ pub fn scenarios() -> Vec<Scenario> {
             unknown_method
         ),
         scenario!("wire.unknown_class_closes", "unknown method", unknown_class),
+        scenario!(
+            "wire.method.malformed_501",
+            "method frame arguments",
+            malformed_method
+        ),
     ]
 }
 
@@ -692,4 +700,21 @@ async fn unknown_method(ctx: Ctx) -> Outcome {
 async fn unknown_class(ctx: Ctx) -> Outcome {
     let c = raw1(&ctx).await?;
     expect_connection_ends(&ctx, c, &raw_frame(1, 1, &[0, 99, 0, 1], 0xCE)).await
+}
+
+/// queue.declare whose arguments stop in the middle of the queue name (the short string
+/// announces 10 octets, 2 follow). RabbitMQ answers 501 FRAME_ERROR (not 502 SYNTAX_ERROR)
+/// with `cannot decode` and the argument octets (after class and method ids) printed by `~w`.
+async fn malformed_method(ctx: Ctx) -> Outcome {
+    let c = raw1(&ctx).await?;
+    let f = raw_frame(1, 1, &[0, 50, 0, 10, 0, 0, 10, b'a', b'b'], 0xCE);
+    expect_close_after(
+        &ctx,
+        c,
+        &f,
+        501,
+        "FRAME_ERROR - cannot decode <<0,0,10,97,98>>",
+        (50, 10),
+    )
+    .await
 }
