@@ -180,18 +180,16 @@ impl Channel {
         mandatory: bool,
         cx: &mut ConnCtx<'_>,
     ) {
-        if queues.is_empty() {
-            if mandatory {
-                cx.out.basic_return(
-                    self.id,
-                    312,
-                    "NO_ROUTE",
-                    msg.exchange.as_bytes(),
-                    msg.routing_key.as_bytes(),
-                );
-                cx.out
-                    .content(self.id, &msg.properties, &msg.body, cx.frame_max);
-            }
+        if queues.is_empty() && mandatory {
+            cx.out.basic_return(
+                self.id,
+                312,
+                "NO_ROUTE",
+                msg.exchange.as_bytes(),
+                msg.routing_key.as_bytes(),
+            );
+            cx.out
+                .content(self.id, &msg.properties, &msg.body, cx.frame_max);
         }
         let mut rejected = false;
         for q in queues.drain(..) {

@@ -20,6 +20,16 @@ pub fn scenarios() -> Vec<Scenario> {
             requester_gone
         ),
         scenario!(
+            "ext.direct_reply_to.consume_twice_406",
+            "direct reply-to",
+            consume_twice
+        ),
+        scenario!(
+            "ext.direct_reply_to.publish_after_cancel_406",
+            "direct reply-to",
+            after_cancel
+        ),
+        scenario!(
             "ext.direct_reply_to.ack_mode_406",
             "direct reply-to",
             ack_mode
@@ -183,6 +193,55 @@ async fn requester_gone(ctx: Ctx) -> Outcome {
     )?;
     expect_connection_usable(&sc).await?;
     expect_connection_usable(&rc).await
+}
+
+async fn consume_twice(ctx: Ctx) -> Outcome {
+    let (c, ch) = open(&ctx.uri).await?;
+    let _first = requester(&ch).await?;
+    let r = ch
+        .basic_consume(
+            PSEUDO.into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await;
+    expect_error(
+        r.map(|_| ()),
+        406,
+        "PRECONDITION_FAILED - reply consumer already set",
+    )?;
+    expect_connection_usable(&c).await
+}
+
+/// After the reply consumer is cancelled, publishing with the pseudo reply_to fails again.
+async fn after_cancel(ctx: Ctx) -> Outcome {
+    let (c, ch) = open(&ctx.uri).await?;
+    let q = ctx.name("rpc");
+    declare_exclusive(&ch, &q).await?;
+    let cons = requester(&ch).await?;
+    ch.basic_cancel(cons.tag(), BasicCancelOptions::default())
+        .await
+        .step("basic.cancel")?;
+    let mut ev = events(&c);
+    publish_p(
+        &ch,
+        "",
+        &q,
+        "request",
+        BasicProperties::default().with_reply_to(PSEUDO.into()),
+    )
+    .await?;
+    expect_async_error(
+        &mut ev,
+        406,
+        "PRECONDITION_FAILED - fast reply consumer does not exist",
+    )
+    .await?;
+    expect_channel_unusable(&ch).await
 }
 
 async fn ack_mode(ctx: Ctx) -> Outcome {

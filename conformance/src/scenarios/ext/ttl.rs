@@ -74,6 +74,27 @@ pub fn scenarios() -> Vec<Scenario> {
             "expiration property",
             negative_expiration
         ),
+        scenario!(
+            "ext.ttl.fractional_expiration_406",
+            "expiration property",
+            fractional_expiration
+        ),
+        scenario!(
+            "ext.ttl.empty_expiration_406",
+            "expiration property",
+            empty_expiration
+        ),
+        scenario!(
+            "ext.ttl.too_large_expiration_406",
+            "expiration property",
+            too_large_expiration
+        ),
+        scenario!(
+            "ext.ttl.plus_sign_expiration_accepted",
+            "expiration property",
+            plus_sign
+        ),
+        scenario!("ext.ttl.too_large_406", "x-message-ttl", too_large_ttl),
         scenario!("ext.ttl.wrong_type_406", "x-message-ttl", wrong_type),
         scenario!("ext.ttl.negative_406", "x-message-ttl", negative_ttl),
     ]
@@ -340,6 +361,63 @@ async fn negative_expiration(ctx: Ctx) -> Outcome {
         &ctx,
         "-1",
         "PRECONDITION_FAILED - invalid expiration '-1': {value_negative,-1}",
+    )
+    .await
+}
+
+async fn fractional_expiration(ctx: Ctx) -> Outcome {
+    bad_expiration(
+        &ctx,
+        "1.5",
+        "PRECONDITION_FAILED - invalid expiration '1.5': {leftover_string,\".5\"}",
+    )
+    .await
+}
+
+async fn empty_expiration(ctx: Ctx) -> Outcome {
+    bad_expiration(
+        &ctx,
+        "",
+        "PRECONDITION_FAILED - invalid expiration '': no_integer",
+    )
+    .await
+}
+
+async fn too_large_expiration(ctx: Ctx) -> Outcome {
+    bad_expiration(
+        &ctx,
+        "4294967296",
+        "PRECONDITION_FAILED - invalid expiration '4294967296': {value_too_large,4294967296}",
+    )
+    .await
+}
+
+/// Erlang's `string:to_integer` accepts a leading `+`; the property is delivered as sent.
+async fn plus_sign(ctx: Ctx) -> Outcome {
+    let (_c, ch) = open(&ctx.uri).await?;
+    let q = ctx.name("q");
+    declare_exclusive(&ch, &q).await?;
+    publish_p(&ch, "", &q, "m", expiring("+60000")).await?;
+    let m = get_one(&ch, &q, true).await?;
+    check_eq(
+        "expiration property",
+        m.delivery
+            .properties
+            .expiration()
+            .as_ref()
+            .map(|s| s.as_str().to_string()),
+        Some("+60000".to_string()),
+    )
+}
+
+async fn too_large_ttl(ctx: Ctx) -> Outcome {
+    let c = connect(&ctx.uri).await?;
+    let q = ctx.name("q");
+    expect_declare_406(
+        &c,
+        &q,
+        table(vec![("x-message-ttl", AMQPValue::LongLongInt(4294967296))]),
+        &invalid_arg("x-message-ttl", &q, "{value_too_large,4294967296}"),
     )
     .await
 }
