@@ -1,5 +1,5 @@
-//! Other client ecosystems against an in-process Warren: Python pika scenarios and a
-//! rabbitmq-c `amqp-tools` round trip (scripts in tests/interop/).
+//! Other client ecosystems against an in-process Warren: Python pika scenarios, a
+//! rabbitmq-c `amqp-tools` round trip and a real Celery worker (scripts in tests/interop/).
 
 mod common;
 
@@ -43,5 +43,35 @@ async fn amqp_tools_round_trip() {
     let broker = common::start_broker().await;
     let port = broker.addr.port().to_string();
     run_script("bash", &["tests/interop/amqp_tools.sh", &port]).await;
+    broker.shutdown().await;
+}
+
+/// The virtualenv with Celery that .ci/run creates.
+const CELERY_PYTHON: &str = "/tmp/warren-celery-venv/bin/python";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn celery_worker_runs_tasks() {
+    let broker = common::start_broker().await;
+    let port = broker.addr.port().to_string();
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        Command::new(CELERY_PYTHON)
+            .args(["tests/interop/celery_check.py", "--port", &port])
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("celery_check.py finished within 120 s")
+    .unwrap_or_else(|e| {
+        panic!("cannot run {CELERY_PYTHON} (create the Celery venv: see .ci/run): {e}")
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    println!("{stdout}");
+    eprintln!("{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "celery_check.py failed");
+    assert!(
+        stdout.lines().any(|l| l.ends_with(" 0 failed")),
+        "no closing count line"
+    );
     broker.shutdown().await;
 }

@@ -1136,6 +1136,128 @@ def exchange_delete_and_bindings(ctx):
 
 
 # ---------------------------------------------------------------------------
+# RabbitMQ extensions: direct reply-to, dead lettering
+
+
+REPLY_TO = "amq.rabbitmq.reply-to"
+
+
+@scenario
+def direct_reply_to_rpc(ctx):
+    server_q = ctx.qname("rpc")
+    # requester: consume the pseudo-queue (auto-ack is mandatory) before publishing
+    req_conn = ctx.conn()
+    req = req_conn.channel()
+    replies = []
+    ok = req.basic_consume(REPLY_TO, lambda c, m, p, b: replies.append((m, p, b)),
+                           auto_ack=True)
+    check_true("consume-ok returned a consumer tag", bool(ok), ok)
+    req.queue_declare(server_q)
+    corr = "corr-" + uuid.uuid4().hex[:8]
+    req.basic_publish("", server_q, b"2+2?",
+                      pika.BasicProperties(reply_to=REPLY_TO, correlation_id=corr))
+    # server: a separate connection fetches the request and answers it
+    srv = ctx.channel()
+    m, p, b = get_within(srv, server_q)
+    check_true("server got the request", m is not None, m)
+    check("request body", b"2+2?", b)
+    check("request correlation_id", corr, p.correlation_id)
+    check_true("reply_to rewritten to 'amq.rabbitmq.reply-to.<id>'",
+               p.reply_to is not None and p.reply_to.startswith(REPLY_TO + ".")
+               and len(p.reply_to) > len(REPLY_TO) + 1, p.reply_to)
+    srv.basic_publish("", p.reply_to, b"4", pika.BasicProperties(correlation_id=corr))
+    collect(req_conn, replies, 1)
+    check("replies received", 1, len(replies))
+    rm, rp, rb = replies[0]
+    check("reply body", b"4", rb)
+    check("reply correlation_id", corr, rp.correlation_id)
+    check("reply delivery (exchange, routing_key)", ("", p.reply_to),
+          (rm.exchange, rm.routing_key))
+    # the requester's channel is still usable and the server queue is empty
+    check("server queue empty", 0,
+          req.queue_declare(server_q, passive=True).method.message_count)
+
+
+def _utcnow():
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+
+
+def check_death(headers, reason, queue, exchange, routing_keys):
+    """x-death / x-first-death-* exactly as RabbitMQ 3.10 sets them on the first death."""
+    check_true("headers present", isinstance(headers, dict), headers)
+    deaths = headers.get("x-death")
+    check_true("x-death is a one-element list", isinstance(deaths, list) and len(deaths) == 1,
+               deaths)
+    d = deaths[0]
+    check("x-death[0] keys", ["count", "exchange", "queue", "reason", "routing-keys", "time"],
+          sorted(d.keys()))
+    check("x-death[0] (reason, queue, exchange, routing-keys, count)",
+          (reason, queue, exchange, routing_keys, 1),
+          (d["reason"], d["queue"], d["exchange"], d["routing-keys"], d["count"]))
+    t = d["time"]
+    check_true("x-death[0].time is a recent timestamp",
+               isinstance(t, datetime.datetime) and abs((_utcnow() - t).total_seconds()) < 120,
+               t)
+    check("x-first-death-(reason, queue, exchange)", (reason, queue, exchange),
+          (headers.get("x-first-death-reason"), headers.get("x-first-death-queue"),
+           headers.get("x-first-death-exchange")))
+
+
+@scenario
+def dead_letter_rejected(ctx):
+    ch = confirmed_channel(ctx)
+    dlx = ctx.xname("dlx")
+    ch.exchange_declare(dlx, exchange_type="fanout")
+    dlq, src = ctx.qname("dlq"), ctx.qname("src")
+    ch.queue_declare(dlq)
+    ch.queue_bind(dlq, dlx)
+    ch.queue_declare(src, arguments={"x-dead-letter-exchange": dlx})
+    props = pika.BasicProperties(content_type="text/plain", correlation_id="c-1",
+                                 headers={"app": "warren"})
+    publish(ch, src, b"rejected-body", props=props)
+    m, _p, b = ch.basic_get(src)
+    check("got from source queue", b"rejected-body", b)
+    ch.basic_reject(m.delivery_tag, requeue=False)
+    m, p, b = get_within(ch, dlq)
+    check_true("dead-lettered message arrived", m is not None, m)
+    check("dead-lettered body", b"rejected-body", b)
+    # dead-lettered via the DLX with the original routing key
+    check("delivery (exchange, routing_key)", (dlx, src), (m.exchange, m.routing_key))
+    check("properties kept", ("text/plain", "c-1", "warren"),
+          (p.content_type, p.correlation_id, (p.headers or {}).get("app")))
+    check_death(p.headers, "rejected", src, "", [src])
+    check("source queue empty", 0, ch.queue_declare(src, passive=True).method.message_count)
+
+
+@scenario
+def dead_letter_expired(ctx):
+    ch = confirmed_channel(ctx)
+    x, dlx = ctx.xname("x"), ctx.xname("dlx")
+    ch.exchange_declare(x, exchange_type="direct")
+    ch.exchange_declare(dlx, exchange_type="direct")
+    dlq, src = ctx.qname("dlq"), ctx.qname("src")
+    ch.queue_declare(dlq)
+    ch.queue_bind(dlq, dlx, routing_key="dead")
+    ch.queue_declare(src, arguments={"x-dead-letter-exchange": dlx,
+                                     "x-dead-letter-routing-key": "dead",
+                                     "x-message-ttl": 50})
+    ch.queue_bind(src, x, routing_key="rk-a")
+    ch.queue_bind(src, x, routing_key="rk-b")
+    publish(ch, "rk-a", b"expired-body", exchange=x,
+            props=pika.BasicProperties(message_id="m-1"))
+    # nobody consumes src: the message expires after 50 ms and is dead-lettered
+    m, p, b = get_within(ch, dlq)
+    check_true("dead-lettered message arrived", m is not None, m)
+    check("dead-lettered body", b"expired-body", b)
+    # x-dead-letter-routing-key replaces the routing key; x-death keeps the original
+    check("delivery (exchange, routing_key)", (dlx, "dead"), (m.exchange, m.routing_key))
+    check("message_id kept", "m-1", p.message_id)
+    check_death(p.headers, "expired", src, x, ["rk-a"])
+    check("no expiration property set", None, p.expiration)
+    check("source queue empty", 0, ch.queue_declare(src, passive=True).method.message_count)
+
+
+# ---------------------------------------------------------------------------
 # runner
 
 

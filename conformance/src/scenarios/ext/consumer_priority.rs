@@ -135,8 +135,16 @@ async fn equal_round_robin(ctx: Ctx) -> Outcome {
     for i in 0..4 {
         publish(&ch, "", &q, format!("m{i}").as_bytes()).await?;
     }
-    check_eq("first", bodies(&mut a, 2).await?, vec!["m0".to_string(), "m2".into()])?;
-    check_eq("second", bodies(&mut b, 2).await?, vec!["m1".to_string(), "m3".into()])?;
+    check_eq(
+        "first",
+        bodies(&mut a, 2).await?,
+        vec!["m0".to_string(), "m2".into()],
+    )?;
+    check_eq(
+        "second",
+        bodies(&mut b, 2).await?,
+        vec!["m1".to_string(), "m3".into()],
+    )?;
     sync(&dch).await?;
     expect_no_delivery(&mut dflt, std::time::Duration::from_millis(100)).await
 }

@@ -538,7 +538,11 @@ async fn queue_ttl_original_expiration(ctx: Ctx) -> Outcome {
     declare_x(&ch, &src, dl_args(&dlx, vec![("x-message-ttl", int(50))])).await?;
     publish_p(&ch, "", &src, "m", expiring("60000")).await?;
     let d = get_one(&ch, &dlq, true).await?.delivery;
-    check_eq("expiration property removed", d.properties.expiration().clone(), None)?;
+    check_eq(
+        "expiration property removed",
+        d.properties.expiration().clone(),
+        None,
+    )?;
     check_x_death(
         &d.properties,
         &[Death {

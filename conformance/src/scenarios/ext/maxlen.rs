@@ -155,7 +155,11 @@ async fn bytes_body_only(ctx: Ctx) -> Outcome {
     }
     publish_p(&ch, "", &q, "", Default::default()).await?;
     wait_message_count(&ch, &q, 2).await?;
-    check_eq("kept", drain(&ch, &q).await?, vec!["22222".to_string(), "".into()])
+    check_eq(
+        "kept",
+        drain(&ch, &q).await?,
+        vec!["22222".to_string(), "".into()],
+    )
 }
 
 async fn unacked_not_counted(ctx: Ctx) -> Outcome {
