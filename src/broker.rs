@@ -24,6 +24,8 @@ pub struct Broker {
     shutdown: watch::Sender<bool>,
     /// Open connections (for shutdown accounting and, later, management).
     pub connections: DashMap<u64, ConnectionInfo>,
+    /// Woken whenever definitions change; the definitions writer waits on it.
+    pub definitions_changed: Arc<tokio::sync::Notify>,
 }
 
 #[derive(Debug, Clone)]
@@ -42,6 +44,7 @@ impl Broker {
             next_connection_id: AtomicU64::new(1),
             shutdown,
             connections: DashMap::new(),
+            definitions_changed: Arc::new(tokio::sync::Notify::new()),
             config,
         };
         b.add_vhost(&b.config.default_vhost.clone());
@@ -57,10 +60,15 @@ impl Broker {
     }
 
     pub fn add_vhost(&self, name: &str) -> Arc<VHost> {
+        let changed = self.definitions_changed.clone();
         self.vhosts
             .entry(name.to_string())
-            .or_insert_with(|| VHost::new(name))
+            .or_insert_with(|| VHost::new(name, changed))
             .clone()
+    }
+
+    pub fn vhosts(&self) -> Vec<Arc<VHost>> {
+        self.vhosts.iter().map(|v| v.clone()).collect()
     }
 
     pub fn vhost(&self, name: &str) -> Option<Arc<VHost>> {

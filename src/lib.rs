@@ -35,6 +35,7 @@ pub mod protocol;
 pub mod queue;
 pub mod routing;
 pub mod server;
+pub mod store;
 pub mod vhost;
 
 pub use config::Config;
@@ -65,14 +66,38 @@ impl BrokerHandle {
     pub async fn shutdown(self) {
         self.broker.begin_shutdown();
         let _ = self.task.await;
+        if let Err(e) = store::definitions::save_now(&self.broker) {
+            tracing::error!(error = %e, "cannot write definitions at shutdown");
+        }
     }
 }
 
-/// Binds the listener and starts serving in the background.
+/// Restores durable definitions from the data directory, binds the listener and starts
+/// serving in the background.
 pub async fn start(config: Config) -> std::io::Result<BrokerHandle> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|e| {
+        std::io::Error::new(
+            e.kind(),
+            format!("data directory {}: {e}", config.data_dir.display()),
+        )
+    })?;
+    let saved = store::definitions::load(&config.data_dir)?;
     let listener = TcpListener::bind((config.bind, config.port)).await?;
     let addr = listener.local_addr()?;
     let broker = broker::Broker::new(config);
+    if let Some(d) = &saved {
+        store::definitions::restore(&broker, d);
+        tracing::info!(
+            exchanges = d.exchanges.len(),
+            queues = d.queues.len(),
+            bindings = d.bindings.len(),
+            "restored durable definitions"
+        );
+    }
+    tokio::spawn(store::definitions::writer(
+        Arc::downgrade(&broker),
+        broker.definitions_changed.clone(),
+    ));
     let task = tokio::spawn(server::run(broker.clone(), listener));
     Ok(BrokerHandle { addr, broker, task })
 }

@@ -9,23 +9,47 @@ use std::time::Duration;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unacked_delivery_times_out_and_is_requeued() {
-    let broker = common::start_broker_with(|c| c.consumer_timeout = Duration::from_millis(300)).await;
-    let conn = Connection::connect(&broker.uri(), ConnectionProperties::default()).await.unwrap();
+    let broker =
+        common::start_broker_with(|c| c.consumer_timeout = Duration::from_millis(300)).await;
+    let conn = Connection::connect(&broker.uri(), ConnectionProperties::default())
+        .await
+        .unwrap();
     let ch = conn.create_channel().await.unwrap();
     let q = ch
-        .queue_declare("".into(), QueueDeclareOptions { exclusive: true, ..Default::default() }, FieldTable::default())
+        .queue_declare(
+            "".into(),
+            QueueDeclareOptions {
+                exclusive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
         .await
         .unwrap();
     let q = q.name().as_str().to_string();
-    ch.basic_publish("".into(), q.as_str().into(), BasicPublishOptions::default(), b"slow", BasicProperties::default())
-        .await
-        .unwrap();
+    ch.basic_publish(
+        "".into(),
+        q.as_str().into(),
+        BasicPublishOptions::default(),
+        b"slow",
+        BasicProperties::default(),
+    )
+    .await
+    .unwrap();
     let cch = conn.create_channel().await.unwrap();
     let mut consumer = cch
-        .basic_consume(q.as_str().into(), "".into(), BasicConsumeOptions::default(), FieldTable::default())
+        .basic_consume(
+            q.as_str().into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
         .await
         .unwrap();
-    let first = common::within(Duration::from_secs(5), consumer.next()).await.unwrap().unwrap();
+    let first = common::within(Duration::from_secs(5), consumer.next())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(&first.data[..], b"slow");
     // Never acked: the channel is closed by the broker within a few timeout periods.
     // lapin ends the consumer stream with the channel.close the broker sent.
@@ -46,7 +70,11 @@ async fn unacked_delivery_times_out_and_is_requeued() {
     // The message is back in the queue, marked redelivered.
     let got = common::within(Duration::from_secs(5), async {
         loop {
-            if let Some(m) = ch.basic_get(q.as_str().into(), BasicGetOptions { no_ack: true }).await.unwrap() {
+            if let Some(m) = ch
+                .basic_get(q.as_str().into(), BasicGetOptions { no_ack: true })
+                .await
+                .unwrap()
+            {
                 return m;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

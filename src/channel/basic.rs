@@ -129,19 +129,9 @@ impl Channel {
         }
         let expiration = match &summary.expiration {
             None => None,
-            Some(e) => match e.parse::<i64>() {
-                Ok(n) if n >= 0 => Some(n as u64),
-                Ok(n) => {
-                    return Err(AmqpError::precondition_failed(format_args!(
-                        "invalid expiration '{e}': {{value_negative,{n}}}"
-                    )))
-                }
-                Err(_) => {
-                    return Err(AmqpError::precondition_failed(format_args!(
-                        "invalid expiration '{e}': no_integer"
-                    )))
-                }
-            },
+            Some(e) => Some(parse_expiration(e).map_err(|why| {
+                AmqpError::precondition_failed(format_args!("invalid expiration '{e}': {why}"))
+            })?),
         };
         let msg = Arc::new(Message {
             exchange: p.exchange,
@@ -472,6 +462,29 @@ impl Channel {
     }
 }
 
+/// The `expiration` property as RabbitMQ reads it (Erlang's `string:to_integer`): an
+/// optionally signed integer, nothing after it, not negative. The error is RabbitMQ's term.
+fn parse_expiration(e: &str) -> Result<u64, String> {
+    let digits_start = usize::from(e.starts_with('+') || e.starts_with('-'));
+    let digits_end = e[digits_start..]
+        .find(|c: char| !c.is_ascii_digit())
+        .map_or(e.len(), |i| i + digits_start);
+    if digits_end == digits_start {
+        return Err("no_integer".to_string());
+    }
+    let rest = &e[digits_end..];
+    if !rest.is_empty() {
+        return Err(format!("{{leftover_string,\"{rest}\"}}"));
+    }
+    let n: i128 = e[..digits_end]
+        .parse()
+        .map_err(|_| "no_integer".to_string())?;
+    if n < 0 {
+        return Err(format!("{{value_negative,{n}}}"));
+    }
+    Ok(n.min(u64::MAX as i128) as u64)
+}
+
 /// A server-generated name: prefix + 22 characters of URL-safe base64 over 128 random bits,
 /// the shape of RabbitMQ's `amq.gen-…` and `amq.ctag-…` names.
 pub fn generated_name(prefix: &str) -> String {
@@ -484,4 +497,22 @@ pub fn generated_name(prefix: &str) -> String {
         s.push(ALPHABET[idx] as char);
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_expiration;
+
+    #[test]
+    fn expiration_parsing_matches_rabbitmq() {
+        assert_eq!(parse_expiration("60000"), Ok(60000));
+        assert_eq!(parse_expiration("+60000"), Ok(60000));
+        assert_eq!(parse_expiration("abc"), Err("no_integer".into()));
+        assert_eq!(parse_expiration(""), Err("no_integer".into()));
+        assert_eq!(parse_expiration("-1"), Err("{value_negative,-1}".into()));
+        assert_eq!(
+            parse_expiration("1.5"),
+            Err("{leftover_string,\".5\"}".into())
+        );
+    }
 }

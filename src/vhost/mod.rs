@@ -63,6 +63,8 @@ pub struct VHost {
     /// Direct reply-to pseudo-queues (`amq.rabbitmq.reply-to.…`), one per consuming channel;
     /// reachable only through the default exchange, never listed.
     reply_queues: DashMap<String, Arc<Queue>>,
+    /// Woken on every change to exchanges, queues or bindings (the definitions writer).
+    changed: Arc<tokio::sync::Notify>,
 }
 
 /// The pseudo-queue of direct reply-to.
@@ -78,7 +80,7 @@ fn tf(b: bool) -> &'static str {
 }
 
 impl VHost {
-    pub fn new(name: &str) -> Arc<VHost> {
+    pub fn new(name: &str, changed: Arc<tokio::sync::Notify>) -> Arc<VHost> {
         Arc::new_cyclic(|me| {
             let v = VHost {
                 name: name.to_string(),
@@ -86,6 +88,7 @@ impl VHost {
                 exchanges: DashMap::new(),
                 queues: DashMap::new(),
                 reply_queues: DashMap::new(),
+                changed,
             };
             for (n, kind, internal) in BUILTIN_EXCHANGES {
                 v.exchanges.insert(
@@ -208,6 +211,7 @@ impl VHost {
             d.arguments.clone(),
         );
         let entry = self.exchanges.entry(d.name.clone()).or_insert(x).clone();
+        self.changed.notify_one();
         self.assert_exchange_equivalent(&entry, kind, d)?;
         Ok(entry)
     }
@@ -278,6 +282,7 @@ impl VHost {
         {
             return;
         }
+        self.changed.notify_one();
         // Bindings with this exchange as destination go too; sources left without
         // bindings are auto-deleted.
         let dest = Dest::Exchange(x.name.clone());
@@ -366,7 +371,9 @@ impl VHost {
                 Queue::new(config, args, self.me.clone())
             })
             .clone();
-        if !created {
+        if created {
+            self.changed.notify_one();
+        } else {
             self.check_exclusive(&q, conn)?;
             self.assert_queue_equivalent(&q, d, conn)?;
         }
@@ -438,6 +445,7 @@ impl VHost {
         {
             return 0;
         }
+        self.changed.notify_one();
         let (n, consumers) = q.delete();
         self.remove_destination(&Dest::Queue(q.clone()));
         for c in consumers {
@@ -477,6 +485,7 @@ impl VHost {
         let x = self.bindable_source(exchange, "bind")?;
         self.validate_binding(&x, args)?;
         x.bindings.write().bind(rk, args, Dest::Queue(q));
+        self.changed.notify_one();
         Ok(())
     }
 
@@ -500,6 +509,7 @@ impl VHost {
         self.check_exclusive(&q, conn)?;
         let emptied = {
             let mut b = x.bindings.write();
+            self.changed.notify_one();
             b.unbind(rk, args, &Dest::Queue(q)) && b.is_empty()
         };
         if emptied && x.auto_delete {
@@ -526,6 +536,7 @@ impl VHost {
         x.bindings
             .write()
             .bind(rk, args, Dest::Exchange(d.name.clone()));
+        self.changed.notify_one();
         Ok(())
     }
 
@@ -552,6 +563,7 @@ impl VHost {
         };
         let emptied = {
             let mut b = x.bindings.write();
+            self.changed.notify_one();
             b.unbind(rk, args, &Dest::Exchange(d.name.clone())) && b.is_empty()
         };
         if emptied && x.auto_delete {

@@ -5,10 +5,22 @@
 use std::time::Duration;
 use warren::{BrokerHandle, Config};
 
-/// Starts Warren on 127.0.0.1 with a free port and the given tweaks.
+/// A fresh data directory per broker, so tests never see each other's definitions.
+pub fn temp_data_dir() -> std::path::PathBuf {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    std::env::temp_dir().join(format!(
+        "warren-test-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ))
+}
+
+/// Starts Warren on 127.0.0.1 with a free port, its own data directory, and the given tweaks.
 pub async fn start_broker_with(f: impl FnOnce(&mut Config)) -> BrokerHandle {
     let mut config = Config {
         port: 0,
+        data_dir: temp_data_dir(),
         ..Config::default()
     };
     f(&mut config);

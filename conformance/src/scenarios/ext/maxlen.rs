@@ -48,6 +48,11 @@ pub fn scenarios() -> Vec<Scenario> {
             reject_publish_dlx
         ),
         scenario!(
+            "ext.maxlen.reject_publish_dlx_without_confirms",
+            "x-overflow reject-publish-dlx",
+            reject_publish_dlx_plain
+        ),
+        scenario!(
             "ext.maxlen.reject_publish_not_dead_lettered",
             "x-overflow reject-publish",
             reject_publish_no_dl
@@ -287,6 +292,31 @@ async fn reject_publish_dlx(ctx: Ctx) -> Outcome {
             routing_keys: vec![&q],
             original_expiration: None,
         }],
+    )?;
+    check_eq("kept", drain(&ch, &q).await?, vec!["1".to_string()])
+}
+
+async fn reject_publish_dlx_plain(ctx: Ctx) -> Outcome {
+    let (_c, ch) = open(&ctx.uri).await?;
+    let (dlx, dlq) = dead_letter_target(&ch, &ctx).await?;
+    let q = ctx.name("q");
+    let args = dl_args(
+        &dlx,
+        vec![
+            ("x-max-length", int(1)),
+            ("x-overflow", lstr("reject-publish-dlx")),
+        ],
+    );
+    declare_x(&ch, &q, args).await?;
+    for b in ["1", "2", "3"] {
+        publish(&ch, "", &q, b.as_bytes()).await?;
+    }
+    let a = get_one(&ch, &dlq, true).await?.delivery;
+    let b = get_one(&ch, &dlq, true).await?.delivery;
+    check_eq(
+        "dead-lettered",
+        (body(&a), body(&b)),
+        ("2".to_string(), "3".to_string()),
     )?;
     check_eq("kept", drain(&ch, &q).await?, vec!["1".to_string()])
 }

@@ -30,6 +30,11 @@ pub fn scenarios() -> Vec<Scenario> {
             zero_delivered
         ),
         scenario!(
+            "ext.ttl.expires_while_consumer_blocked",
+            "x-message-ttl + basic.qos",
+            consumer_blocked
+        ),
+        scenario!(
             "ext.ttl.per_message_expiration",
             "expiration property",
             per_message
@@ -135,6 +140,36 @@ async fn never_delivered(ctx: Ctx) -> Outcome {
     publish_acked(&ch, "", &q, "fresh", Default::default()).await?;
     check_eq(
         "first delivery",
+        body(&next_delivery(&mut cons).await?),
+        "fresh".into(),
+    )
+}
+
+/// A message that expires while the only consumer is at its prefetch limit is never
+/// delivered to it.
+async fn consumer_blocked(ctx: Ctx) -> Outcome {
+    let (_c, ch) = open(&ctx.uri).await?;
+    confirming(&ch).await?;
+    let q = ctx.name("q");
+    let companion = ctx.name("companion");
+    declare_x(&ch, &q, ttl_args(100)).await?;
+    declare_x(&ch, &companion, ttl_args(100)).await?;
+    ch.basic_qos(1, BasicQosOptions::default())
+        .await
+        .step("basic.qos")?;
+    let mut cons = consume(&ch, &q, false).await?;
+    publish_acked(&ch, "", &q, "first", Default::default()).await?;
+    let d = next_delivery(&mut cons).await?;
+    publish_acked(&ch, "", &q, "expires", Default::default()).await?;
+    publish_acked(&ch, "", &companion, "later", Default::default()).await?;
+    wait_message_count(&ch, &companion, 0).await?;
+    d.acker
+        .ack(BasicAckOptions::default())
+        .await
+        .step("basic.ack")?;
+    publish_acked(&ch, "", &q, "fresh", Default::default()).await?;
+    check_eq(
+        "next delivery",
         body(&next_delivery(&mut cons).await?),
         "fresh".into(),
     )
