@@ -66,6 +66,9 @@ struct State {
     /// Last declare, get or consumer change (x-expires counts from here).
     last_used: Instant,
     timer_running: bool,
+    /// When the timer task will next wake by itself; a publish wakes it earlier only when
+    /// its message expires sooner (so a TTL queue does not cost a wake-up per publish).
+    timer_deadline: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -104,6 +107,7 @@ impl Queue {
             had_consumer: false,
             last_used: Instant::now(),
             timer_running: false,
+            timer_deadline: None,
         };
         let q = Arc::new(Queue {
             config,
@@ -206,11 +210,14 @@ impl Queue {
                         None => break,
                     }
                 }
-                if expires_at.is_some() {
+                if let Some(t) = expires_at {
                     // TTL 0 means "deliver now or drop"; anything already due goes now.
                     st.ready.pop_expired(now, &mut expired);
                     self.ensure_timer(&mut st);
-                    self.timer.notify_one();
+                    if st.timer_deadline.is_none_or(|d| t < d) {
+                        st.timer_deadline = Some(t);
+                        self.timer.notify_one();
+                    }
                 }
                 PublishOutcome::Enqueued
             }
@@ -526,6 +533,7 @@ impl Queue {
                     }
                 }
             }
+            st.timer_deadline = next;
             (next, expire_queue)
         };
         self.dead_letter(dead, Reason::Expired);
