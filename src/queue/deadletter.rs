@@ -12,6 +12,7 @@ use crate::protocol::codec::ShortStr;
 use crate::protocol::properties;
 use crate::vhost::VHost;
 use amq_protocol::protocol::basic::{gen_properties, AMQPProperties};
+use amq_protocol::types::generation::gen_value;
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString};
 use bytes::Bytes;
 use std::sync::{Arc, Weak};
@@ -197,12 +198,99 @@ fn rewrite_properties(
             headers.insert(k.into(), lstr(v));
         }
     }
-    let rebuilt = without_expiration(&props).with_headers(headers.clone());
-    let bytes = match cookie_factory::gen(gen_properties(&rebuilt), Vec::new()) {
-        Ok((v, _)) => Bytes::from(v),
-        Err(_) => msg.properties.clone(),
-    };
+    // RabbitMQ writes the first death in its own key order; an entry added in front of
+    // earlier deaths (or an incremented one) goes out sorted, the earlier ones unchanged.
+    let front_sorted = existing.is_some() || deaths.len() > 1;
+    let bytes =
+        encode_properties(&props, &headers, front_sorted).unwrap_or_else(|| msg.properties.clone());
     (bytes, deaths, headers)
+}
+
+/// The key order RabbitMQ writes an x-death entry in (amq-protocol's FieldTable would sort
+/// them; RabbitMQ sends other tables sorted, and so do we).
+const DEATH_KEY_ORDER: &[&str] = &[
+    "count",
+    "reason",
+    "queue",
+    "time",
+    "exchange",
+    "routing-keys",
+    "original-expiration",
+];
+
+fn put_value(out: &mut Vec<u8>, v: &AMQPValue) -> Option<()> {
+    let (bytes, _) = cookie_factory::gen(gen_value(v), Vec::new()).ok()?;
+    out.extend_from_slice(&bytes);
+    Some(())
+}
+
+fn put_key(out: &mut Vec<u8>, k: &str) {
+    out.push(k.len().min(255) as u8);
+    out.extend_from_slice(&k.as_bytes()[..k.len().min(255)]);
+}
+
+/// A field table body (length-prefixed), keys in the given order.
+fn put_table(out: &mut Vec<u8>, entries: &[(&str, &AMQPValue)], front_sorted: bool) -> Option<()> {
+    let at = out.len();
+    out.extend_from_slice(&[0, 0, 0, 0]);
+    for &(k, v) in entries {
+        put_key(out, k);
+        match (k, v) {
+            ("x-death", AMQPValue::FieldArray(a)) => {
+                out.push(b'A');
+                let arr_at = out.len();
+                out.extend_from_slice(&[0, 0, 0, 0]);
+                for (i, item) in a.as_slice().iter().enumerate() {
+                    match item {
+                        AMQPValue::FieldTable(t) if i > 0 || !front_sorted => {
+                            out.push(b'F');
+                            let ordered: Vec<(&str, &AMQPValue)> = DEATH_KEY_ORDER
+                                .iter()
+                                .filter_map(|k| t.inner().get(*k).map(|v| (*k, v)))
+                                .collect();
+                            put_table(out, &ordered, false)?;
+                        }
+                        other => put_value(out, other)?,
+                    }
+                }
+                let len = (out.len() - arr_at - 4) as u32;
+                out[arr_at..arr_at + 4].copy_from_slice(&len.to_be_bytes());
+            }
+            _ => put_value(out, v)?,
+        }
+    }
+    let len = (out.len() - at - 4) as u32;
+    out[at..at + 4].copy_from_slice(&len.to_be_bytes());
+    Some(())
+}
+
+/// Properties without `expiration` and with `headers`, the headers written by hand so the new
+/// x-death entry keeps RabbitMQ's key order.
+fn encode_properties(
+    props: &AMQPProperties,
+    headers: &FieldTable,
+    front_sorted: bool,
+) -> Option<Bytes> {
+    let base = without_expiration(props);
+    let (mut v, _) = cookie_factory::gen(gen_properties(&base), Vec::new()).ok()?;
+    // The headers field comes right after content-type and content-encoding.
+    let mut at = 2;
+    if let Some(ct) = base.content_type() {
+        at += 1 + ct.as_str().len();
+    }
+    if let Some(ce) = base.content_encoding() {
+        at += 1 + ce.as_str().len();
+    }
+    let mut table = Vec::new();
+    let entries: Vec<(&str, &AMQPValue)> = headers
+        .inner()
+        .iter()
+        .map(|(k, v)| (k.as_str(), v))
+        .collect();
+    put_table(&mut table, &entries, front_sorted)?;
+    v[0] |= 0x20; // the headers flag (bit 13 of the flag word)
+    v.splice(at..at, table);
+    Some(Bytes::from(v))
 }
 
 /// A copy of the properties without `expiration` (the dead letter must not expire again).

@@ -1189,8 +1189,8 @@ def check_death(headers, reason, queue, exchange, routing_keys):
     check_true("x-death is a one-element list", isinstance(deaths, list) and len(deaths) == 1,
                deaths)
     d = deaths[0]
-    check("x-death[0] keys", ["count", "exchange", "queue", "reason", "routing-keys", "time"],
-          sorted(d.keys()))
+    check("x-death[0] keys in RabbitMQ's wire order",
+          ["count", "reason", "queue", "time", "exchange", "routing-keys"], list(d.keys()))
     check("x-death[0] (reason, queue, exchange, routing-keys, count)",
           (reason, queue, exchange, routing_keys, 1),
           (d["reason"], d["queue"], d["exchange"], d["routing-keys"], d["count"]))
