@@ -31,6 +31,9 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+/// Read buffer growth: small while a connection is quiet, large while reads fill it.
+const READ_CHUNK_IDLE: usize = 4 * 1024;
+const READ_CHUNK_BUSY: usize = 64 * 1024;
 /// Stop taking deliveries from queues while this much output is pending.
 const OUT_HIGH_WATER: usize = 1 << 20;
 /// Stop reading the socket while this much output is pending (a peer that does not read).
@@ -66,6 +69,8 @@ pub struct Connection {
     closing_since: Option<Instant>,
     last_read: Instant,
     last_write: Instant,
+    /// The last read filled the buffer's spare room: the peer is sending a lot.
+    read_filled: bool,
 }
 
 /// Serves one accepted socket until it closes.
@@ -82,7 +87,7 @@ pub async fn serve(broker: Arc<Broker>, socket: TcpStream, peer: SocketAddr) {
         peer,
         reader,
         writer,
-        inbuf: BytesMut::with_capacity(64 * 1024),
+        inbuf: BytesMut::with_capacity(READ_CHUNK_IDLE),
         out: OutBuf::new(),
         decoder: FrameDecoder::new(frame_max),
         tx,
@@ -99,6 +104,7 @@ pub async fn serve(broker: Arc<Broker>, socket: TcpStream, peer: SocketAddr) {
         closing_since: None,
         last_read: now,
         last_write: now,
+        read_filled: false,
     };
     let timeout = c.broker.config.handshake_timeout;
     match tokio::time::timeout(timeout, c.handshake()).await {
@@ -136,8 +142,8 @@ async fn write_out(writer: &mut OwnedWriteHalf, out: &OutBuf) -> std::io::Result
 
 impl Connection {
     async fn read_more(&mut self) -> Result<(), HandshakeEnd> {
-        if self.inbuf.capacity() - self.inbuf.len() < 4096 {
-            self.inbuf.reserve(64 * 1024);
+        if self.inbuf.capacity() - self.inbuf.len() < 1024 {
+            self.inbuf.reserve(READ_CHUNK_IDLE);
         }
         match self.reader.read_buf(&mut self.inbuf).await {
             Ok(0) | Err(_) => Err(HandshakeEnd::Io),
@@ -243,9 +249,17 @@ impl Connection {
             let want_write = !self.out.is_empty();
             let can_read = self.out.len() < OUT_READ_PAUSE;
             let can_recv = self.out.len() < OUT_HIGH_WATER && !closing;
-            if self.inbuf.capacity() - self.inbuf.len() < 8192 {
-                self.inbuf.reserve(64 * 1024);
+            // Small reads while idle (memory per connection), large ones under load: a read
+            // that filled the buffer asks for a big one next time.
+            let spare = self.inbuf.capacity() - self.inbuf.len();
+            if spare < 1024 || (self.read_filled && spare < READ_CHUNK_BUSY / 2) {
+                self.inbuf.reserve(if self.read_filled {
+                    READ_CHUNK_BUSY
+                } else {
+                    READ_CHUNK_IDLE
+                });
             }
+            let spare_before = self.inbuf.capacity() - self.inbuf.len();
             tokio::select! {
                 r = write_out(&mut self.writer, &self.out), if want_write => match r {
                     Ok(0) | Err(_) => done = true,
@@ -253,7 +267,8 @@ impl Connection {
                 },
                 r = self.reader.read_buf(&mut self.inbuf), if can_read => match r {
                     Ok(0) | Err(_) => done = true,
-                    Ok(_) => {
+                    Ok(n) => {
+                        self.read_filled = n == spare_before;
                         self.last_read = Instant::now();
                         done = self.process_input();
                     }

@@ -28,7 +28,7 @@ impl OutBuf {
     pub fn new() -> Self {
         OutBuf {
             chunks: VecDeque::new(),
-            cur: BytesMut::with_capacity(64 * 1024),
+            cur: BytesMut::with_capacity(4 * 1024),
             len: 0,
         }
     }
@@ -92,8 +92,9 @@ impl OutBuf {
                 n = 0;
             }
         }
-        if self.cur.is_empty() && self.chunks.is_empty() && self.cur.capacity() < 16 * 1024 {
-            self.cur.reserve(64 * 1024);
+        if self.cur.is_empty() && self.chunks.is_empty() && self.cur.capacity() > 1024 * 1024 {
+            // A burst grew the buffer a lot: give the memory back once it is drained.
+            self.cur = BytesMut::with_capacity(4 * 1024);
         }
     }
 
