@@ -1,6 +1,9 @@
 //! basic.* handlers: publish, consume, get, acknowledgements, qos, recover.
 
-use super::{requeue_grouped, Channel, ConnCtx, ConsumerEntry, Mode, Settle, TxAck, TxPublish};
+use super::{
+    group_by_queue, requeue_grouped, Channel, ConnCtx, ConsumerEntry, Mode, Settle, TxAck,
+    TxPublish,
+};
 use crate::error::{AmqpError, AmqpResult};
 use crate::message::Message;
 use crate::protocol::codec::ShortStr;
@@ -415,14 +418,7 @@ impl Channel {
         match how {
             Settle::Requeue => requeue_grouped(list),
             Settle::Drop => {
-                let mut groups: Vec<(Arc<Queue>, Vec<crate::queue::QueuedMessage>)> = Vec::new();
-                for u in list {
-                    match groups.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &u.queue)) {
-                        Some((_, v)) => v.push(u.msg),
-                        None => groups.push((u.queue, vec![u.msg])),
-                    }
-                }
-                for (q, msgs) in groups {
+                for (q, msgs) in group_by_queue(list) {
                     q.rejected(msgs);
                 }
             }

@@ -464,8 +464,8 @@ enum Settle {
     Drop,
 }
 
-/// Requeues deliveries to their queues, one call per run of the same queue.
-fn requeue_grouped(list: Vec<Unacked>) {
+/// Deliveries grouped by their queue (in first-seen order), so each queue is called once.
+fn group_by_queue(list: Vec<Unacked>) -> Vec<(Arc<Queue>, Vec<QueuedMessage>)> {
     let mut groups: Vec<(Arc<Queue>, Vec<QueuedMessage>)> = Vec::new();
     for u in list {
         match groups.iter_mut().find(|(q, _)| Arc::ptr_eq(q, &u.queue)) {
@@ -473,7 +473,12 @@ fn requeue_grouped(list: Vec<Unacked>) {
             None => groups.push((u.queue, vec![u.msg])),
         }
     }
-    for (q, msgs) in groups {
+    groups
+}
+
+/// Requeues deliveries to their queues, one call per queue.
+fn requeue_grouped(list: Vec<Unacked>) {
+    for (q, msgs) in group_by_queue(list) {
         q.requeue(msgs);
     }
 }

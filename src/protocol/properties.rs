@@ -105,9 +105,12 @@ pub fn summary(props: &[u8]) -> Option<Summary> {
     Some(s)
 }
 
-/// The same properties with another reply-to (direct reply-to rewrites it).
-pub fn with_reply_to(props: &[u8], reply_to: &str) -> Option<bytes::Bytes> {
-    let p = decode(props)?.with_reply_to(reply_to.into());
+/// Decodes, changes and re-encodes properties (off the hot path: direct reply-to, BCC).
+fn reencode(
+    props: &[u8],
+    change: impl FnOnce(AMQPProperties) -> AMQPProperties,
+) -> Option<bytes::Bytes> {
+    let p = change(decode(props)?);
     let (v, _) = cookie_factory::gen(
         amq_protocol::protocol::basic::gen_properties(&p),
         Vec::new(),
@@ -116,15 +119,14 @@ pub fn with_reply_to(props: &[u8], reply_to: &str) -> Option<bytes::Bytes> {
     Some(bytes::Bytes::from(v))
 }
 
+/// The same properties with another reply-to (direct reply-to rewrites it).
+pub fn with_reply_to(props: &[u8], reply_to: &str) -> Option<bytes::Bytes> {
+    reencode(props, |p| p.with_reply_to(reply_to.into()))
+}
+
 /// The same properties with another headers table.
 pub fn with_headers(props: &[u8], headers: FieldTable) -> Option<bytes::Bytes> {
-    let p = decode(props)?.with_headers(headers);
-    let (v, _) = cookie_factory::gen(
-        amq_protocol::protocol::basic::gen_properties(&p),
-        Vec::new(),
-    )
-    .ok()?;
-    Some(bytes::Bytes::from(v))
+    reencode(props, |p| p.with_headers(headers))
 }
 
 /// The routing keys in a `CC` or `BCC` header (an array of strings).
