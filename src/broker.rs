@@ -26,6 +26,8 @@ pub struct Broker {
     pub connections: DashMap<u64, ConnectionInfo>,
     /// Woken whenever definitions change; the definitions writer waits on it.
     pub definitions_changed: Arc<tokio::sync::Notify>,
+    /// The message log, once open (after the definitions are restored).
+    pub store: crate::queue::StoreCell,
 }
 
 #[derive(Debug, Clone)]
@@ -45,6 +47,7 @@ impl Broker {
             shutdown,
             connections: DashMap::new(),
             definitions_changed: Arc::new(tokio::sync::Notify::new()),
+            store: Default::default(),
             config,
         };
         b.add_vhost(&b.config.default_vhost.clone());
@@ -61,9 +64,10 @@ impl Broker {
 
     pub fn add_vhost(&self, name: &str) -> Arc<VHost> {
         let changed = self.definitions_changed.clone();
+        let store = self.store.clone();
         self.vhosts
             .entry(name.to_string())
-            .or_insert_with(|| VHost::new(name, changed))
+            .or_insert_with(|| VHost::new(name, changed, store))
             .clone()
     }
 
@@ -81,6 +85,11 @@ impl Broker {
         (u.password == pass).then(|| u.clone())
     }
 
+    /// The message log (None only before start-up finished recovering it).
+    pub fn message_log(&self) -> Option<&Arc<crate::store::log::MessageLog>> {
+        self.store.get()
+    }
+
     pub fn next_connection_id(&self) -> u64 {
         self.next_connection_id.fetch_add(1, Ordering::Relaxed)
     }
@@ -91,6 +100,6 @@ impl Broker {
 
     /// Asks every connection to close with 320 CONNECTION_FORCED.
     pub fn begin_shutdown(&self) {
-        let _ = self.shutdown.send(true);
+        self.shutdown.send_replace(true);
     }
 }

@@ -29,6 +29,9 @@ pub struct Config {
     pub consumer_timeout: Duration,
     /// Reported in server-properties.
     pub cluster_name: String,
+    /// Size at which the message log starts a new segment file (space is reclaimed by
+    /// whole segments).
+    pub segment_size: u64,
 }
 
 impl Default for Config {
@@ -47,6 +50,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             consumer_timeout: Duration::from_secs(30 * 60),
             cluster_name: "warren@localhost".into(),
+            segment_size: 32 * 1024 * 1024,
         }
     }
 }

@@ -69,6 +69,9 @@ impl BrokerHandle {
         if let Err(e) = store::definitions::save_now(&self.broker) {
             tracing::error!(error = %e, "cannot write definitions at shutdown");
         }
+        if let Some(log) = self.broker.message_log() {
+            log.close();
+        }
     }
 }
 
@@ -94,10 +97,42 @@ pub async fn start(config: Config) -> std::io::Result<BrokerHandle> {
             "restored durable definitions"
         );
     }
+    open_message_log(&broker)?;
     tokio::spawn(store::definitions::writer(
         Arc::downgrade(&broker),
         broker.definitions_changed.clone(),
     ));
     let task = tokio::spawn(server::run(broker.clone(), listener));
     Ok(BrokerHandle { addr, broker, task })
+}
+
+/// Opens the message log and gives every durable queue its stored messages back.
+fn open_message_log(broker: &Arc<broker::Broker>) -> std::io::Result<()> {
+    let c = &broker.config;
+    let log = store::log::MessageLog::open(&c.data_dir, c.segment_size, |key, r| {
+        let Some((vhost, name)) = key.split_once('\0') else {
+            return false;
+        };
+        match broker.vhost(vhost).and_then(|v| v.queue(name)) {
+            Some(q) if q.is_stored() => {
+                q.restore(r);
+                true
+            }
+            _ => false,
+        }
+    })?;
+    let r = log.recovery_report();
+    if r.segments > 0 {
+        tracing::info!(
+            messages = r.messages,
+            orphaned = r.orphaned,
+            segments = r.segments,
+            after_crash = r.after_crash,
+            damaged = r.damage.len(),
+            ms = r.elapsed.as_millis() as u64,
+            "recovered stored messages"
+        );
+    }
+    let _ = broker.store.set(log);
+    Ok(())
 }

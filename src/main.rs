@@ -42,6 +42,9 @@ struct Cli {
     /// Milliseconds a delivery may stay unacknowledged before its channel is closed.
     #[arg(long, env = "WARREN_CONSUMER_TIMEOUT", default_value_t = 1_800_000)]
     consumer_timeout: u64,
+    /// Bytes after which the message log starts a new segment file.
+    #[arg(long, env = "WARREN_SEGMENT_SIZE", default_value_t = 32 * 1024 * 1024)]
+    segment_size: u64,
     /// Log level or filter (error, warn, info, debug, trace, or a tracing filter).
     #[arg(long, env = "WARREN_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -68,12 +71,13 @@ async fn main() {
         max_message_size: cli.max_message_size,
         handshake_timeout: std::time::Duration::from_secs(cli.handshake_timeout),
         consumer_timeout: std::time::Duration::from_millis(cli.consumer_timeout),
+        segment_size: cli.segment_size,
         ..warren::Config::default()
     };
     let handle = match warren::start(config).await {
         Ok(h) => h,
         Err(e) => {
-            eprintln!("warren: cannot listen: {e}");
+            eprintln!("warren: cannot start: {e}");
             std::process::exit(1);
         }
     };

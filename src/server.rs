@@ -13,7 +13,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub async fn run(broker: Arc<Broker>, listener: TcpListener) {
     let mut shutdown = broker.shutdown_signal();
     let mut conns = JoinSet::new();
-    loop {
+    // A shutdown that began before this task first ran is already "seen" by the new
+    // receiver: check the value, not only for changes.
+    while !*shutdown.borrow() {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => {

@@ -1,7 +1,7 @@
 //! basic.* handlers: publish, consume, get, acknowledgements, qos, recover.
 
 use super::{
-    group_by_queue, requeue_grouped, Channel, ConnCtx, ConsumerEntry, Mode, Settle, TxAck,
+    group_by_queue, requeue_grouped, Channel, ConnCtx, ConsumerEntry, Held, Mode, Settle, TxAck,
     TxPublish,
 };
 use crate::error::{AmqpError, AmqpResult};
@@ -9,7 +9,7 @@ use crate::message::Message;
 use crate::protocol::codec::ShortStr;
 use crate::protocol::properties;
 use crate::queue::consumer::Consumer;
-use crate::queue::{ConsumeRefused, PublishOutcome, Queue};
+use crate::queue::{ConsumeRefused, Queue};
 use crate::vhost::REPLY_TO;
 use amq_protocol::protocol::{basic as b, AMQPClass};
 use std::sync::atomic::Ordering::SeqCst;
@@ -143,6 +143,8 @@ impl Channel {
             body,
             priority: summary.priority.unwrap_or(0),
             expiration,
+            persistent: summary.delivery_mode == Some(2),
+            persist_id: 0,
         });
         let mut routed = std::mem::take(&mut self.routed);
         routed.clear();
@@ -165,14 +167,15 @@ impl Channel {
     }
 
     /// Hands a routed message to its queues, returns it if unroutable and mandatory, and
-    /// counts the confirm.
+    /// counts the confirm. Returns the message-log sequence number to wait for when the
+    /// message was stored (persistent, durable queue).
     pub(super) fn deliver_published(
         &mut self,
         msg: Arc<Message>,
         mut queues: Vec<Arc<Queue>>,
         mandatory: bool,
         cx: &mut ConnCtx<'_>,
-    ) {
+    ) -> Option<u64> {
         if queues.is_empty() && mandatory {
             cx.out.basic_return(
                 self.id,
@@ -184,13 +187,19 @@ impl Channel {
             cx.out
                 .content(self.id, &msg.properties, &msg.body, cx.frame_max);
         }
-        let mut rejected = false;
-        for q in queues.drain(..) {
-            rejected |= q.publish(msg.clone()) == PublishOutcome::Rejected;
-        }
+        let (rejected, lsn) = crate::queue::enqueue(msg, &mut queues);
         if let Mode::Confirm { seq, pending } = &mut self.mode {
             *seq += 1;
-            if rejected {
+            // A stored message is confirmed once on disk; later confirms queue behind it,
+            // so confirms stay in order.
+            if let Some(wait) = lsn.or_else(|| self.held.back().map(|h| h.0)) {
+                let reply = if rejected {
+                    Held::Nack(*seq)
+                } else {
+                    Held::Ack(*seq)
+                };
+                self.held.push_back((wait, reply));
+            } else if rejected {
                 // A length limit refused it: confirms before it go out, then its nack.
                 if let Some((first, last)) = pending.take() {
                     cx.out.basic_ack(self.id, last, first != last);
@@ -206,6 +215,7 @@ impl Channel {
         if self.routed.capacity() < queues.capacity() {
             self.routed = queues;
         }
+        lsn
     }
 
     fn consume(&mut self, c: b::Consume, cx: &mut ConnCtx<'_>) -> AmqpResult<()> {
@@ -423,20 +433,32 @@ impl Channel {
                 }
             }
             Settle::Ack => {
-                let mut run: Option<(Arc<Queue>, u64)> = None;
+                // Runs of the same queue, with the message-log ids of stored messages.
+                let mut run: Option<(Arc<Queue>, u64, Vec<u64>)> = None;
                 for u in list {
+                    let id = u.msg.msg.persist_id;
                     match &mut run {
-                        Some((q, n)) if Arc::ptr_eq(q, &u.queue) => *n += 1,
-                        _ => {
-                            if let Some((q, n)) = run.take() {
-                                q.acked(n);
+                        Some((q, n, ids)) if Arc::ptr_eq(q, &u.queue) => {
+                            *n += 1;
+                            if id != 0 && q.is_stored() {
+                                ids.push(id);
                             }
-                            run = Some((u.queue, 1));
+                        }
+                        _ => {
+                            if let Some((q, n, ids)) = run.take() {
+                                q.acked(n, ids);
+                            }
+                            let ids = if id != 0 && u.queue.is_stored() {
+                                vec![id]
+                            } else {
+                                Vec::new()
+                            };
+                            run = Some((u.queue, 1, ids));
                         }
                     }
                 }
-                if let Some((q, n)) = run {
-                    q.acked(n);
+                if let Some((q, n, ids)) = run {
+                    q.acked(n, ids);
                 }
             }
         }

@@ -69,6 +69,15 @@ struct TxState {
     acks: Vec<TxAck>,
 }
 
+/// A reply that waits for the message log to sync (confirms of stored messages, and
+/// everything after them on the channel; commit-ok of a transaction that stored some).
+#[derive(Debug, Clone, Copy)]
+enum Held {
+    Ack(u64),
+    Nack(u64),
+    CommitOk,
+}
+
 #[derive(Debug)]
 enum Mode {
     Normal,
@@ -99,6 +108,8 @@ pub struct Channel {
     last_queue: Option<String>,
     /// Direct reply-to: this channel's pseudo-queue while it consumes `amq.rabbitmq.reply-to`.
     reply_queue: Option<Arc<Queue>>,
+    /// Replies held until the message log has synced past the first number, in order.
+    held: std::collections::VecDeque<(u64, Held)>,
 }
 
 impl Channel {
@@ -116,6 +127,7 @@ impl Channel {
             routed: Vec::new(),
             last_queue: None,
             reply_queue: None,
+            held: Default::default(),
         }
     }
 
@@ -241,8 +253,11 @@ impl Channel {
                     )));
                 };
                 let state = std::mem::take(state);
+                let mut wait = None;
                 for p in state.publishes {
-                    self.deliver_published(p.msg, p.queues, p.mandatory, cx);
+                    wait = self
+                        .deliver_published(p.msg, p.queues, p.mandatory, cx)
+                        .or(wait);
                 }
                 for a in state.acks {
                     match a {
@@ -257,7 +272,13 @@ impl Channel {
                         ),
                     }
                 }
-                self.reply(cx, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})));
+                // Stored messages make commit-ok wait until they are on disk.
+                match wait {
+                    Some(lsn) => self.held.push_back((lsn, Held::CommitOk)),
+                    None => {
+                        self.reply(cx, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})))
+                    }
+                }
                 Ok(())
             }
             tx::AMQPMethod::Rollback(_) => {
@@ -303,8 +324,10 @@ impl Channel {
         Ok(())
     }
 
-    /// Sends the coalesced publisher confirms. Called after each batch of input.
-    pub fn flush_confirms(&mut self, out: &mut OutBuf) {
+    /// Sends the coalesced publisher confirms, and the held replies whose messages the
+    /// message log has synced (`synced`). Called after each batch of input and when the
+    /// log syncs.
+    pub fn flush_confirms(&mut self, out: &mut OutBuf, synced: u64) {
         if let Mode::Confirm {
             pending: pending @ Some(_),
             ..
@@ -314,6 +337,38 @@ impl Channel {
                 out.basic_ack(self.id, last, first != last);
             }
         }
+        let mut run: Option<(u64, u64)> = None;
+        let id = self.id;
+        let send_run = |out: &mut OutBuf, run: &mut Option<(u64, u64)>| {
+            if let Some((first, last)) = run.take() {
+                out.basic_ack(id, last, first != last);
+            }
+        };
+        while let Some(&(lsn, reply)) = self.held.front() {
+            if lsn > synced {
+                break;
+            }
+            self.held.pop_front();
+            match reply {
+                Held::Ack(seq) => {
+                    run = Some(run.map_or((seq, seq), |(first, _)| (first, seq)));
+                }
+                Held::Nack(seq) => {
+                    send_run(out, &mut run);
+                    out.basic_nack(id, seq, false);
+                }
+                Held::CommitOk => {
+                    send_run(out, &mut run);
+                    out.method(id, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})));
+                }
+            }
+        }
+        send_run(out, &mut run);
+    }
+
+    /// True while replies wait for the message log.
+    pub fn awaits_sync(&self) -> bool {
+        !self.held.is_empty()
     }
 
     /// A delivery from one of this channel's consumers' queues.
@@ -348,7 +403,12 @@ impl Channel {
         cx.out
             .content(self.id, &msg.properties, &msg.body, cx.frame_max);
         let wake = consumer.written();
-        if !consumer.no_ack {
+        if consumer.no_ack {
+            // Auto-ack: delivered is done.
+            if msg.persist_id != 0 {
+                queue.forget([&m]);
+            }
+        } else {
             self.unacked.push(Unacked {
                 tag,
                 queue: queue.clone(),

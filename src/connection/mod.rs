@@ -71,6 +71,10 @@ pub struct Connection {
     last_write: Instant,
     /// The last read filled the buffer's spare room: the peer is sending a lot.
     read_filled: bool,
+    /// The message log's synced sequence number (publisher confirms of stored messages).
+    synced: Option<tokio::sync::watch::Receiver<u64>>,
+    /// Some channel holds replies until the message log syncs.
+    awaiting_sync: bool,
 }
 
 /// Serves one accepted socket until it closes.
@@ -105,7 +109,10 @@ pub async fn serve(broker: Arc<Broker>, socket: TcpStream, peer: SocketAddr) {
         last_read: now,
         last_write: now,
         read_filled: false,
+        synced: None,
+        awaiting_sync: false,
     };
+    c.synced = c.broker.message_log().map(|l| l.synced());
     let timeout = c.broker.config.handshake_timeout;
     match tokio::time::timeout(timeout, c.handshake()).await {
         Ok(Ok(())) => {
@@ -295,6 +302,9 @@ impl Connection {
                     }
                 },
                 _ = ack_ticker.tick(), if !closing => self.check_ack_timeouts(ack_timeout),
+                r = async { self.synced.as_mut().expect("awaiting_sync implies a log").changed().await }, if self.awaiting_sync && !closing => {
+                    if r.is_ok() { self.on_synced(); } else { self.awaiting_sync = false; }
+                },
                 _ = shutdown.changed(), if !closing => {
                     self.close_with(AmqpError::connection_forced(format_args!("broker forced connection closure with reason 'shutdown'")));
                 },
@@ -371,12 +381,34 @@ impl Connection {
                 }
             }
         }
-        for id in std::mem::take(&mut self.confirm_dirty) {
-            if let Some(ch) = self.channels.get_mut(&id) {
-                ch.flush_confirms(&mut self.out);
+        let dirty = std::mem::take(&mut self.confirm_dirty);
+        if !dirty.is_empty() {
+            let synced = self.synced_now();
+            for id in dirty {
+                if let Some(ch) = self.channels.get_mut(&id) {
+                    ch.flush_confirms(&mut self.out, synced);
+                    self.awaiting_sync |= ch.awaits_sync();
+                }
             }
         }
         finished
+    }
+
+    fn synced_now(&self) -> u64 {
+        self.synced.as_ref().map(|s| *s.borrow()).unwrap_or(0)
+    }
+
+    /// The message log synced: send the replies that waited for it.
+    fn on_synced(&mut self) {
+        let synced = self.synced_now();
+        let mut still = false;
+        for ch in self.channels.values_mut() {
+            if ch.awaits_sync() {
+                ch.flush_confirms(&mut self.out, synced);
+                still |= ch.awaits_sync();
+            }
+        }
+        self.awaiting_sync = still;
     }
 
     /// Handles one frame; `Ok(true)` when the connection is finished.
@@ -494,6 +526,7 @@ impl Connection {
                         let r = ch
                             .handle_method(m, &mut cx)
                             .map_err(|e| e.with_method(ids.0, ids.1));
+                        self.awaiting_sync |= ch.awaits_sync();
                         if ids == (60, 40) || ids == (85, 10) {
                             // publish completes later; confirms are flushed per batch.
                         }

@@ -51,7 +51,7 @@ fn text(v: Option<&AMQPValue>) -> Option<String> {
 pub(crate) fn dead_letter(
     queue: &Arc<Queue>,
     vhost: &Weak<VHost>,
-    msgs: Vec<QueuedMessage>,
+    msgs: &[QueuedMessage],
     reason: Reason,
 ) {
     let Some(dlx) = queue.args.dead_letter_exchange.as_deref() else {
@@ -78,6 +78,8 @@ pub(crate) fn dead_letter(
             body: original.body.clone(),
             priority: original.priority,
             expiration: None,
+            persistent: original.persistent,
+            persist_id: 0,
         });
         targets.clear();
         vhost.route(&x, &rk, Some(&headers), &mut targets);
@@ -86,13 +88,14 @@ pub(crate) fn dead_letter(
                 vhost.route(&x, &cc, Some(&headers), &mut targets);
             }
         }
-        for t in targets.drain(..) {
-            if reason != Reason::Rejected && is_cycle(t.name(), &deaths) {
+        targets.retain(|t| {
+            let cycle = reason != Reason::Rejected && is_cycle(t.name(), &deaths);
+            if cycle {
                 tracing::debug!(queue = %t.name(), "dead-letter cycle: message dropped");
-                continue;
             }
-            t.publish(dead.clone());
-        }
+            !cycle
+        });
+        super::enqueue(dead, &mut targets);
     }
 }
 

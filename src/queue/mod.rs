@@ -19,6 +19,7 @@ mod ready;
 
 use crate::connection::outbound::Outbound;
 use crate::message::Message;
+use crate::store::log::{MessageLog, Recovered};
 use crate::vhost::VHost;
 use amq_protocol::types::FieldTable;
 use args::{Overflow, QueueArgs};
@@ -27,7 +28,7 @@ use deadletter::Reason;
 use parking_lot::Mutex;
 use ready::Ready;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::SeqCst};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
@@ -81,7 +82,14 @@ pub struct Queue {
     deleted: AtomicBool,
     /// Wakes the timer task (a new head with an expiry, a consumer change).
     timer: Arc<Notify>,
+    /// The broker's message log (set once it is open) and this queue's key in it, for a
+    /// durable queue: its persistent messages are recorded there.
+    store: Option<(StoreCell, Arc<str>)>,
 }
+
+/// The broker's message log, shared with queues before it is open (queues from the
+/// definitions file exist before recovery starts).
+pub type StoreCell = Arc<OnceLock<Arc<MessageLog>>>;
 
 /// What `basic.consume` may fail with.
 #[derive(Debug, PartialEq, Eq)]
@@ -100,6 +108,15 @@ pub enum PublishOutcome {
 
 impl Queue {
     pub fn new(config: QueueConfig, args: QueueArgs, vhost: Weak<VHost>) -> Arc<Queue> {
+        let store = vhost
+            .upgrade()
+            .filter(|_| config.durable && config.exclusive_owner.is_none())
+            .map(|v| {
+                (
+                    v.store.clone(),
+                    crate::store::record::queue_key(&config.vhost, &config.name),
+                )
+            });
         let state = State {
             ready: Ready::new(args.max_priority),
             next_seq: 0,
@@ -117,6 +134,7 @@ impl Queue {
             unacked: AtomicU64::new(0),
             deleted: AtomicBool::new(false),
             timer: Arc::new(Notify::new()),
+            store,
         });
         if q.args.expires.is_some() {
             q.ensure_timer(&mut q.state.lock());
@@ -126,6 +144,51 @@ impl Queue {
 
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    /// The message log and this queue's key in it, for a durable queue once the log is open.
+    fn log(&self) -> Option<(&Arc<MessageLog>, &Arc<str>)> {
+        let (cell, key) = self.store.as_ref()?;
+        cell.get().map(|l| (l, key))
+    }
+
+    /// The log records persistent messages for this queue.
+    pub fn is_stored(&self) -> bool {
+        self.store.is_some()
+    }
+
+    /// Tells the message log this queue is done with these messages.
+    pub fn forget<'a>(&self, msgs: impl IntoIterator<Item = &'a QueuedMessage>) {
+        if let Some((log, key)) = self.log() {
+            let ids: Vec<u64> = msgs
+                .into_iter()
+                .map(|m| m.msg.persist_id)
+                .filter(|id| *id != 0)
+                .collect();
+            log.remove(key, ids);
+        }
+    }
+
+    /// A message read back from the message log at start.
+    pub fn restore(self: &Arc<Self>, r: Recovered) {
+        let mut st = self.state.lock();
+        let now = Instant::now();
+        let age = crate::store::log::now_ms().saturating_sub(r.at_ms);
+        let expires_at = self
+            .expiry_for(&r.msg, now)
+            .map(|t| t.checked_sub(Duration::from_millis(age)).unwrap_or(now));
+        let seq = st.next_seq;
+        st.next_seq += 1;
+        st.ready.push_back(QueuedMessage {
+            seq,
+            msg: r.msg,
+            redelivered: r.redelivered,
+            expires_at,
+        });
+        if expires_at.is_some() {
+            self.ensure_timer(&mut st);
+            self.timer.notify_one();
+        }
     }
 
     pub fn is_deleted(&self) -> bool {
@@ -166,6 +229,9 @@ impl Queue {
     /// Appends a message and delivers what can be delivered.
     pub fn publish(self: &Arc<Self>, msg: Arc<Message>) -> PublishOutcome {
         if self.is_deleted() {
+            if msg.persist_id != 0 {
+                self.forget_msg(&msg);
+            }
             return PublishOutcome::Enqueued;
         }
         let mut expired = Vec::new();
@@ -192,6 +258,8 @@ impl Queue {
                         redelivered: false,
                         expires_at,
                     });
+                } else if msg.persist_id != 0 {
+                    self.forget_msg(&msg);
                 }
                 PublishOutcome::Rejected
             } else {
@@ -225,6 +293,12 @@ impl Queue {
         self.dead_letter(expired, Reason::Expired);
         self.dead_letter(dropped, Reason::Maxlen);
         outcome
+    }
+
+    fn forget_msg(&self, msg: &Message) {
+        if let Some((log, key)) = self.log() {
+            log.remove(key, vec![msg.persist_id]);
+        }
     }
 
     fn over_limit(&self, st: &State) -> bool {
@@ -383,7 +457,9 @@ impl Queue {
                 st.ready.pop_expired(Instant::now(), &mut dead);
             }
             st.ready.pop_front().map(|m| {
-                if !no_ack {
+                if no_ack {
+                    self.forget([&m]);
+                } else {
                     self.unacked.fetch_add(1, SeqCst);
                 }
                 (m, st.ready.len() as u32)
@@ -393,9 +469,12 @@ impl Queue {
         r
     }
 
-    /// Acknowledged deliveries: forget them.
-    pub fn acked(&self, n: u64) {
+    /// Acknowledged deliveries: forget them (`ids`: their message-log ids, if stored).
+    pub fn acked(&self, n: u64, ids: Vec<u64>) {
         self.unacked.fetch_sub(n, SeqCst);
+        if let Some((log, key)) = self.log() {
+            log.remove(key, ids);
+        }
     }
 
     /// Rejected deliveries (requeue=false): dead-letter them.
@@ -412,13 +491,26 @@ impl Queue {
         {
             let mut st = self.state.lock();
             let mut n = 0;
+            let mut gone = Vec::new();
+            let mut marked = Vec::new();
             for mut m in msgs {
                 n += 1;
+                if m.msg.persist_id != 0 {
+                    if self.is_deleted() {
+                        gone.push(m.msg.persist_id);
+                    } else {
+                        marked.push(m.msg.persist_id);
+                    }
+                }
                 if self.is_deleted() {
                     continue;
                 }
                 m.redelivered = true;
                 st.ready.insert_by_seq(m);
+            }
+            if let Some((log, key)) = self.log() {
+                log.remove(key, gone);
+                log.mark_redelivered(key, marked);
             }
             self.unacked.fetch_sub(n, SeqCst);
             if st.ready.next_expiry().is_some() {
@@ -448,6 +540,7 @@ impl Queue {
                 self.unacked.fetch_sub(1, SeqCst);
             }
             if self.is_deleted() {
+                self.forget([&m]);
                 return;
             }
             st.ready.insert_by_seq(m);
@@ -458,7 +551,9 @@ impl Queue {
 
     /// Drops every ready message; returns how many.
     pub fn purge(&self) -> u32 {
-        self.state.lock().ready.clear() as u32
+        let gone = self.state.lock().ready.drain();
+        self.forget(&gone);
+        gone.len() as u32
     }
 
     /// Marks the queue deleted, drops its messages; returns the ready count and the
@@ -466,9 +561,10 @@ impl Queue {
     pub fn delete(&self) -> (u32, Vec<Arc<Consumer>>) {
         let mut st = self.state.lock();
         self.deleted.store(true, SeqCst);
-        let n = st.ready.clear() as u32;
+        let gone = st.ready.drain();
+        self.forget(&gone);
         self.timer.notify_one();
-        (n, std::mem::take(&mut st.consumers))
+        (gone.len() as u32, std::mem::take(&mut st.consumers))
     }
 
     /// True when a consumer with this exact identity is attached.
@@ -555,6 +651,33 @@ impl Queue {
         if msgs.is_empty() {
             return;
         }
-        deadletter::dead_letter(self, &self.vhost, msgs, reason);
+        deadletter::dead_letter(self, &self.vhost, &msgs, reason);
+        self.forget(&msgs);
     }
+}
+
+/// Hands a routed message to its queues, recording it in the message log first when it is
+/// persistent and some of them are durable (so the log's order is the queues' order).
+/// Returns whether a length limit refused it somewhere, and the log sequence number a
+/// publisher confirm must wait for when it was stored.
+pub fn enqueue(mut msg: Arc<Message>, queues: &mut Vec<Arc<Queue>>) -> (bool, Option<u64>) {
+    let mut lsn = None;
+    if msg.persistent {
+        let mut log = None;
+        let mut keys = Vec::new();
+        for q in queues.iter() {
+            if let Some((l, k)) = q.log() {
+                keys.push(k.clone());
+                log = Some(l.clone());
+            }
+        }
+        if let Some(log) = log {
+            lsn = Some(log.append_publish(&mut msg, keys));
+        }
+    }
+    let mut rejected = false;
+    for q in queues.drain(..) {
+        rejected |= q.publish(msg.clone()) == PublishOutcome::Rejected;
+    }
+    (rejected, lsn)
 }

@@ -97,13 +97,14 @@ impl Ready {
             .min()
     }
 
-    pub(crate) fn clear(&mut self) -> usize {
-        let n = self.len;
+    /// Takes every message out.
+    pub(crate) fn drain(&mut self) -> Vec<QueuedMessage> {
+        let mut all = Vec::with_capacity(self.len);
         for q in self.levels.iter_mut() {
-            q.clear();
+            all.extend(q.drain(..));
         }
         self.len = 0;
         self.bytes = 0;
-        n
+        all
     }
 }

@@ -1,4 +1,6 @@
-//! Durable state on disk. For now: the definitions file (durable exchanges, queues and
-//! bindings). Messages are not persisted yet.
+//! Durable state on disk: the definitions file (durable exchanges, queues and bindings) and
+//! the message log (persistent messages of durable queues).
 
 pub mod definitions;
+pub mod log;
+pub mod record;

@@ -65,6 +65,8 @@ pub struct VHost {
     reply_queues: DashMap<String, Arc<Queue>>,
     /// Woken on every change to exchanges, queues or bindings (the definitions writer).
     changed: Arc<tokio::sync::Notify>,
+    /// The broker's message log, for durable queues.
+    pub(crate) store: crate::queue::StoreCell,
 }
 
 /// The pseudo-queue of direct reply-to.
@@ -80,7 +82,11 @@ fn tf(b: bool) -> &'static str {
 }
 
 impl VHost {
-    pub fn new(name: &str, changed: Arc<tokio::sync::Notify>) -> Arc<VHost> {
+    pub fn new(
+        name: &str,
+        changed: Arc<tokio::sync::Notify>,
+        store: crate::queue::StoreCell,
+    ) -> Arc<VHost> {
         Arc::new_cyclic(|me| {
             let v = VHost {
                 name: name.to_string(),
@@ -89,6 +95,7 @@ impl VHost {
                 queues: DashMap::new(),
                 reply_queues: DashMap::new(),
                 changed,
+                store,
             };
             for (n, kind, internal) in BUILTIN_EXCHANGES {
                 v.exchanges.insert(

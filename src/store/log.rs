@@ -1,0 +1,565 @@
+//! The message log: persistent messages of durable queues, on disk before they are confirmed.
+//!
+//! # Design
+//!
+//! One append-only log per broker, cut into segment files (`<data>/msgs/NNNNNNNN.seg`), holds
+//! three kinds of record ([`super::record`]): a publish (the message once, with the keys of
+//! every durable queue it went to), a remove (a queue is done with some messages) and a
+//! redelivered mark. One log rather than a file per queue because a message routed to ten
+//! durable queues is written once, and because a single file is what makes group commit
+//! cheap: every publisher's records since the last sync share one `write` and one
+//! `fdatasync`, however many queues they touched.
+//!
+//! Publishers hand records to the log under a short lock (a push onto a vector) and get a
+//! *log sequence number*; one writer thread drains the vector, writes the batch, syncs it and
+//! publishes the highest synced number on a watch channel. A connection sends the publisher
+//! confirm (or tx.commit-ok) for a stored message only once that number has passed the
+//! message's. While the writer syncs, the next batch accumulates: that is the group commit.
+//!
+//! Space comes back by segment: the writer counts, per segment, the (queue, message) pairs
+//! still alive. A segment other than the one being written whose count reaches zero is
+//! deleted — after the remove and redelivered records it holds that still matter (they
+//! refer to messages in older, live segments) are copied to the head of the log and synced.
+//!
+//! Recovery reads every segment twice: first the remove and redelivered records, then the
+//! publish records, handing each message that is still alive to its queue. A record whose
+//! checksum or length is wrong ends its segment; the damage is reported and the segment
+//! truncated there. After a crash (no clean-shutdown marker) every recovered message is
+//! marked redelivered, since the log does not record deliveries and any of them may have
+//! reached a consumer.
+
+use super::record::{self, Read, Record, KIND_REDELIVERED, KIND_REMOVE};
+use crate::message::Message;
+use bytes::Bytes;
+use parking_lot::{Condvar, Mutex};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::watch;
+
+const CLEAN_MARKER: &str = "clean-shutdown";
+
+/// What the writer is asked to record.
+#[derive(Debug)]
+enum Op {
+    Publish {
+        id: u64,
+        at_ms: u64,
+        queues: Vec<Arc<str>>,
+        msg: Arc<Message>,
+    },
+    Ids {
+        kind: u8,
+        queue: Arc<str>,
+        ids: Vec<u64>,
+    },
+}
+
+#[derive(Debug, Default)]
+struct Pending {
+    ops: Vec<Op>,
+    /// Ops enqueued so far: an op's log sequence number is the value after its push.
+    lsn: u64,
+    next_id: u64,
+    closing: bool,
+}
+
+/// Damage found while recovering.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Damage {
+    pub segment: String,
+    pub offset: u64,
+    pub bytes_dropped: u64,
+    pub why: &'static str,
+}
+
+/// What recovery found.
+#[derive(Debug, Clone, Default)]
+pub struct RecoveryReport {
+    /// The previous run did not shut down cleanly.
+    pub after_crash: bool,
+    pub segments: usize,
+    /// (queue, message) pairs handed back to queues.
+    pub messages: u64,
+    /// Messages whose queue no longer exists.
+    pub orphaned: u64,
+    pub damage: Vec<Damage>,
+    pub elapsed: Duration,
+}
+
+/// A message read back at start, for its queue.
+#[derive(Debug)]
+pub struct Recovered {
+    pub msg: Arc<Message>,
+    pub redelivered: bool,
+    /// When it was published (milliseconds since the Unix epoch), for TTLs.
+    pub at_ms: u64,
+}
+
+#[derive(Debug)]
+pub struct MessageLog {
+    dir: PathBuf,
+    pending: Mutex<Pending>,
+    wake: Condvar,
+    synced: watch::Sender<u64>,
+    /// The last write or sync failed; the writer retries, confirms wait.
+    failing: AtomicBool,
+    report: Mutex<RecoveryReport>,
+    thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn segment_path(dir: &Path, n: u32) -> PathBuf {
+    dir.join(format!("{n:08}.seg"))
+}
+
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+impl MessageLog {
+    /// Opens (creating) the log under `data_dir/msgs`, recovers what it holds — `deliver`
+    /// gets each live message for a queue key and says whether that queue exists — and
+    /// starts the writer thread.
+    pub fn open(
+        data_dir: &Path,
+        segment_size: u64,
+        mut deliver: impl FnMut(&Arc<str>, Recovered) -> bool,
+    ) -> std::io::Result<Arc<MessageLog>> {
+        let started = std::time::Instant::now();
+        let dir = data_dir.join("msgs");
+        std::fs::create_dir_all(&dir)?;
+        let marker = dir.join(CLEAN_MARKER);
+        let clean = marker.exists();
+        let mut segs: Vec<(u32, PathBuf)> = Vec::new();
+        for e in std::fs::read_dir(&dir)? {
+            let p = e?.path();
+            let n = p
+                .file_name()
+                .and_then(|f| f.to_str())
+                .and_then(|f| f.strip_suffix(".seg"))
+                .and_then(|s| s.parse::<u32>().ok());
+            if let Some(n) = n {
+                segs.push((n, p));
+            }
+        }
+        segs.sort();
+        let mut report = RecoveryReport {
+            after_crash: !clean && !segs.is_empty(),
+            segments: segs.len(),
+            ..Default::default()
+        };
+        // Pass 1: what was removed or marked redelivered, per queue.
+        let mut removed: HashMap<Arc<str>, HashSet<u64>> = HashMap::new();
+        let mut marked: HashMap<Arc<str>, HashSet<u64>> = HashMap::new();
+        let mut contents: Vec<Bytes> = Vec::with_capacity(segs.len());
+        for (_, path) in &segs {
+            let data = Bytes::from(std::fs::read(path)?);
+            let mut at = 0usize;
+            loop {
+                match record::read(&data.slice(at..)) {
+                    Read::Ok(r, n) => {
+                        match r {
+                            Record::Remove { queue, ids } => {
+                                removed.entry(queue).or_default().extend(ids)
+                            }
+                            Record::Redelivered { queue, ids } => {
+                                marked.entry(queue).or_default().extend(ids)
+                            }
+                            Record::Publish { .. } => {}
+                        }
+                        at += n;
+                    }
+                    Read::End => break,
+                    Read::Bad(why) => {
+                        let d = Damage {
+                            segment: path.display().to_string(),
+                            offset: at as u64,
+                            bytes_dropped: (data.len() - at) as u64,
+                            why,
+                        };
+                        tracing::error!(segment = %d.segment, offset = d.offset, bytes_dropped = d.bytes_dropped, why, "message log damaged: records from here on are dropped");
+                        report.damage.push(d);
+                        OpenOptions::new()
+                            .write(true)
+                            .open(path)?
+                            .set_len(at as u64)?;
+                        break;
+                    }
+                }
+            }
+            contents.push(data.slice(..at));
+        }
+        // Pass 2: publishes, in log order, to the queues that still want them.
+        let mut live: BTreeMap<u32, u64> = BTreeMap::new();
+        let mut starts: Vec<(u64, u32)> = Vec::new();
+        let mut max_id = 0u64;
+        for ((n, _), data) in segs.iter().zip(contents) {
+            live.insert(*n, 0);
+            let mut at = 0usize;
+            while let Read::Ok(r, len) = record::read(&data.slice(at..)) {
+                at += len;
+                let Record::Publish {
+                    id,
+                    at_ms,
+                    queues,
+                    msg,
+                } = r
+                else {
+                    continue;
+                };
+                if starts.last().is_none_or(|(_, s)| s != n) {
+                    starts.push((id, *n));
+                }
+                max_id = max_id.max(id);
+                let msg = Arc::new(msg);
+                for q in queues {
+                    if removed.get(&q).is_some_and(|s| s.contains(&id)) {
+                        continue;
+                    }
+                    let redelivered =
+                        report.after_crash || marked.get(&q).is_some_and(|s| s.contains(&id));
+                    let r = Recovered {
+                        msg: msg.clone(),
+                        redelivered,
+                        at_ms,
+                    };
+                    if deliver(&q, r) {
+                        report.messages += 1;
+                        *live.entry(*n).or_default() += 1;
+                    } else {
+                        report.orphaned += 1;
+                    }
+                }
+            }
+        }
+        if clean {
+            std::fs::remove_file(&marker)?;
+            sync_dir(&dir)?;
+        }
+        report.elapsed = started.elapsed();
+        let head = segs.last().map(|(n, _)| n + 1).unwrap_or(1);
+        let (synced, _) = watch::channel(0u64);
+        let log = Arc::new(MessageLog {
+            dir: dir.clone(),
+            pending: Mutex::new(Pending {
+                next_id: max_id + 1,
+                ..Default::default()
+            }),
+            wake: Condvar::new(),
+            synced,
+            failing: AtomicBool::new(false),
+            report: Mutex::new(report),
+            thread: Mutex::new(None),
+        });
+        let mut writer = Writer {
+            log: log.clone(),
+            dir,
+            segment_size,
+            head,
+            file: None,
+            head_bytes: 0,
+            live,
+            starts,
+            buf: Vec::with_capacity(1 << 20),
+        };
+        // Segments nobody needs any more go now (after a crash, or queues deleted meanwhile).
+        writer.reclaim();
+        let t = std::thread::Builder::new()
+            .name("warren-msglog".into())
+            .spawn(move || writer.run())?;
+        *log.thread.lock() = Some(t);
+        Ok(log)
+    }
+
+    pub fn recovery_report(&self) -> RecoveryReport {
+        self.report.lock().clone()
+    }
+
+    /// Follows the highest synced log sequence number.
+    pub fn synced(&self) -> watch::Receiver<u64> {
+        self.synced.subscribe()
+    }
+
+    pub fn synced_now(&self) -> u64 {
+        *self.synced.borrow()
+    }
+
+    /// True while writes to the log fail (the writer keeps retrying).
+    pub fn failing(&self) -> bool {
+        self.failing.load(Ordering::Relaxed)
+    }
+
+    /// Records a publish to `queues` (durable queue keys): gives the message its log id and
+    /// returns the log sequence number to wait for before confirming it.
+    pub fn append_publish(&self, msg: &mut Arc<Message>, queues: Vec<Arc<str>>) -> u64 {
+        if Arc::get_mut(msg).is_none() {
+            *msg = Arc::new((**msg).clone());
+        }
+        let at_ms = now_ms();
+        let mut p = self.pending.lock();
+        let id = p.next_id;
+        p.next_id += 1;
+        if let Some(m) = Arc::get_mut(msg) {
+            m.persist_id = id;
+        }
+        p.ops.push(Op::Publish {
+            id,
+            at_ms,
+            queues,
+            msg: msg.clone(),
+        });
+        p.lsn += 1;
+        let lsn = p.lsn;
+        drop(p);
+        self.wake.notify_one();
+        lsn
+    }
+
+    /// A queue is done with these messages (acked, dropped, expired, purged).
+    pub fn remove(&self, queue: &Arc<str>, ids: Vec<u64>) {
+        self.push_ids(KIND_REMOVE, queue, ids);
+    }
+
+    /// These messages were requeued after a delivery: they come back redelivered.
+    pub fn mark_redelivered(&self, queue: &Arc<str>, ids: Vec<u64>) {
+        self.push_ids(KIND_REDELIVERED, queue, ids);
+    }
+
+    fn push_ids(&self, kind: u8, queue: &Arc<str>, ids: Vec<u64>) {
+        if ids.is_empty() {
+            return;
+        }
+        let mut p = self.pending.lock();
+        p.ops.push(Op::Ids {
+            kind,
+            queue: queue.clone(),
+            ids,
+        });
+        p.lsn += 1;
+        drop(p);
+        self.wake.notify_one();
+    }
+
+    /// The current log sequence number (everything recorded so far).
+    pub fn lsn(&self) -> u64 {
+        self.pending.lock().lsn
+    }
+
+    /// Writes and syncs everything recorded, stops the writer and leaves the clean-shutdown
+    /// marker (so the next start knows which messages were really delivered).
+    pub fn close(&self) {
+        self.pending.lock().closing = true;
+        self.wake.notify_one();
+        let t = self.thread.lock().take();
+        if let Some(t) = t {
+            let _ = t.join();
+            if !self.failing() {
+                let marker = self.dir.join(CLEAN_MARKER);
+                let ok = File::create(&marker)
+                    .and_then(|f| f.sync_all())
+                    .and_then(|_| sync_dir(&self.dir));
+                if let Err(e) = ok {
+                    tracing::error!(error = %e, "cannot write the clean-shutdown marker");
+                }
+            }
+        }
+    }
+}
+
+/// The writer thread's state: the head segment and the live counts of all segments.
+struct Writer {
+    log: Arc<MessageLog>,
+    dir: PathBuf,
+    segment_size: u64,
+    /// Number of the segment being written (created on first write).
+    head: u32,
+    file: Option<File>,
+    head_bytes: u64,
+    /// Per segment: (queue, message) pairs still alive.
+    live: BTreeMap<u32, u64>,
+    /// (first message id, segment) for every segment that ever held publishes, in order
+    /// (deleted ones stay, so an id never maps to the wrong segment).
+    starts: Vec<(u64, u32)>,
+    buf: Vec<u8>,
+}
+
+impl Writer {
+    fn run(mut self) {
+        loop {
+            let (ops, lsn, closing) = {
+                let mut p = self.log.pending.lock();
+                while p.ops.is_empty() && !p.closing {
+                    self.log.wake.wait(&mut p);
+                }
+                (std::mem::take(&mut p.ops), p.lsn, p.closing)
+            };
+            if !ops.is_empty() {
+                self.encode(&ops);
+                drop(ops);
+                self.write_batch_retrying();
+                self.log.synced.send_replace(lsn);
+                if self.head_bytes >= self.segment_size {
+                    self.file = None;
+                    self.head += 1;
+                    self.head_bytes = 0;
+                    self.live.entry(self.head).or_default();
+                }
+                self.reclaim();
+            } else if closing {
+                return;
+            }
+        }
+    }
+
+    fn segment_of(&self, id: u64) -> Option<u32> {
+        let i = self.starts.partition_point(|(first, _)| *first <= id);
+        (i > 0).then(|| self.starts[i - 1].1)
+    }
+
+    fn encode(&mut self, ops: &[Op]) {
+        for op in ops {
+            match op {
+                Op::Publish {
+                    id,
+                    at_ms,
+                    queues,
+                    msg,
+                } => {
+                    if self.starts.last().is_none_or(|(_, s)| *s != self.head) {
+                        self.starts.push((*id, self.head));
+                    }
+                    *self.live.entry(self.head).or_default() += queues.len() as u64;
+                    record::encode_publish(&mut self.buf, *id, *at_ms, queues, msg);
+                }
+                Op::Ids { kind, queue, ids } => {
+                    if *kind == KIND_REMOVE {
+                        for id in ids {
+                            if let Some(s) = self.segment_of(*id) {
+                                if let Some(n) = self.live.get_mut(&s) {
+                                    *n = n.saturating_sub(1);
+                                }
+                            }
+                        }
+                    }
+                    record::encode_ids(&mut self.buf, *kind, queue, ids);
+                }
+            }
+        }
+    }
+
+    /// Writes and syncs the buffer, retrying (with the disk alarm's help, publishers stop)
+    /// until it works: nothing is confirmed that is not on disk.
+    fn write_batch_retrying(&mut self) {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.write_batch() {
+                Ok(()) => {
+                    if self.log.failing.swap(false, Ordering::Relaxed) {
+                        tracing::warn!("message log writes work again");
+                    }
+                    self.buf.clear();
+                    return;
+                }
+                Err(e) => {
+                    if !self.log.failing.swap(true, Ordering::Relaxed) {
+                        tracing::error!(error = %e, dir = %self.dir.display(), "cannot write the message log; confirms wait until it works again");
+                    }
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    fn write_batch(&mut self) -> std::io::Result<()> {
+        if self.file.is_none() {
+            let path = segment_path(&self.dir, self.head);
+            let f = OpenOptions::new().create(true).append(true).open(&path)?;
+            self.head_bytes = f.metadata()?.len();
+            sync_dir(&self.dir)?;
+            self.file = Some(f);
+        }
+        let f = self.file.as_mut().expect("opened above");
+        if let Err(e) = f.write_all(&self.buf).and_then(|_| f.sync_data()) {
+            // A partial write leaves a torn record: start a fresh segment for the retry so
+            // the torn bytes end their segment, where recovery expects them.
+            self.file = None;
+            self.head += 1;
+            self.live.entry(self.head).or_default();
+            return Err(e);
+        }
+        self.head_bytes += self.buf.len() as u64;
+        Ok(())
+    }
+
+    /// Deletes segments (other than the head) with nothing alive, keeping the records in
+    /// them that still matter.
+    fn reclaim(&mut self) {
+        let dead: Vec<u32> = self
+            .live
+            .iter()
+            .filter(|(n, c)| **c == 0 && **n != self.head)
+            .map(|(n, _)| *n)
+            .collect();
+        if dead.is_empty() {
+            return;
+        }
+        for n in &dead {
+            self.live.remove(n);
+        }
+        for n in &dead {
+            let path = segment_path(&self.dir, *n);
+            let Ok(data) = std::fs::read(&path) else {
+                continue;
+            };
+            let data = Bytes::from(data);
+            let mut at = 0;
+            while let Read::Ok(r, len) = record::read(&data.slice(at..)) {
+                at += len;
+                let (kind, queue, ids) = match r {
+                    Record::Remove { queue, ids } => (KIND_REMOVE, queue, ids),
+                    Record::Redelivered { queue, ids } => (KIND_REDELIVERED, queue, ids),
+                    Record::Publish { .. } => continue,
+                };
+                let keep: Vec<u64> = ids
+                    .into_iter()
+                    .filter(|id| {
+                        self.segment_of(*id)
+                            .is_some_and(|s| s < *n && self.live.contains_key(&s))
+                    })
+                    .collect();
+                if !keep.is_empty() {
+                    record::encode_ids(&mut self.buf, kind, &queue, &keep);
+                }
+            }
+        }
+        if !self.buf.is_empty() {
+            self.write_batch_retrying();
+        }
+        for n in dead {
+            let path = segment_path(&self.dir, n);
+            match std::fs::remove_file(&path) {
+                Ok(()) => {
+                    tracing::debug!(segment = %path.display(), "message log segment reclaimed")
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(segment = %path.display(), error = %e, "cannot delete a message log segment")
+                }
+            }
+        }
+        let _ = sync_dir(&self.dir);
+    }
+}

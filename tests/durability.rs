@@ -1,0 +1,493 @@
+//! Persistent messages in durable queues survive restarts and `kill -9`; the message log
+//! reports and drops damaged records; fully consumed segments are reclaimed.
+
+mod common;
+
+use futures_lite::StreamExt;
+use lapin::{
+    options::*,
+    types::{AMQPValue, FieldTable},
+    BasicProperties, Channel, Confirmation, Connection, ConnectionProperties,
+};
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(20);
+
+fn persistent() -> BasicProperties {
+    BasicProperties::default().with_delivery_mode(2)
+}
+
+async fn connect(uri: &str) -> (Connection, Channel) {
+    let conn = Connection::connect(uri, ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let ch = conn.create_channel().await.expect("channel");
+    (conn, ch)
+}
+
+async fn declare(ch: &Channel, name: &str, durable: bool) -> u32 {
+    ch.queue_declare(
+        name.into(),
+        QueueDeclareOptions {
+            durable,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .expect("declare")
+    .message_count()
+}
+
+/// Publishes with confirms and waits for every one; panics on a nack.
+async fn publish_confirmed(ch: &Channel, queue: &str, bodies: &[Vec<u8>], props: BasicProperties) {
+    let mut confirms = Vec::new();
+    for b in bodies {
+        confirms.push(
+            ch.basic_publish(
+                "".into(),
+                queue.into(),
+                BasicPublishOptions::default(),
+                b,
+                props.clone(),
+            )
+            .await
+            .expect("publish"),
+        );
+    }
+    for c in confirms {
+        assert!(matches!(c.await.expect("confirm"), Confirmation::Ack(_)));
+    }
+}
+
+/// Takes every message of a queue with basic.get (auto-ack): (body, redelivered) in order.
+async fn drain(ch: &Channel, queue: &str) -> Vec<(Vec<u8>, bool)> {
+    let mut out = Vec::new();
+    for _ in 0..1_000_000 {
+        match ch
+            .basic_get(queue.into(), BasicGetOptions { no_ack: true })
+            .await
+            .expect("get")
+        {
+            Some(m) => out.push((m.delivery.data.clone(), m.delivery.redelivered)),
+            None => return out,
+        }
+    }
+    panic!("queue {queue} never ran dry");
+}
+
+fn segments(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir.join("msgs"))
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    v.retain(|p| p.extension().is_some_and(|e| e == "seg"));
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn persistent_messages_survive_a_graceful_restart() {
+    let dir = common::temp_data_dir();
+    let d = dir.clone();
+    let broker = common::start_broker_with(move |c| c.data_dir = d).await;
+    let (conn, ch) = connect(&broker.uri()).await;
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    declare(&ch, "keep", true).await;
+    declare(&ch, "scratch", false).await;
+    let bodies: Vec<Vec<u8>> = (0..10).map(|i| format!("p{i}").into_bytes()).collect();
+    publish_confirmed(&ch, "keep", &bodies, persistent()).await;
+    publish_confirmed(
+        &ch,
+        "keep",
+        &[b"transient".to_vec()],
+        BasicProperties::default(),
+    )
+    .await;
+    publish_confirmed(
+        &ch,
+        "scratch",
+        &[b"p-in-transient-queue".to_vec()],
+        persistent(),
+    )
+    .await;
+    // p0, p1 acked; p2, p3 delivered and still unacked when the broker stops.
+    let other = conn.create_channel().await.unwrap();
+    for i in 0..4 {
+        let m = other
+            .basic_get("keep".into(), BasicGetOptions { no_ack: false })
+            .await
+            .unwrap()
+            .expect("message");
+        assert_eq!(m.delivery.data, format!("p{i}").into_bytes());
+        if i < 2 {
+            m.delivery.ack(BasicAckOptions::default()).await.unwrap();
+        }
+    }
+    // The acks are processed in order before this round trip answers.
+    ch.queue_declare(
+        "keep".into(),
+        QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    broker.shutdown().await;
+
+    let d = dir.clone();
+    let broker = common::start_broker_with(move |c| c.data_dir = d).await;
+    let report = broker.broker.message_log().unwrap().recovery_report();
+    assert!(!report.after_crash, "{report:?}");
+    assert!(report.damage.is_empty(), "{report:?}");
+    let (_conn, ch) = connect(&broker.uri()).await;
+    assert_eq!(declare(&ch, "keep", true).await, 8);
+    let got = drain(&ch, "keep").await;
+    let want: Vec<(Vec<u8>, bool)> = (2..10)
+        .map(|i| (format!("p{i}").into_bytes(), i < 4))
+        .collect();
+    assert_eq!(got, want, "in order; the two unacked ones redelivered");
+    assert_eq!(
+        declare(&ch, "scratch", false).await,
+        0,
+        "transient queue is new"
+    );
+    broker.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_and_dead_letters_are_stored() {
+    let dir = common::temp_data_dir();
+    let d = dir.clone();
+    let broker = common::start_broker_with(move |c| c.data_dir = d).await;
+    let (_conn, ch) = connect(&broker.uri()).await;
+    declare(&ch, "dead", true).await;
+    let mut args = FieldTable::default();
+    args.insert(
+        "x-dead-letter-exchange".into(),
+        AMQPValue::LongString("".into()),
+    );
+    args.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString("dead".into()),
+    );
+    ch.queue_declare(
+        "work".into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        args,
+    )
+    .await
+    .unwrap();
+    ch.tx_select().await.unwrap();
+    for b in [&b"t1"[..], b"t2"] {
+        ch.basic_publish(
+            "".into(),
+            "work".into(),
+            BasicPublishOptions::default(),
+            b,
+            persistent(),
+        )
+        .await
+        .unwrap();
+    }
+    ch.tx_commit().await.unwrap();
+    let m = ch
+        .basic_get("work".into(), BasicGetOptions { no_ack: false })
+        .await
+        .unwrap()
+        .expect("t1");
+    m.delivery
+        .reject(BasicRejectOptions { requeue: false })
+        .await
+        .unwrap();
+    ch.tx_commit().await.unwrap();
+    broker.shutdown().await;
+
+    let d = dir.clone();
+    let broker = common::start_broker_with(move |c| c.data_dir = d).await;
+    let (_conn, ch) = connect(&broker.uri()).await;
+    let work = drain(&ch, "work").await;
+    assert_eq!(work, vec![(b"t2".to_vec(), false)]);
+    let dead = drain(&ch, "dead").await;
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].0, b"t1");
+    broker.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_tail_is_reported_and_dropped() {
+    for damage in ["flip", "truncate"] {
+        let dir = common::temp_data_dir();
+        let d = dir.clone();
+        let broker = common::within(T, common::start_broker_with(move |c| c.data_dir = d)).await;
+        let (_conn, ch) = common::within(T, connect(&broker.uri())).await;
+        ch.confirm_select(ConfirmSelectOptions::default())
+            .await
+            .unwrap();
+        declare(&ch, "q", true).await;
+        let bodies: Vec<Vec<u8>> = (0..20).map(|i| vec![i as u8; 100]).collect();
+        common::within(T, publish_confirmed(&ch, "q", &bodies, persistent())).await;
+        common::within(T, broker.shutdown()).await;
+
+        let segs = segments(&dir);
+        let last = segs.last().expect("a segment");
+        let mut data = std::fs::read(last).unwrap();
+        match damage {
+            "flip" => {
+                let n = data.len();
+                data[n - 3] ^= 0xff;
+            }
+            _ => data.truncate(data.len() - 5),
+        }
+        std::fs::write(last, &data).unwrap();
+
+        let d = dir.clone();
+        let broker = common::within(T, common::start_broker_with(move |c| c.data_dir = d)).await;
+        let report = broker.broker.message_log().unwrap().recovery_report();
+        assert_eq!(report.damage.len(), 1, "{damage}: {report:?}");
+        assert!(report.damage[0].segment.ends_with(".seg"));
+        let (_conn, ch) = common::within(T, connect(&broker.uri())).await;
+        let got = drain(&ch, "q").await;
+        assert_eq!(
+            got.len(),
+            19,
+            "{damage}: the damaged last record is dropped"
+        );
+        for (i, (b, _)) in got.iter().enumerate() {
+            assert_eq!(b, &bodies[i]);
+        }
+        common::within(T, broker.shutdown()).await;
+        // Reported once: the segment was cut at the damage.
+        let d = dir.clone();
+        let broker = common::within(T, common::start_broker_with(move |c| c.data_dir = d)).await;
+        let report = broker.broker.message_log().unwrap().recovery_report();
+        assert!(report.damage.is_empty(), "{damage}: {report:?}");
+        common::within(T, broker.shutdown()).await;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumed_segments_are_reclaimed() {
+    let dir = common::temp_data_dir();
+    let d = dir.clone();
+    let broker = common::start_broker_with(move |c| {
+        c.data_dir = d;
+        c.segment_size = 4096;
+    })
+    .await;
+    let (_conn, ch) = connect(&broker.uri()).await;
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    declare(&ch, "q", true).await;
+    let bodies: Vec<Vec<u8>> = (0..300).map(|i| vec![i as u8; 200]).collect();
+    for chunk in bodies.chunks(30) {
+        publish_confirmed(&ch, "q", chunk, persistent()).await;
+    }
+    let before = segments(&dir).len();
+    assert!(before > 10, "{before} segments");
+    assert_eq!(drain(&ch, "q").await.len(), 300);
+    // Reclaiming follows the acks asynchronously: wait for it (bounded).
+    common::within(T, async {
+        loop {
+            if segments(&dir).len() <= 2 {
+                return;
+            }
+            // Each publish gives the writer another batch to finish.
+            publish_confirmed(&ch, "other-noise", &[b"x".to_vec()], persistent()).await;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    broker.shutdown().await;
+    let d = dir.clone();
+    let broker = common::start_broker_with(move |c| c.data_dir = d).await;
+    let (_conn, ch) = connect(&broker.uri()).await;
+    assert_eq!(declare(&ch, "q", true).await, 0, "nothing resurrected");
+    broker.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------- kill -9 ----------
+
+/// The warren binary, started on a free port with a data directory.
+struct Process {
+    child: std::process::Child,
+    uri: String,
+}
+
+fn spawn_warren(dir: &Path) -> Process {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args(["--port", "0", "--log-level", "warn", "--data-dir"])
+        .arg(dir)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn warren");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        if let Some(Ok(l)) = lines.next() {
+            let _ = tx.send(l);
+        }
+        for _ in lines {}
+    });
+    let line = rx.recv_timeout(T).expect("warren prints its address");
+    let addr = line.rsplit(' ').next().unwrap().to_string();
+    Process {
+        child,
+        uri: format!("amqp://guest:guest@{addr}/%2f"),
+    }
+}
+
+fn id_of(body: &[u8]) -> u64 {
+    u64::from_be_bytes(body[..8].try_into().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_loses_no_confirmed_message() {
+    let dir = common::temp_data_dir();
+    let mut p = spawn_warren(&dir);
+    let (pconn, pch) = connect(&p.uri).await;
+    declare(&pch, "crash", true).await;
+    pch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let confirmed = Arc::new(Mutex::new(HashSet::<u64>::new()));
+    let acked = Arc::new(Mutex::new(HashSet::<u64>::new()));
+    let seen = Arc::new(Mutex::new(HashSet::<u64>::new()));
+    // Publisher: batches of 50 with confirms, until the broker dies.
+    let publisher = {
+        let confirmed = confirmed.clone();
+        tokio::spawn(async move {
+            let mut next = 0u64;
+            for _ in 0..100_000 {
+                let mut batch = Vec::new();
+                for _ in 0..50 {
+                    let mut body = next.to_be_bytes().to_vec();
+                    body.resize(256, 7);
+                    let Ok(c) = pch
+                        .basic_publish(
+                            "".into(),
+                            "crash".into(),
+                            BasicPublishOptions::default(),
+                            &body,
+                            persistent(),
+                        )
+                        .await
+                    else {
+                        return;
+                    };
+                    batch.push((next, c));
+                    next += 1;
+                }
+                for (id, c) in batch {
+                    match c.await {
+                        Ok(Confirmation::Ack(_)) => {
+                            confirmed.lock().unwrap().insert(id);
+                        }
+                        _ => return,
+                    }
+                }
+            }
+        })
+    };
+    // Consumer: acks each message, until the broker dies.
+    let (cconn, cch) = connect(&p.uri).await;
+    cch.basic_qos(100, BasicQosOptions::default())
+        .await
+        .unwrap();
+    let mut consumer = cch
+        .basic_consume(
+            "crash".into(),
+            "c".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let consuming = {
+        let (acked, seen) = (acked.clone(), seen.clone());
+        tokio::spawn(async move {
+            while let Some(Ok(d)) = consumer.next().await {
+                let id = id_of(&d.data);
+                seen.lock().unwrap().insert(id);
+                if d.ack(BasicAckOptions::default()).await.is_err() {
+                    return;
+                }
+                acked.lock().unwrap().insert(id);
+            }
+        })
+    };
+    // Kill once both sides have done real work.
+    common::within(Duration::from_secs(60), async {
+        loop {
+            let c = confirmed.lock().unwrap().len();
+            let a = acked.lock().unwrap().len();
+            if c >= 3000 && a >= 1000 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    p.child.kill().expect("kill -9");
+    p.child.wait().unwrap();
+    let _ = common::within(T, publisher).await;
+    let _ = common::within(T, consuming).await;
+    drop((pconn, cconn));
+    let confirmed = confirmed.lock().unwrap().clone();
+    let acked = acked.lock().unwrap().clone();
+    let seen = seen.lock().unwrap().clone();
+
+    let mut p = spawn_warren(&dir);
+    let (_conn, ch) = connect(&p.uri).await;
+    let after = drain(&ch, "crash").await;
+    let mut count: HashMap<u64, usize> = HashMap::new();
+    for (body, redelivered) in &after {
+        let id = id_of(body);
+        *count.entry(id).or_default() += 1;
+        if seen.contains(&id) {
+            assert!(
+                redelivered,
+                "message {id} seen before the crash came back without redelivered=true"
+            );
+        }
+    }
+    let dups: Vec<_> = count.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(dups.is_empty(), "duplicated after restart: {dups:?}");
+    let lost: Vec<_> = confirmed
+        .iter()
+        .filter(|id| !acked.contains(id) && !count.contains_key(id))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} confirmed messages lost (of {} confirmed, {} acked, {} recovered)",
+        lost.len(),
+        confirmed.len(),
+        acked.len(),
+        after.len()
+    );
+    eprintln!(
+        "kill -9: {} confirmed, {} acked before the crash, {} recovered",
+        confirmed.len(),
+        acked.len(),
+        after.len()
+    );
+    p.child.kill().unwrap();
+    p.child.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
