@@ -28,6 +28,8 @@ pub struct Broker {
     pub definitions_changed: Arc<tokio::sync::Notify>,
     /// The message log, once open (after the definitions are restored).
     pub store: crate::queue::StoreCell,
+    /// Queue paging (None when the budget is 0: everything stays in memory).
+    paging: Option<Arc<crate::queue::pager::Paging>>,
 }
 
 #[derive(Debug, Clone)]
@@ -48,6 +50,12 @@ impl Broker {
             connections: DashMap::new(),
             definitions_changed: Arc::new(tokio::sync::Notify::new()),
             store: Default::default(),
+            paging: (config.queue_memory_budget > 0).then(|| {
+                crate::queue::pager::Paging::new(
+                    config.data_dir.join("pages"),
+                    config.queue_memory_budget,
+                )
+            }),
             config,
         };
         b.add_vhost(&b.config.default_vhost.clone());
@@ -65,9 +73,10 @@ impl Broker {
     pub fn add_vhost(&self, name: &str) -> Arc<VHost> {
         let changed = self.definitions_changed.clone();
         let store = self.store.clone();
+        let paging = self.paging.clone();
         self.vhosts
             .entry(name.to_string())
-            .or_insert_with(|| VHost::new(name, changed, store))
+            .or_insert_with(|| VHost::new(name, changed, store, paging))
             .clone()
     }
 

@@ -32,6 +32,9 @@ pub struct Config {
     /// Size at which the message log starts a new segment file (space is reclaimed by
     /// whole segments).
     pub segment_size: u64,
+    /// Bytes of message bodies a (non-priority) queue keeps in memory; the rest of its
+    /// backlog is paged to disk. 0 keeps everything in memory.
+    pub queue_memory_budget: usize,
 }
 
 impl Default for Config {
@@ -51,6 +54,7 @@ impl Default for Config {
             consumer_timeout: Duration::from_secs(30 * 60),
             cluster_name: "warren@localhost".into(),
             segment_size: 32 * 1024 * 1024,
+            queue_memory_budget: 32 * 1024 * 1024,
         }
     }
 }

@@ -45,6 +45,10 @@ struct Cli {
     /// Bytes after which the message log starts a new segment file.
     #[arg(long, env = "WARREN_SEGMENT_SIZE", default_value_t = 32 * 1024 * 1024)]
     segment_size: u64,
+    /// Bytes of message bodies a queue keeps in memory before paging the rest to disk
+    /// (0: never page).
+    #[arg(long, env = "WARREN_QUEUE_MEMORY_BUDGET", default_value_t = 32 * 1024 * 1024)]
+    queue_memory_budget: usize,
     /// Log level or filter (error, warn, info, debug, trace, or a tracing filter).
     #[arg(long, env = "WARREN_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -72,6 +76,7 @@ async fn main() {
         handshake_timeout: std::time::Duration::from_secs(cli.handshake_timeout),
         consumer_timeout: std::time::Duration::from_millis(cli.consumer_timeout),
         segment_size: cli.segment_size,
+        queue_memory_budget: cli.queue_memory_budget,
         ..warren::Config::default()
     };
     let handle = match warren::start(config).await {

@@ -297,7 +297,7 @@ async fn consumed_segments_are_reclaimed() {
         publish_confirmed(&ch, "q", chunk, persistent()).await;
     }
     let before = segments(&dir).len();
-    assert!(before > 10, "{before} segments");
+    assert!(before >= 4, "{before} segments");
     assert_eq!(drain(&ch, "q").await.len(), 300);
     // Reclaiming follows the acks asynchronously: wait for it (bounded).
     common::within(T, async {
@@ -489,5 +489,79 @@ async fn kill_9_loses_no_confirmed_message() {
     );
     p.child.kill().unwrap();
     p.child.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------- paging ----------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backlog_beyond_the_memory_budget_is_paged() {
+    let dir = common::temp_data_dir();
+    let d = dir.clone();
+    let broker = common::start_broker_with(move |c| {
+        c.data_dir = d;
+        c.queue_memory_budget = 64 * 1024;
+    })
+    .await;
+    let (_conn, ch) = connect(&broker.uri()).await;
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    declare(&ch, "backlog", false).await;
+    declare(&ch, "stored", true).await;
+    let body = |i: u32| {
+        let mut b = i.to_be_bytes().to_vec();
+        b.resize(1024, (i % 251) as u8);
+        b
+    };
+    let bodies: Vec<Vec<u8>> = (0..3000).map(body).collect();
+    for chunk in bodies.chunks(500) {
+        publish_confirmed(&ch, "backlog", chunk, BasicProperties::default()).await;
+        publish_confirmed(&ch, "stored", chunk, persistent()).await;
+    }
+    let vhost = broker.broker.vhost("/").unwrap();
+    for name in ["backlog", "stored"] {
+        let q = vhost.queue(name).unwrap();
+        assert_eq!(q.message_count(), 3000);
+        // 64 KiB of 1 KiB bodies stay in memory; the rest is in the page file.
+        assert!(q.paged_count() >= 2900, "{name}: {} paged", q.paged_count());
+    }
+    // Consumed in order, across many page-ins, with a consumer and prefetch.
+    let mut consumer = ch
+        .basic_consume(
+            "backlog".into(),
+            "c".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    for (i, want) in bodies.iter().enumerate() {
+        let d = common::within(T, consumer.next()).await.unwrap().unwrap();
+        assert!(&d.data == want, "message {i} out of order or damaged");
+    }
+    // The persistent ones come back paged after a restart too.
+    broker.shutdown().await;
+    let d = dir.clone();
+    let broker = common::start_broker_with(move |c| {
+        c.data_dir = d;
+        c.queue_memory_budget = 64 * 1024;
+    })
+    .await;
+    let q = broker.broker.vhost("/").unwrap().queue("stored").unwrap();
+    assert_eq!(q.message_count(), 3000);
+    assert!(
+        q.paged_count() >= 2900,
+        "{} paged after recovery",
+        q.paged_count()
+    );
+    let (_conn, ch) = connect(&broker.uri()).await;
+    let got = drain(&ch, "stored").await;
+    assert_eq!(got.len(), 3000);
+    assert!(got.iter().zip(&bodies).all(|((b, _), w)| b == w));
+    broker.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

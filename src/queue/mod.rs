@@ -15,6 +15,7 @@
 pub mod args;
 pub mod consumer;
 pub mod deadletter;
+pub mod pager;
 mod ready;
 
 use crate::connection::outbound::Outbound;
@@ -118,7 +119,10 @@ impl Queue {
                 )
             });
         let state = State {
-            ready: Ready::new(args.max_priority),
+            ready: Ready::new(
+                args.max_priority,
+                vhost.upgrade().and_then(|v| v.paging.clone()),
+            ),
             next_seq: 0,
             consumers: Vec::new(),
             had_consumer: false,
@@ -551,9 +555,20 @@ impl Queue {
 
     /// Drops every ready message; returns how many.
     pub fn purge(&self) -> u32 {
-        let gone = self.state.lock().ready.drain();
-        self.forget(&gone);
-        gone.len() as u32
+        let (n, ids) = self.state.lock().ready.clear();
+        self.forget_ids(ids);
+        n as u32
+    }
+
+    fn forget_ids(&self, ids: Vec<u64>) {
+        if let Some((log, key)) = self.log() {
+            log.remove(key, ids);
+        }
+    }
+
+    /// Ready messages whose bytes are in the page file.
+    pub fn paged_count(&self) -> usize {
+        self.state.lock().ready.paged()
     }
 
     /// Marks the queue deleted, drops its messages; returns the ready count and the
@@ -561,10 +576,10 @@ impl Queue {
     pub fn delete(&self) -> (u32, Vec<Arc<Consumer>>) {
         let mut st = self.state.lock();
         self.deleted.store(true, SeqCst);
-        let gone = st.ready.drain();
-        self.forget(&gone);
+        let (n, ids) = st.ready.clear();
+        self.forget_ids(ids);
         self.timer.notify_one();
-        (gone.len() as u32, std::mem::take(&mut st.consumers))
+        (n as u32, std::mem::take(&mut st.consumers))
     }
 
     /// True when a consumer with this exact identity is attached.

@@ -30,6 +30,7 @@
 
 use super::record::{self, Read, Record, KIND_REDELIVERED, KIND_REMOVE};
 use crate::message::Message;
+use crate::protocol::codec::ShortStr;
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -163,7 +164,6 @@ impl MessageLog {
         // Pass 1: what was removed or marked redelivered, per queue.
         let mut removed: HashMap<Arc<str>, HashSet<u64>> = HashMap::new();
         let mut marked: HashMap<Arc<str>, HashSet<u64>> = HashMap::new();
-        let mut contents: Vec<Bytes> = Vec::with_capacity(segs.len());
         for (_, path) in &segs {
             let data = Bytes::from(std::fs::read(path)?);
             let mut at = 0usize;
@@ -199,13 +199,14 @@ impl MessageLog {
                     }
                 }
             }
-            contents.push(data.slice(..at));
         }
         // Pass 2: publishes, in log order, to the queues that still want them.
         let mut live: BTreeMap<u32, u64> = BTreeMap::new();
         let mut starts: Vec<(u64, u32)> = Vec::new();
         let mut max_id = 0u64;
-        for ((n, _), data) in segs.iter().zip(contents) {
+        for (n, path) in &segs {
+            // Read again rather than kept from pass 1: memory stays at one segment.
+            let data = Bytes::from(std::fs::read(path)?);
             live.insert(*n, 0);
             let mut at = 0usize;
             while let Read::Ok(r, len) = record::read(&data.slice(at..)) {
@@ -223,6 +224,12 @@ impl MessageLog {
                     starts.push((id, *n));
                 }
                 max_id = max_id.max(id);
+                // Own copies: a slice would keep the whole segment buffer alive.
+                let mut msg = msg;
+                msg.properties = Bytes::copy_from_slice(&msg.properties);
+                msg.exchange = ShortStr::copy_from(msg.exchange.as_str());
+                msg.routing_key = ShortStr::copy_from(msg.routing_key.as_str());
+                msg.body = Bytes::copy_from_slice(&msg.body);
                 let msg = Arc::new(msg);
                 for q in queues {
                     if removed.get(&q).is_some_and(|s| s.contains(&id)) {

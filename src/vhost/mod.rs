@@ -67,6 +67,8 @@ pub struct VHost {
     changed: Arc<tokio::sync::Notify>,
     /// The broker's message log, for durable queues.
     pub(crate) store: crate::queue::StoreCell,
+    /// Where queues page their tails out, and their memory budget.
+    pub(crate) paging: Option<Arc<crate::queue::pager::Paging>>,
 }
 
 /// The pseudo-queue of direct reply-to.
@@ -86,6 +88,7 @@ impl VHost {
         name: &str,
         changed: Arc<tokio::sync::Notify>,
         store: crate::queue::StoreCell,
+        paging: Option<Arc<crate::queue::pager::Paging>>,
     ) -> Arc<VHost> {
         Arc::new_cyclic(|me| {
             let v = VHost {
@@ -96,6 +99,7 @@ impl VHost {
                 reply_queues: DashMap::new(),
                 changed,
                 store,
+                paging,
             };
             for (n, kind, internal) in BUILTIN_EXCHANGES {
                 v.exchanges.insert(
