@@ -29,6 +29,9 @@ pub struct Config {
     pub consumer_timeout: Duration,
     /// Reported in server-properties.
     pub cluster_name: String,
+    /// Users that may connect only from a loopback address (RabbitMQ's `loopback_users`,
+    /// `["guest"]` by default; empty allows them from anywhere).
+    pub loopback_users: Vec<String>,
 }
 
 impl Default for Config {
@@ -47,6 +50,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             consumer_timeout: Duration::from_secs(30 * 60),
             cluster_name: "warren@localhost".into(),
+            loopback_users: vec!["guest".into()],
         }
     }
 }

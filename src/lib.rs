@@ -25,6 +25,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod auth;
 pub mod broker;
 pub mod channel;
 pub mod config;

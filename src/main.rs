@@ -42,6 +42,9 @@ struct Cli {
     /// Milliseconds a delivery may stay unacknowledged before its channel is closed.
     #[arg(long, env = "WARREN_CONSUMER_TIMEOUT", default_value_t = 1_800_000)]
     consumer_timeout: u64,
+    /// Users that may connect only from loopback addresses (comma-separated; "" for none).
+    #[arg(long, env = "WARREN_LOOPBACK_USERS", default_value = "guest")]
+    loopback_users: String,
     /// Log level or filter (error, warn, info, debug, trace, or a tracing filter).
     #[arg(long, env = "WARREN_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -68,6 +71,7 @@ async fn main() {
         max_message_size: cli.max_message_size,
         handshake_timeout: std::time::Duration::from_secs(cli.handshake_timeout),
         consumer_timeout: std::time::Duration::from_millis(cli.consumer_timeout),
+        loopback_users: warren::auth::parse_tags(&cli.loopback_users),
         ..warren::Config::default()
     };
     let handle = match warren::start(config).await {

@@ -130,6 +130,16 @@ impl Connection {
         let user = creds
             .as_ref()
             .and_then(|c| self.broker.authenticate(&c.username, &c.password));
+        // RabbitMQ's loopback_users: these may log in only from a loopback address; a
+        // refusal looks like any other authentication failure to the client.
+        let user = user.filter(|u| {
+            let ok = self.peer.ip().is_loopback()
+                || !cfg.loopback_users.iter().any(|l| l == &u.name);
+            if !ok {
+                tracing::warn!(peer = %self.peer, user = %u.name, "user '{}' can only connect via localhost", u.name);
+            }
+            ok
+        });
         let Some(user) = user else {
             let who = creds.map(|c| c.username).unwrap_or_default();
             tracing::warn!(peer = %self.peer, user = %who, mechanism, "authentication failed");
@@ -143,7 +153,7 @@ impl Connection {
             }
             return Err(HandshakeEnd::Silent);
         };
-        self.user = user.name;
+        self.user = user.name.clone();
 
         // tune / tune-ok.
         let (server_frame_max, server_channel_max, server_heartbeat) =
@@ -195,6 +205,10 @@ impl Connection {
                     .with_method(10, 40),
             ));
         };
+        self.broker
+            .auth
+            .check_vhost(&self.user, vhost_name)
+            .map_err(|e| HandshakeEnd::Close(e.with_method(10, 40)))?;
         self.vhost = Some(vhost);
         self.out.method(
             0,

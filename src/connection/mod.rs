@@ -117,6 +117,7 @@ pub async fn serve(broker: Arc<Broker>, socket: TcpStream, peer: SocketAddr) {
                     peer,
                     user: c.user.clone(),
                     vhost,
+                    control: c.tx.clone(),
                 },
             );
             c.run().await;
@@ -619,6 +620,7 @@ impl Connection {
                     ch.cancel_ok(consumer, nowait, &mut cx);
                 }
             }
+            Outbound::ForceClose(e) => self.close_with(e),
         }
     }
 
