@@ -20,6 +20,8 @@ pub struct Broker {
     shutdown: watch::Sender<bool>,
     /// Open connections (for shutdown accounting and, later, management).
     pub connections: DashMap<u64, ConnectionInfo>,
+    /// Resource alarms (memory, disk): set/clear/active; connections watch it.
+    pub alarms: crate::alarm::Alarms,
     /// Woken whenever definitions change; the definitions writer waits on it.
     pub definitions_changed: Arc<tokio::sync::Notify>,
 }
@@ -39,6 +41,7 @@ impl Broker {
         let b = Broker {
             vhosts: DashMap::new(),
             auth: Auth::new(),
+            alarms: crate::alarm::Alarms::new(config.vm_memory_high_watermark),
             next_connection_id: AtomicU64::new(1),
             shutdown,
             connections: DashMap::new(),

@@ -32,6 +32,11 @@ pub struct Config {
     /// Users that may connect only from a loopback address (RabbitMQ's `loopback_users`,
     /// `["guest"]` by default; empty allows them from anywhere).
     pub loopback_users: Vec<String>,
+    /// Publishers are blocked while the broker's RSS is above this (RabbitMQ's
+    /// `vm_memory_high_watermark`, 0.4 of RAM).
+    pub vm_memory_high_watermark: crate::alarm::Watermark,
+    /// How often the memory monitor samples RSS.
+    pub memory_monitor_interval: Duration,
 }
 
 impl Default for Config {
@@ -51,6 +56,8 @@ impl Default for Config {
             consumer_timeout: Duration::from_secs(30 * 60),
             cluster_name: "warren@localhost".into(),
             loopback_users: vec!["guest".into()],
+            vm_memory_high_watermark: crate::alarm::Watermark::default(),
+            memory_monitor_interval: Duration::from_millis(1000),
         }
     }
 }

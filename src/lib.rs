@@ -25,6 +25,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod alarm;
 pub mod auth;
 pub mod broker;
 pub mod channel;
@@ -98,6 +99,10 @@ pub async fn start(config: Config) -> std::io::Result<BrokerHandle> {
     tokio::spawn(store::definitions::writer(
         Arc::downgrade(&broker),
         broker.definitions_changed.clone(),
+    ));
+    tokio::spawn(alarm::memory_monitor(
+        Arc::downgrade(&broker),
+        broker.config.memory_monitor_interval,
     ));
     let task = tokio::spawn(server::run(broker.clone(), listener));
     Ok(BrokerHandle { addr, broker, task })

@@ -45,6 +45,10 @@ struct Cli {
     /// Users that may connect only from loopback addresses (comma-separated; "" for none).
     #[arg(long, env = "WARREN_LOOPBACK_USERS", default_value = "guest")]
     loopback_users: String,
+    /// Memory high watermark: a fraction of RAM (0.4) or bytes (1073741824, 512MiB).
+    /// Publishers are blocked while the broker uses more.
+    #[arg(long, env = "WARREN_VM_MEMORY_HIGH_WATERMARK", default_value = "0.4", value_parser = warren::alarm::Watermark::parse)]
+    vm_memory_high_watermark: warren::alarm::Watermark,
     /// Log level or filter (error, warn, info, debug, trace, or a tracing filter).
     #[arg(long, env = "WARREN_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -72,6 +76,7 @@ async fn main() {
         handshake_timeout: std::time::Duration::from_secs(cli.handshake_timeout),
         consumer_timeout: std::time::Duration::from_millis(cli.consumer_timeout),
         loopback_users: warren::auth::parse_tags(&cli.loopback_users),
+        vm_memory_high_watermark: cli.vm_memory_high_watermark,
         ..warren::Config::default()
     };
     let handle = match warren::start(config).await {

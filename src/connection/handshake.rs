@@ -44,6 +44,7 @@ pub fn server_properties(cluster_name: &str) -> FieldTable {
         ("basic.nack", AMQPValue::Boolean(true)),
         ("consumer_cancel_notify", AMQPValue::Boolean(true)),
         ("authentication_failure_close", AMQPValue::Boolean(true)),
+        ("connection.blocked", AMQPValue::Boolean(true)),
         ("per_consumer_qos", AMQPValue::Boolean(true)),
         ("consumer_priorities", AMQPValue::Boolean(true)),
         ("direct_reply_to", AMQPValue::Boolean(true)),
@@ -223,6 +224,7 @@ impl Connection {
             let flag = |k: &str| matches!(caps.inner().get(k), Some(AMQPValue::Boolean(true)));
             self.cancel_notify = flag("consumer_cancel_notify");
             self.auth_failure_close = flag("authentication_failure_close");
+            self.blocked_notify = flag("connection.blocked");
         }
     }
 }

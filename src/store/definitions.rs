@@ -505,7 +505,11 @@ mod tests {
         let mut expected: Vec<_> = d.permissions.iter().collect();
         expected.sort_by(|a, b| a.user.cmp(&b.user));
         assert_eq!(again.permissions.iter().collect::<Vec<_>>(), expected);
-        let q = broker.vhost("/").unwrap().queue("q1").expect("queue imported");
+        let q = broker
+            .vhost("/")
+            .unwrap()
+            .queue("q1")
+            .expect("queue imported");
         assert!(q.config.durable);
     }
 
