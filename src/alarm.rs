@@ -343,8 +343,10 @@ mod tests {
 
     #[test]
     fn reasons() {
-        let mut s = AlarmSet::default();
-        s.memory = true;
+        let mut s = AlarmSet {
+            memory: true,
+            disk: false,
+        };
         assert_eq!(s.reason(), "low on memory");
         s.disk = true;
         assert_eq!(s.reason(), "low on memory & disk");

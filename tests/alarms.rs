@@ -70,15 +70,16 @@ async fn memory_alarm_blocks_and_unblocks_publisher() {
     let publish = |body: &'static [u8]| {
         let ch = ch.clone();
         async move {
-            ch.basic_publish(
-                "".into(),
-                "alarm-q".into(),
-                BasicPublishOptions::default(),
-                body,
-                BasicProperties::default(),
-            )
-            .await
-            .unwrap()
+            let _confirm = ch
+                .basic_publish(
+                    "".into(),
+                    "alarm-q".into(),
+                    BasicPublishOptions::default(),
+                    body,
+                    BasicProperties::default(),
+                )
+                .await
+                .unwrap();
         }
     };
     publish(b"before").await;
