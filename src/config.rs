@@ -35,6 +35,8 @@ pub struct Config {
     /// Publishers are blocked while the broker's RSS is above this (RabbitMQ's
     /// `vm_memory_high_watermark`, 0.4 of RAM).
     pub vm_memory_high_watermark: crate::alarm::Watermark,
+    /// The amqps listener, when configured.
+    pub tls: Option<crate::tls::TlsConfig>,
     /// How often the memory monitor samples RSS.
     pub memory_monitor_interval: Duration,
 }
@@ -58,6 +60,7 @@ impl Default for Config {
             loopback_users: vec!["guest".into()],
             vm_memory_high_watermark: crate::alarm::Watermark::default(),
             memory_monitor_interval: Duration::from_millis(1000),
+            tls: None,
         }
     }
 }

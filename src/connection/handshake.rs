@@ -111,7 +111,11 @@ impl Connection {
                 version_major: 0,
                 version_minor: 9,
                 server_properties: server_properties(&cfg.cluster_name),
-                mechanisms: "PLAIN AMQPLAIN".into(),
+                mechanisms: if self.peer_cn.is_some() {
+                    "PLAIN AMQPLAIN EXTERNAL".into()
+                } else {
+                    "PLAIN AMQPLAIN".into()
+                },
                 locales: "en_US".into(),
             })),
         );
@@ -124,13 +128,28 @@ impl Connection {
         };
         self.read_client_capabilities(&start_ok.client_properties);
         let mechanism = start_ok.mechanism.as_str();
-        if mechanism != "PLAIN" && mechanism != "AMQPLAIN" {
+        let external = mechanism == "EXTERNAL" && self.peer_cn.is_some();
+        if mechanism != "PLAIN" && mechanism != "AMQPLAIN" && !external {
             return Err(HandshakeEnd::Silent);
         }
-        let creds = sasl::parse(mechanism, start_ok.response.as_bytes());
-        let user = creds
-            .as_ref()
-            .and_then(|c| self.broker.authenticate(&c.username, &c.password));
+        let (creds, user) = if external {
+            // EXTERNAL: the verified client certificate's CN names the user; no password.
+            let cn = self.peer_cn.clone().unwrap_or_default();
+            let user = self.broker.user(&cn);
+            (
+                Some(sasl::Credentials {
+                    username: cn,
+                    password: String::new(),
+                }),
+                user,
+            )
+        } else {
+            let creds = sasl::parse(mechanism, start_ok.response.as_bytes());
+            let user = creds
+                .as_ref()
+                .and_then(|c| self.broker.authenticate(&c.username, &c.password));
+            (creds, user)
+        };
         // RabbitMQ's loopback_users: these may log in only from a loopback address; a
         // refusal looks like any other authentication failure to the client.
         let user = user.filter(|u| {

@@ -15,6 +15,7 @@ use crate::channel::{Channel, ConnCtx};
 use crate::error::AmqpError;
 use crate::protocol::codec::{describe_frame, Frame, FrameDecoder, Method};
 use crate::protocol::encode::OutBuf;
+use crate::tls::{ReadHalf, WriteHalf};
 use crate::vhost::VHost;
 use amq_protocol::protocol::{channel as cm, connection as conn, AMQPClass};
 use bytes::BytesMut;
@@ -26,7 +27,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -48,8 +48,10 @@ pub struct Connection {
     id: u64,
     broker: Arc<Broker>,
     peer: SocketAddr,
-    reader: OwnedReadHalf,
-    writer: OwnedWriteHalf,
+    reader: ReadHalf,
+    writer: WriteHalf,
+    /// The verified TLS client certificate's common name: the EXTERNAL login.
+    peer_cn: Option<String>,
     inbuf: BytesMut,
     out: OutBuf,
     decoder: FrameDecoder,
@@ -80,7 +82,19 @@ pub struct Connection {
 /// Serves one accepted socket until it closes.
 pub async fn serve(broker: Arc<Broker>, socket: TcpStream, peer: SocketAddr) {
     let _ = socket.set_nodelay(true);
-    let (reader, writer) = socket.into_split();
+    let (reader, writer) = crate::tls::split_tcp(socket);
+    serve_stream(broker, reader, writer, peer, None).await
+}
+
+/// Serves a connection over plain or TLS halves; `peer_cn` is the client certificate's
+/// common name when TLS verified one.
+pub async fn serve_stream(
+    broker: Arc<Broker>,
+    reader: ReadHalf,
+    writer: WriteHalf,
+    peer: SocketAddr,
+    peer_cn: Option<String>,
+) {
     let (tx, rx) = mpsc::unbounded_channel();
     let frame_max = broker.config.frame_max;
     let channel_max = broker.config.channel_max;
@@ -91,6 +105,7 @@ pub async fn serve(broker: Arc<Broker>, socket: TcpStream, peer: SocketAddr) {
         peer,
         reader,
         writer,
+        peer_cn,
         inbuf: BytesMut::with_capacity(READ_CHUNK_IDLE),
         out: OutBuf::new(),
         decoder: FrameDecoder::new(frame_max),
@@ -141,7 +156,7 @@ pub async fn serve(broker: Arc<Broker>, socket: TcpStream, peer: SocketAddr) {
     let _ = c.writer.shutdown().await;
 }
 
-async fn write_out(writer: &mut OwnedWriteHalf, out: &OutBuf) -> std::io::Result<usize> {
+async fn write_out(writer: &mut WriteHalf, out: &OutBuf) -> std::io::Result<usize> {
     let mut slices = [IoSlice::new(&[]); 64];
     let n = out.io_slices(&mut slices);
     writer.write_vectored(&slices[..n]).await
