@@ -106,7 +106,7 @@ async fn round_trip(conn: &Connection) {
         )
         .await
         .unwrap();
-    let _ = ch
+    let _confirm = ch
         .basic_publish(
             "".into(),
             q.name().clone(),
