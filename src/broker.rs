@@ -20,6 +20,8 @@ pub struct Broker {
     shutdown: watch::Sender<bool>,
     /// Open connections (for shutdown accounting and, later, management).
     pub connections: DashMap<u64, ConnectionInfo>,
+    /// Per-vhost limits (max-connections, max-queues).
+    pub limits: crate::limits::Limits,
     /// Resource alarms (memory, disk): set/clear/active; connections watch it.
     pub alarms: crate::alarm::Alarms,
     /// Woken whenever definitions change; the definitions writer waits on it.
@@ -41,6 +43,7 @@ impl Broker {
         let b = Broker {
             vhosts: DashMap::new(),
             auth: Auth::new(),
+            limits: Default::default(),
             alarms: crate::alarm::Alarms::new(config.vm_memory_high_watermark),
             next_connection_id: AtomicU64::new(1),
             shutdown,
@@ -108,6 +111,21 @@ impl Broker {
             vhost.remove_queue(&q);
         }
         self.auth.clear_vhost(name);
+        self.limits.clear(name);
+        self.definitions_changed.notify_one();
+        Ok(())
+    }
+
+    /// Sets a vhost's limits (`rabbitmqctl set_vhost_limits`); the vhost must exist.
+    pub fn set_vhost_limits(
+        &self,
+        vhost: &str,
+        limits: crate::limits::VHostLimits,
+    ) -> Result<(), AuthError> {
+        if self.vhost(vhost).is_none() {
+            return Err(AuthError::NoSuchVHost(vhost.to_string()));
+        }
+        self.limits.set(vhost, limits);
         self.definitions_changed.notify_one();
         Ok(())
     }

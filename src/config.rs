@@ -35,6 +35,8 @@ pub struct Config {
     /// Publishers are blocked while the broker's RSS is above this (RabbitMQ's
     /// `vm_memory_high_watermark`, 0.4 of RAM).
     pub vm_memory_high_watermark: crate::alarm::Watermark,
+    /// Node-wide connection limit (RabbitMQ's `connection_max`); `None` is unlimited.
+    pub max_connections: Option<u64>,
     /// The amqps listener, when configured.
     pub tls: Option<crate::tls::TlsConfig>,
     /// How often the memory monitor samples RSS.
@@ -61,6 +63,7 @@ impl Default for Config {
             vm_memory_high_watermark: crate::alarm::Watermark::default(),
             memory_monitor_interval: Duration::from_millis(1000),
             tls: None,
+            max_connections: None,
         }
     }
 }

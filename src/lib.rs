@@ -32,6 +32,7 @@ pub mod channel;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod limits;
 pub mod message;
 pub mod protocol;
 pub mod queue;

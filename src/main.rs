@@ -67,6 +67,9 @@ struct Cli {
     /// Refuse TLS clients without a certificate (with --tls-verify-peer).
     #[arg(long, env = "WARREN_TLS_FAIL_IF_NO_PEER_CERT")]
     tls_fail_if_no_peer_cert: bool,
+    /// Node-wide connection limit (unlimited when absent).
+    #[arg(long, env = "WARREN_MAX_CONNECTIONS")]
+    max_connections: Option<u64>,
     /// Log level or filter (error, warn, info, debug, trace, or a tracing filter).
     #[arg(long, env = "WARREN_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -95,6 +98,7 @@ async fn main() {
         consumer_timeout: std::time::Duration::from_millis(cli.consumer_timeout),
         loopback_users: warren::auth::parse_tags(&cli.loopback_users),
         vm_memory_high_watermark: cli.vm_memory_high_watermark,
+        max_connections: cli.max_connections,
         tls: match (cli.tls_cert_file, cli.tls_key_file) {
             (Some(cert_file), Some(key_file)) => Some(warren::tls::TlsConfig {
                 port: cli.tls_port,

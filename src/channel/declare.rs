@@ -133,6 +133,7 @@ impl Channel {
                 if !d.passive {
                     cx.permit(Access::Configure, Resource::Queue, &name)?;
                     if cx.vhost.queue(&name).is_none() {
+                        crate::limits::check_new_queue(cx.broker, cx.vhost, &name)?;
                         if let Some(dlx) = exchange_arg(&d.arguments, "x-dead-letter-exchange") {
                             cx.permit(Access::Read, Resource::Queue, &name)?;
                             cx.permit(Access::Write, Resource::Exchange, dlx)?;

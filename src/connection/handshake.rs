@@ -229,6 +229,8 @@ impl Connection {
             .auth
             .check_vhost(&self.user, vhost_name)
             .map_err(|e| HandshakeEnd::Close(e.with_method(10, 40)))?;
+        crate::limits::check_connection(&self.broker, &self.user, vhost_name)
+            .map_err(|e| HandshakeEnd::Close(e.with_method(10, 40)))?;
         self.vhost = Some(vhost);
         self.out.method(
             0,

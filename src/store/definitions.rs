@@ -24,6 +24,9 @@ pub struct Definitions {
     pub vhosts: Vec<VHostDef>,
     #[serde(default)]
     pub permissions: Vec<PermissionDef>,
+    /// Runtime parameters; Warren reads and writes the `vhost-limits` component.
+    #[serde(default)]
+    pub parameters: Vec<ParameterDef>,
     #[serde(default)]
     pub exchanges: Vec<ExchangeDef>,
     #[serde(default)]
@@ -69,6 +72,15 @@ fn tags_from_list_or_string<'de, D: serde::Deserializer<'de>>(
         Tags::List(l) => l,
         Tags::Text(t) => crate::auth::parse_tags(&t),
     })
+}
+
+/// A runtime parameter as RabbitMQ exports it (`vhost-limits` is the one Warren uses).
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct ParameterDef {
+    pub component: String,
+    pub name: String,
+    pub vhost: String,
+    pub value: Value,
 }
 
 /// A user's permissions in one vhost, as RabbitMQ exports them.
@@ -269,6 +281,14 @@ fn snapshot_users(broker: &Broker, d: &mut Definitions) {
             read: p.read.as_str().to_string(),
         });
     }
+    for (vhost, l) in broker.limits.all() {
+        d.parameters.push(ParameterDef {
+            component: "vhost-limits".into(),
+            name: "limits".into(),
+            vhost,
+            value: Value::Object(l.to_json()),
+        });
+    }
 }
 
 /// Imports users, vhosts and permissions (merging, as RabbitMQ's definitions import:
@@ -298,6 +318,21 @@ pub fn import_users(broker: &Broker, d: &Definitions) -> Vec<String> {
     for p in &d.permissions {
         if let Err(e) = broker.set_permissions(&p.user, &p.vhost, &p.configure, &p.write, &p.read) {
             errors.push(e.to_string());
+        }
+    }
+    for p in d
+        .parameters
+        .iter()
+        .filter(|p| p.component == "vhost-limits")
+    {
+        let r = match &p.value {
+            Value::Object(m) => crate::limits::VHostLimits::from_json(m),
+            other => Err(format!("vhost-limits: not an object: {other}")),
+        };
+        match r.map(|l| broker.set_vhost_limits(&p.vhost, l)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => errors.push(e.to_string()),
+            Err(e) => errors.push(e),
         }
     }
     errors
