@@ -35,6 +35,23 @@ pub struct Config {
     /// Bytes of message bodies a (non-priority) queue keeps in memory; the rest of its
     /// backlog is paged to disk. 0 keeps everything in memory.
     pub queue_memory_budget: usize,
+    /// Publishers are blocked while the data directory's file system has less free space
+    /// than this (RabbitMQ's `disk_free_limit`, 50 MB).
+    pub disk_free_limit: u64,
+    /// How often free disk space is checked.
+    pub disk_monitor_interval: Duration,
+    /// Users that may connect only from a loopback address (RabbitMQ's `loopback_users`,
+    /// `["guest"]` by default; empty allows them from anywhere).
+    pub loopback_users: Vec<String>,
+    /// Publishers are blocked while the broker's RSS is above this (RabbitMQ's
+    /// `vm_memory_high_watermark`, 0.4 of RAM).
+    pub vm_memory_high_watermark: crate::alarm::Watermark,
+    /// Node-wide connection limit (RabbitMQ's `connection_max`); `None` is unlimited.
+    pub max_connections: Option<u64>,
+    /// The amqps listener, when configured.
+    pub tls: Option<crate::tls::TlsConfig>,
+    /// How often the memory monitor samples RSS.
+    pub memory_monitor_interval: Duration,
 }
 
 impl Default for Config {
@@ -55,6 +72,13 @@ impl Default for Config {
             cluster_name: "warren@localhost".into(),
             segment_size: 32 * 1024 * 1024,
             queue_memory_budget: 32 * 1024 * 1024,
+            disk_free_limit: 50_000_000,
+            disk_monitor_interval: Duration::from_secs(1),
+            loopback_users: vec!["guest".into()],
+            vm_memory_high_watermark: crate::alarm::Watermark::default(),
+            memory_monitor_interval: Duration::from_millis(1000),
+            tls: None,
+            max_connections: None,
         }
     }
 }

@@ -25,17 +25,21 @@
 
 #![deny(unsafe_code)]
 
+pub mod alarm;
+pub mod auth;
 pub mod broker;
 pub mod channel;
 pub mod config;
 pub mod connection;
 pub mod error;
+pub mod limits;
 pub mod message;
 pub mod protocol;
 pub mod queue;
 pub mod routing;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod vhost;
 
 pub use config::Config;
@@ -48,6 +52,8 @@ use tokio::net::TcpListener;
 #[derive(Debug)]
 pub struct BrokerHandle {
     pub addr: SocketAddr,
+    /// The amqps listener's address, when TLS is configured.
+    pub tls_addr: Option<SocketAddr>,
     pub broker: Arc<broker::Broker>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -87,6 +93,15 @@ pub async fn start(config: Config) -> std::io::Result<BrokerHandle> {
     let saved = store::definitions::load(&config.data_dir)?;
     let listener = TcpListener::bind((config.bind, config.port)).await?;
     let addr = listener.local_addr()?;
+    let tls = match &config.tls {
+        Some(t) => {
+            let acceptor = tls::acceptor(t)?;
+            let l = TcpListener::bind((config.bind, t.port)).await?;
+            Some((l.local_addr()?, l, acceptor))
+        }
+        None => None,
+    };
+    let tls_addr = tls.as_ref().map(|t| t.0);
     let broker = broker::Broker::new(config);
     if let Some(d) = &saved {
         store::definitions::restore(&broker, d);
@@ -102,8 +117,30 @@ pub async fn start(config: Config) -> std::io::Result<BrokerHandle> {
         Arc::downgrade(&broker),
         broker.definitions_changed.clone(),
     ));
-    let task = tokio::spawn(server::run(broker.clone(), listener));
-    Ok(BrokerHandle { addr, broker, task })
+    tokio::spawn(store::disk::monitor(
+        Arc::downgrade(&broker),
+        broker.config.disk_monitor_interval,
+    ));
+    tokio::spawn(alarm::memory_monitor(
+        Arc::downgrade(&broker),
+        broker.config.memory_monitor_interval,
+    ));
+    let plain = server::run(broker.clone(), listener, None);
+    let task = match tls {
+        Some((_, l, acceptor)) => {
+            let secure = server::run(broker.clone(), l, Some(acceptor));
+            tokio::spawn(async move {
+                tokio::join!(plain, secure);
+            })
+        }
+        None => tokio::spawn(plain),
+    };
+    Ok(BrokerHandle {
+        addr,
+        tls_addr,
+        broker,
+        task,
+    })
 }
 
 /// Opens the message log and gives every durable queue its stored messages back.

@@ -2,5 +2,6 @@
 //! the message log (persistent messages of durable queues).
 
 pub mod definitions;
+pub mod disk;
 pub mod log;
 pub mod record;
