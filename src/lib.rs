@@ -146,7 +146,12 @@ pub async fn start(config: Config) -> std::io::Result<BrokerHandle> {
 /// Opens the message log and gives every durable queue its stored messages back.
 fn open_message_log(broker: &Arc<broker::Broker>) -> std::io::Result<()> {
     let c = &broker.config;
-    let log = store::log::MessageLog::open(&c.data_dir, c.segment_size, |key, r| {
+    let weak = Arc::downgrade(broker);
+    let flush: store::log::DefinitionsFlush = Box::new(move || match weak.upgrade() {
+        Some(b) => store::definitions::save_now(&b),
+        None => Ok(()),
+    });
+    let log = store::log::MessageLog::open(&c.data_dir, c.segment_size, flush, |key, r| {
         let Some((vhost, name)) = key.split_once('\0') else {
             return false;
         };

@@ -565,3 +565,26 @@ async fn backlog_beyond_the_memory_budget_is_paged() {
     broker.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_right_after_declare_keeps_the_confirmed_message() {
+    let dir = common::temp_data_dir();
+    let mut p = spawn_warren(&dir);
+    let (_conn, ch) = connect(&p.uri).await;
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    // The definitions writer is asynchronous; the confirm must still imply the queue's
+    // definition is on disk.
+    declare(&ch, "fresh", true).await;
+    publish_confirmed(&ch, "fresh", &[b"first".to_vec()], persistent()).await;
+    p.child.kill().expect("kill -9");
+    p.child.wait().unwrap();
+    let mut p = spawn_warren(&dir);
+    let (_conn, ch) = connect(&p.uri).await;
+    let got = drain(&ch, "fresh").await;
+    assert_eq!(got, vec![(b"first".to_vec(), true)]);
+    p.child.kill().unwrap();
+    p.child.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -459,34 +459,21 @@ pub fn load(data_dir: &Path) -> std::io::Result<Option<Definitions>> {
 
 /// Writes the definitions now (at shutdown).
 pub fn save_now(broker: &Broker) -> std::io::Result<()> {
+    // Two writers (this task and the message log's thread) must not interleave, and a
+    // snapshot must not be written after a newer one: snapshot and write under one lock.
+    static WRITING: parking_lot::Mutex<()> = parking_lot::Mutex::new(());
+    let _g = WRITING.lock();
     let bytes = serde_json::to_vec_pretty(&snapshot(broker)).map_err(std::io::Error::other)?;
     write_atomically(&path(&broker.config.data_dir), &bytes)
 }
 
 /// The writer task: waits for a change, snapshots, writes; repeats. Ends with the broker.
 pub async fn writer(broker: Weak<Broker>, notify: Arc<tokio::sync::Notify>) {
-    let mut last: Option<Vec<u8>> = None;
     loop {
         notify.notified().await;
         let Some(b) = broker.upgrade() else { return };
-        let bytes = match serde_json::to_vec_pretty(&snapshot(&b)) {
-            Ok(v) => v,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot serialise definitions");
-                continue;
-            }
-        };
-        if last.as_ref() == Some(&bytes) {
-            continue;
-        }
-        let p = path(&b.config.data_dir);
-        drop(b);
-        let write = {
-            let bytes = bytes.clone();
-            tokio::task::spawn_blocking(move || write_atomically(&p, &bytes))
-        };
-        match write.await {
-            Ok(Ok(())) => last = Some(bytes),
+        match tokio::task::spawn_blocking(move || save_now(&b)).await {
+            Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::error!(error = %e, "cannot write definitions"),
             Err(e) => tracing::error!(error = %e, "definitions writer failed"),
         }

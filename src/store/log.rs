@@ -111,7 +111,13 @@ pub struct MessageLog {
     failing: AtomicBool,
     report: Mutex<RecoveryReport>,
     thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// A durable queue was created since the definitions were last written by the writer.
+    definitions_dirty: AtomicBool,
 }
+
+/// Writes the definitions file (called on the writer thread before a batch that may hold
+/// messages for a queue created since the last write).
+pub type DefinitionsFlush = Box<dyn Fn() -> std::io::Result<()> + Send>;
 
 /// Milliseconds since the Unix epoch.
 pub fn now_ms() -> u64 {
@@ -136,6 +142,7 @@ impl MessageLog {
     pub fn open(
         data_dir: &Path,
         segment_size: u64,
+        flush_definitions: DefinitionsFlush,
         mut deliver: impl FnMut(&Arc<str>, Recovered) -> bool,
     ) -> std::io::Result<Arc<MessageLog>> {
         let started = std::time::Instant::now();
@@ -269,6 +276,7 @@ impl MessageLog {
             failing: AtomicBool::new(false),
             report: Mutex::new(report),
             thread: Mutex::new(None),
+            definitions_dirty: AtomicBool::new(false),
         });
         let mut writer = Writer {
             log: log.clone(),
@@ -280,6 +288,7 @@ impl MessageLog {
             live,
             starts,
             buf: Vec::with_capacity(1 << 20),
+            flush_definitions,
         };
         // Segments nobody needs any more go now (after a crash, or queues deleted meanwhile).
         writer.reclaim();
@@ -359,6 +368,13 @@ impl MessageLog {
         self.wake.notify_one();
     }
 
+    /// A durable queue was created: the definitions file is written before the next batch
+    /// of messages is synced, so a confirmed message never outlives its queue's definition
+    /// (the definitions writer alone is asynchronous).
+    pub fn definitions_changed(&self) {
+        self.definitions_dirty.store(true, Ordering::SeqCst);
+    }
+
     /// The current log sequence number (everything recorded so far).
     pub fn lsn(&self) -> u64 {
         self.pending.lock().lsn
@@ -400,6 +416,7 @@ struct Writer {
     /// (deleted ones stay, so an id never maps to the wrong segment).
     starts: Vec<(u64, u32)>,
     buf: Vec<u8>,
+    flush_definitions: DefinitionsFlush,
 }
 
 impl Writer {
@@ -491,6 +508,12 @@ impl Writer {
     }
 
     fn write_batch(&mut self) -> std::io::Result<()> {
+        if self.log.definitions_dirty.swap(false, Ordering::SeqCst) {
+            if let Err(e) = (self.flush_definitions)() {
+                self.log.definitions_dirty.store(true, Ordering::SeqCst);
+                return Err(e);
+            }
+        }
         if self.file.is_none() {
             let path = segment_path(&self.dir, self.head);
             let f = OpenOptions::new().create(true).append(true).open(&path)?;

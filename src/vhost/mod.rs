@@ -384,6 +384,11 @@ impl VHost {
             .clone();
         if created {
             self.changed.notify_one();
+            if q.is_stored() {
+                if let Some(log) = self.store.get() {
+                    log.definitions_changed();
+                }
+            }
         } else {
             self.check_exclusive(&q, conn)?;
             self.assert_queue_equivalent(&q, d, conn)?;
