@@ -51,6 +51,10 @@ struct PagedEntry {
     persist_id: u64,
 }
 
+/// What a message in memory costs besides its body (queue entry, `Message`, property
+/// bytes, allocator slack), for the budget.
+pub(crate) const ENTRY_OVERHEAD: usize = 160;
+
 /// Read back at most this much at a time (bounded latency under the queue lock).
 const REFILL_MAX: usize = 4 << 20;
 /// Buffered page-file writes are flushed at this size.
@@ -178,7 +182,7 @@ impl Pager {
                 break;
             }
             n += 1;
-            body += e.size as usize;
+            body += e.size as usize + ENTRY_OVERHEAD;
             stop = e.off + e.len as u64;
         }
         if stop > self.flushed {

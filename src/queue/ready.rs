@@ -1,7 +1,7 @@
 //! A queue's ready messages: one FIFO, or one FIFO per priority level for priority queues
 //! (x-max-priority). Requeued messages go back to their original position (by sequence).
 
-use super::pager::{Pager, Paging};
+use super::pager::{Pager, Paging, ENTRY_OVERHEAD};
 use super::QueuedMessage;
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -77,10 +77,14 @@ impl Ready {
 
     pub(crate) fn push_back(&mut self, m: QueuedMessage) {
         let size = m.msg.size();
+        // The budget counts what a message costs in memory, not only its body: small
+        // messages are mostly overhead.
+        let in_memory = self.len - self.paged();
+        let cost = self.mem_bytes + (in_memory + 1) * ENTRY_OVERHEAD + size;
         self.len += 1;
         self.bytes += size;
         let m = match &mut self.pager {
-            Some(p) if !p.is_empty() || self.mem_bytes + size > p.budget() => match p.page_out(m) {
+            Some(p) if !p.is_empty() || cost > p.budget() => match p.page_out(m) {
                 Ok(()) => return,
                 Err(m) => m,
             },
