@@ -31,6 +31,7 @@ pub mod broker;
 pub mod channel;
 pub mod config;
 pub mod connection;
+pub mod ctl;
 pub mod error;
 pub mod limits;
 pub mod message;
