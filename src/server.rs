@@ -19,7 +19,9 @@ pub async fn run(
 ) {
     let mut shutdown = broker.shutdown_signal();
     let mut conns = JoinSet::new();
-    loop {
+    // A shutdown requested before this task first ran is already the current value
+    // (changed() would wait for the next one).
+    while !*shutdown.borrow() {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((socket, peer)) => match &tls {
