@@ -14,6 +14,13 @@
 //!   headers matcher).
 //! - [`queue`]: a queue's messages and consumers behind one lock per queue; dispatch sends
 //!   deliveries to the consumer's connection task as [`connection::outbound::Outbound`].
+//! - [`auth`]: users (RabbitMQ's password hashes, tags) and per-vhost permissions; the
+//!   access-control table every channel handler consults through `ConnCtx::permit`.
+//! - [`alarm`]: memory/disk alarms and the per-connection throttle that blocks publishers.
+//! - [`limits`]: node and vhost connection limits, vhost queue limits.
+//! - [`tls`]: the amqps listener's rustls configuration and the socket halves shared by
+//!   plain and TLS connections.
+//! - [`ctl`]: the `warren-ctl` management client (RabbitMQ's management API paths).
 //!
 //! # Who owns what
 //!
@@ -31,6 +38,7 @@ pub mod broker;
 pub mod channel;
 pub mod config;
 pub mod connection;
+pub mod ctl;
 pub mod error;
 pub mod limits;
 pub mod message;

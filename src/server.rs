@@ -19,8 +19,8 @@ pub async fn run(
 ) {
     let mut shutdown = broker.shutdown_signal();
     let mut conns = JoinSet::new();
-    // A shutdown that began before this task first ran is already "seen" by the new
-    // receiver: check the value, not only for changes.
+    // A shutdown requested before this task first ran is already the current value
+    // (changed() would wait for the next one).
     while !*shutdown.borrow() {
         tokio::select! {
             accepted = listener.accept() => match accepted {

@@ -136,3 +136,54 @@ async fn same_names_in_two_vhosts_are_different_objects() {
     assert_eq!(ok.name().as_str(), "jobs");
     assert!(b.delete_vhost("team-a").is_err());
 }
+
+/// Users, vhosts, permissions and vhost limits are saved in the definitions file and come
+/// back after a restart; the default user is not re-created once the file lists users.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn users_vhosts_and_permissions_survive_restart() {
+    let dir = common::temp_data_dir();
+    let d2 = dir.clone();
+    let broker = common::start_broker_with(move |c| c.data_dir = d2).await;
+    let b = &broker.broker;
+    b.add_vhost("kept");
+    b.add_user("carol", "pw", vec!["monitoring".into()])
+        .unwrap();
+    b.set_permissions("carol", "kept", "^c", ".*", ".*")
+        .unwrap();
+    b.set_vhost_limits(
+        "kept",
+        warren::limits::VHostLimits {
+            max_connections: Some(3),
+            max_queues: None,
+        },
+    )
+    .unwrap();
+    b.delete_user("guest").unwrap();
+    common::within(DEADLINE, broker.shutdown()).await;
+
+    let d3 = dir.clone();
+    let broker = common::start_broker_with(move |c| c.data_dir = d3).await;
+    let b = &broker.broker;
+    assert!(b.user("guest").is_none(), "default user re-created");
+    let carol = b.authenticate("carol", "pw").expect("carol restored");
+    assert_eq!(carol.tags, vec!["monitoring"]);
+    assert_eq!(
+        b.auth
+            .permission("carol", "kept")
+            .unwrap()
+            .configure
+            .as_str(),
+        "^c"
+    );
+    assert_eq!(b.limits.get("kept").max_connections, Some(3));
+    let c = common::within(
+        DEADLINE,
+        Connection::connect(
+            &uri(&broker, "carol", "kept"),
+            ConnectionProperties::default(),
+        ),
+    )
+    .await
+    .expect("carol logs in after restart");
+    drop(c);
+}

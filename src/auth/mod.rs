@@ -170,9 +170,37 @@ impl Auth {
     }
 }
 
+/// RabbitMQ's `loopback_users`: true when `user` may not log in from `peer` (it is listed
+/// and the address is not a loopback one). A refusal looks like a failed login.
+pub fn loopback_refused(loopback_users: &[String], user: &str, peer: std::net::IpAddr) -> bool {
+    let loopback = match peer {
+        std::net::IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map_or(v6.is_loopback(), |v4| v4.is_loopback()),
+        v4 => v4.is_loopback(),
+    };
+    !loopback && loopback_users.iter().any(|l| l == user)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn loopback_users() {
+        let only_guest = vec!["guest".to_string()];
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert!(!loopback_refused(&only_guest, "guest", ip("127.0.0.1")));
+        assert!(!loopback_refused(&only_guest, "guest", ip("::1")));
+        assert!(!loopback_refused(
+            &only_guest,
+            "guest",
+            ip("::ffff:127.0.0.1")
+        ));
+        assert!(loopback_refused(&only_guest, "guest", ip("192.0.2.7")));
+        assert!(!loopback_refused(&only_guest, "alice", ip("192.0.2.7")));
+        assert!(!loopback_refused(&[], "guest", ip("192.0.2.7")));
+    }
 
     #[test]
     fn users_and_permissions() {

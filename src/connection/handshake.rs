@@ -153,8 +153,7 @@ impl Connection {
         // RabbitMQ's loopback_users: these may log in only from a loopback address; a
         // refusal looks like any other authentication failure to the client.
         let user = user.filter(|u| {
-            let ok = self.peer.ip().is_loopback()
-                || !cfg.loopback_users.iter().any(|l| l == &u.name);
+            let ok = !crate::auth::loopback_refused(&cfg.loopback_users, &u.name, self.peer.ip());
             if !ok {
                 tracing::warn!(peer = %self.peer, user = %u.name, "user '{}' can only connect via localhost", u.name);
             }
