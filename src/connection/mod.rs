@@ -256,6 +256,13 @@ impl Connection {
 
     async fn run(&mut self) {
         let mut shutdown = self.broker.shutdown_signal();
+        // A shutdown that began during the handshake is already the receiver's current
+        // value; changed() would only report the next one.
+        if *shutdown.borrow() {
+            self.close_with(AmqpError::connection_forced(format_args!(
+                "broker forced connection closure with reason 'shutdown'"
+            )));
+        }
         let hb = Duration::from_secs(self.heartbeat as u64);
         let mut ticker = tokio::time::interval(if hb.is_zero() {
             Duration::from_secs(3600)
