@@ -26,6 +26,10 @@ pub struct Broker {
     pub connections: DashMap<u64, ConnectionInfo>,
     /// Woken whenever definitions change; the definitions writer waits on it.
     pub definitions_changed: Arc<tokio::sync::Notify>,
+    /// Management statistics: connection registry, counters of closed objects, samples.
+    pub stats: crate::stats::Registry,
+    /// Policies per vhost (management).
+    pub policies: crate::policy::Policies,
 }
 
 #[derive(Debug, Clone)]
@@ -45,6 +49,8 @@ impl Broker {
             shutdown,
             connections: DashMap::new(),
             definitions_changed: Arc::new(tokio::sync::Notify::new()),
+            stats: crate::stats::Registry::new(),
+            policies: Default::default(),
             config,
         };
         b.add_vhost(&b.config.default_vhost.clone());

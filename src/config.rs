@@ -29,6 +29,9 @@ pub struct Config {
     pub consumer_timeout: Duration,
     /// Reported in server-properties.
     pub cluster_name: String,
+    /// Management HTTP port on the same address as AMQP; 0 picks a free one (tests),
+    /// `None` disables the management server.
+    pub management_port: Option<u16>,
 }
 
 impl Default for Config {
@@ -47,6 +50,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(10),
             consumer_timeout: Duration::from_secs(30 * 60),
             cluster_name: "warren@localhost".into(),
+            management_port: Some(15672),
         }
     }
 }

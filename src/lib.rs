@@ -14,6 +14,11 @@
 //!   headers matcher).
 //! - [`queue`]: a queue's messages and consumers behind one lock per queue; dispatch sends
 //!   deliveries to the consumer's connection task as [`connection::outbound::Outbound`].
+//! - [`stats`]: relaxed counters on queues and connections, the registry of open
+//!   connections, and the sampler task that turns counters into rates.
+//! - [`mgmt`]: the management HTTP server (RabbitMQ's API, web console, `/metrics`); it
+//!   only reads snapshots and calls the same vhost operations as AMQP methods.
+//! - [`policy`]: policies per vhost, matched against queue names.
 //!
 //! # Who owns what
 //!
@@ -24,6 +29,7 @@
 //! skipped has room. No lock is global and none is held across `.await`.
 
 #![deny(unsafe_code)]
+#![recursion_limit = "256"]
 
 pub mod broker;
 pub mod channel;
@@ -31,10 +37,13 @@ pub mod config;
 pub mod connection;
 pub mod error;
 pub mod message;
+pub mod mgmt;
+pub mod policy;
 pub mod protocol;
 pub mod queue;
 pub mod routing;
 pub mod server;
+pub mod stats;
 pub mod store;
 pub mod vhost;
 
@@ -48,6 +57,8 @@ use tokio::net::TcpListener;
 #[derive(Debug)]
 pub struct BrokerHandle {
     pub addr: SocketAddr,
+    /// Where the management HTTP API listens (None when disabled).
+    pub mgmt_addr: Option<SocketAddr>,
     pub broker: Arc<broker::Broker>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -98,6 +109,16 @@ pub async fn start(config: Config) -> std::io::Result<BrokerHandle> {
         Arc::downgrade(&broker),
         broker.definitions_changed.clone(),
     ));
+    tokio::spawn(stats::sampler(Arc::downgrade(&broker)));
+    let mgmt_addr = match broker.config.management_port {
+        Some(port) => Some(mgmt::start(broker.clone(), (broker.config.bind, port).into()).await?),
+        None => None,
+    };
     let task = tokio::spawn(server::run(broker.clone(), listener));
-    Ok(BrokerHandle { addr, broker, task })
+    Ok(BrokerHandle {
+        addr,
+        mgmt_addr,
+        broker,
+        task,
+    })
 }

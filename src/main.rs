@@ -42,6 +42,9 @@ struct Cli {
     /// Milliseconds a delivery may stay unacknowledged before its channel is closed.
     #[arg(long, env = "WARREN_CONSUMER_TIMEOUT", default_value_t = 1_800_000)]
     consumer_timeout: u64,
+    /// Management HTTP port (API, web console, /metrics); 0 disables it.
+    #[arg(long, env = "WARREN_MANAGEMENT_PORT", default_value_t = 15672)]
+    management_port: u16,
     /// Log level or filter (error, warn, info, debug, trace, or a tracing filter).
     #[arg(long, env = "WARREN_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -68,6 +71,7 @@ async fn main() {
         max_message_size: cli.max_message_size,
         handshake_timeout: std::time::Duration::from_secs(cli.handshake_timeout),
         consumer_timeout: std::time::Duration::from_millis(cli.consumer_timeout),
+        management_port: (cli.management_port != 0).then_some(cli.management_port),
         ..warren::Config::default()
     };
     let handle = match warren::start(config).await {
@@ -79,6 +83,10 @@ async fn main() {
     };
     tracing::info!(addr = %handle.addr, "warren listening");
     println!("warren listening on {}", handle.addr);
+    if let Some(m) = handle.mgmt_addr {
+        tracing::info!(addr = %m, "management listening");
+        println!("management on http://{m}/");
+    }
     wait_for_signal().await;
     tracing::info!("shutting down");
     handle.shutdown().await;

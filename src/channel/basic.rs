@@ -83,6 +83,7 @@ impl Channel {
             properties,
             body,
         } = a;
+        crate::stats::Counters::bump(&cx.stats.counters.publish, 1);
         let x = cx.vhost.existing_exchange(p.exchange.as_str())?;
         if x.internal {
             return Err(AmqpError::access_refused(format_args!(

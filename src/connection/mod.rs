@@ -15,6 +15,7 @@ use crate::channel::{Channel, ConnCtx};
 use crate::error::AmqpError;
 use crate::protocol::codec::{describe_frame, Frame, FrameDecoder, Method};
 use crate::protocol::encode::OutBuf;
+use crate::stats::ConnShared;
 use crate::vhost::VHost;
 use amq_protocol::protocol::{channel as cm, connection as conn, AMQPClass};
 use bytes::BytesMut;
@@ -71,6 +72,10 @@ pub struct Connection {
     last_write: Instant,
     /// The last read filled the buffer's spare room: the peer is sending a lot.
     read_filled: bool,
+    /// client-properties from connection.start-ok, as management JSON.
+    client_properties: serde_json::Value,
+    /// What management sees of this connection (registered once the handshake is done).
+    mgmt: Arc<ConnShared>,
 }
 
 /// Serves one accepted socket until it closes.
@@ -81,8 +86,11 @@ pub async fn serve(broker: Arc<Broker>, socket: TcpStream, peer: SocketAddr) {
     let frame_max = broker.config.frame_max;
     let channel_max = broker.config.channel_max;
     let now = Instant::now();
+    let id = broker.next_connection_id();
+    let local = writer.local_addr().unwrap_or(peer);
     let mut c = Connection {
-        id: broker.next_connection_id(),
+        mgmt: Arc::new(ConnShared::new(id, peer, local)),
+        id,
         broker,
         peer,
         reader,
@@ -105,6 +113,7 @@ pub async fn serve(broker: Arc<Broker>, socket: TcpStream, peer: SocketAddr) {
         last_read: now,
         last_write: now,
         read_filled: false,
+        client_properties: serde_json::Value::Null,
     };
     let timeout = c.broker.config.handshake_timeout;
     match tokio::time::timeout(timeout, c.handshake()).await {
@@ -119,9 +128,10 @@ pub async fn serve(broker: Arc<Broker>, socket: TcpStream, peer: SocketAddr) {
                     vhost,
                 },
             );
+            c.register_mgmt();
             c.run().await;
             c.teardown();
-            tracing::info!(conn = c.id, peer = %c.peer, "connection closed");
+            tracing::info!(conn = c.id, peer = %c.peer, user = %c.user, "connection closed");
         }
         Ok(Err(HandshakeEnd::Close(e))) => {
             tracing::info!(peer = %peer, error = %e, "handshake refused");
@@ -263,11 +273,16 @@ impl Connection {
             tokio::select! {
                 r = write_out(&mut self.writer, &self.out), if want_write => match r {
                     Ok(0) | Err(_) => done = true,
-                    Ok(n) => { self.out.advance(n); self.last_write = Instant::now(); }
+                    Ok(n) => {
+                        self.out.advance(n);
+                        self.last_write = Instant::now();
+                        self.mgmt.add_octets(0, n as u64);
+                    }
                 },
                 r = self.reader.read_buf(&mut self.inbuf), if can_read => match r {
                     Ok(0) | Err(_) => done = true,
                     Ok(n) => {
+                        self.mgmt.add_octets(n as u64, 0);
                         self.read_filled = n == spare_before;
                         self.last_read = Instant::now();
                         done = self.process_input();
@@ -297,6 +312,10 @@ impl Connection {
                 _ = ack_ticker.tick(), if !closing => self.check_ack_timeouts(ack_timeout),
                 _ = shutdown.changed(), if !closing => {
                     self.close_with(AmqpError::connection_forced(format_args!("broker forced connection closure with reason 'shutdown'")));
+                },
+                _ = self.mgmt.close.notified(), if !closing => {
+                    let reason = self.mgmt.close_reason.lock().take().unwrap_or_default();
+                    self.close_with(AmqpError::connection_forced(format_args!("{reason}")));
                 },
                 _ = tokio::time::sleep_until(close_deadline), if closing => done = true,
             }
@@ -427,7 +446,9 @@ impl Connection {
                         ))
                         .with_method(20, 10));
                     }
-                    self.channels.insert(channel, Channel::new(channel));
+                    let ch = Channel::new(channel);
+                    self.mgmt.channel_opened(&ch.shared);
+                    self.channels.insert(channel, ch);
                     self.out.method(
                         channel,
                         AMQPClass::Channel(cm::AMQPMethod::OpenOk(cm::OpenOk {})),
@@ -468,6 +489,7 @@ impl Connection {
             frame_max: self.frame_max,
             tx: &self.tx,
             cancel_notify: self.cancel_notify,
+            stats: &self.mgmt,
         };
         let result = match frame {
             Frame::Method(_, m) => {
@@ -596,6 +618,7 @@ impl Connection {
             frame_max: self.frame_max,
             tx: &self.tx,
             cancel_notify: self.cancel_notify,
+            stats: &self.mgmt,
         };
         match cmd {
             Outbound::Deliver {
@@ -642,5 +665,26 @@ impl Connection {
             vhost.remove_exclusive_queues(self.id);
         }
         self.broker.connections.remove(&self.id);
+        self.broker.stats.unregister(self.id);
+    }
+
+    /// Fills in what the handshake negotiated and makes the connection visible to management.
+    fn register_mgmt(&mut self) {
+        let placeholder = Arc::new(ConnShared::new(self.id, self.peer, self.peer));
+        let mut m = std::mem::replace(&mut self.mgmt, placeholder);
+        if let Some(inner) = Arc::get_mut(&mut m) {
+            inner.user = self.user.clone();
+            inner.vhost = self
+                .vhost
+                .as_ref()
+                .map(|v| v.name.clone())
+                .unwrap_or_default();
+            inner.frame_max = self.frame_max;
+            inner.channel_max = self.channel_max;
+            inner.heartbeat = self.heartbeat;
+            inner.client_properties = std::mem::take(&mut self.client_properties);
+        }
+        self.mgmt = m;
+        self.broker.stats.register(self.mgmt.clone());
     }
 }

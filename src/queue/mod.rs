@@ -19,6 +19,7 @@ mod ready;
 
 use crate::connection::outbound::Outbound;
 use crate::message::Message;
+use crate::stats::Counters;
 use crate::vhost::VHost;
 use amq_protocol::types::FieldTable;
 use args::{Overflow, QueueArgs};
@@ -79,6 +80,8 @@ pub struct Queue {
     state: Mutex<State>,
     unacked: AtomicU64,
     deleted: AtomicBool,
+    /// Message counters for management (relaxed atomics; see `stats`).
+    pub counters: crate::stats::Counters,
     /// Wakes the timer task (a new head with an expiry, a consumer change).
     timer: Arc<Notify>,
 }
@@ -116,6 +119,7 @@ impl Queue {
             state: Mutex::new(state),
             unacked: AtomicU64::new(0),
             deleted: AtomicBool::new(false),
+            counters: Default::default(),
             timer: Arc::new(Notify::new()),
         });
         if q.args.expires.is_some() {
@@ -203,6 +207,7 @@ impl Queue {
                     redelivered: false,
                     expires_at,
                 });
+                Counters::bump(&self.counters.publish, 1);
                 self.dispatch_locked(&mut st, &mut expired, Some(now));
                 while self.args.overflow == Overflow::DropHead && over(&st, 0, 0) {
                     match st.ready.pop_front() {
@@ -296,6 +301,12 @@ impl Queue {
             }
             if !c.no_ack {
                 self.unacked.fetch_add(1, SeqCst);
+                Counters::bump(&self.counters.deliver, 1);
+            } else {
+                Counters::bump(&self.counters.deliver_no_ack, 1);
+            }
+            if m.redelivered {
+                Counters::bump(&self.counters.redeliver, 1);
             }
             let out = Outbound::Deliver {
                 consumer: c.clone(),
@@ -385,6 +396,12 @@ impl Queue {
             st.ready.pop_front().map(|m| {
                 if !no_ack {
                     self.unacked.fetch_add(1, SeqCst);
+                    Counters::bump(&self.counters.get, 1);
+                } else {
+                    Counters::bump(&self.counters.get_no_ack, 1);
+                }
+                if m.redelivered {
+                    Counters::bump(&self.counters.redeliver, 1);
                 }
                 (m, st.ready.len() as u32)
             })
@@ -396,6 +413,7 @@ impl Queue {
     /// Acknowledged deliveries: forget them.
     pub fn acked(&self, n: u64) {
         self.unacked.fetch_sub(n, SeqCst);
+        Counters::bump(&self.counters.ack, n);
     }
 
     /// Rejected deliveries (requeue=false): dead-letter them.
@@ -469,6 +487,11 @@ impl Queue {
         let n = st.ready.clear() as u32;
         self.timer.notify_one();
         (n, std::mem::take(&mut st.consumers))
+    }
+
+    /// The attached consumers (management listing).
+    pub fn consumers(&self) -> Vec<Arc<Consumer>> {
+        self.state.lock().consumers.clone()
     }
 
     /// True when a consumer with this exact identity is attached.

@@ -20,6 +20,7 @@ pub fn temp_data_dir() -> std::path::PathBuf {
 pub async fn start_broker_with(f: impl FnOnce(&mut Config)) -> BrokerHandle {
     let mut config = Config {
         port: 0,
+        management_port: Some(0),
         data_dir: temp_data_dir(),
         ..Config::default()
     };
