@@ -97,6 +97,7 @@ impl Broker {
 
     /// Asks every connection to close with 320 CONNECTION_FORCED.
     pub fn begin_shutdown(&self) {
-        let _ = self.shutdown.send(true);
+        // send_replace stores the value even while no task has subscribed yet.
+        self.shutdown.send_replace(true);
     }
 }

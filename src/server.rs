@@ -26,7 +26,8 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener) {
                 }
             },
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            _ = shutdown.changed() => break,
+            // wait_for sees a shutdown that began before this task first ran.
+            _ = async { let _ = shutdown.wait_for(|down| *down).await; } => break,
         }
     }
     drop(listener);

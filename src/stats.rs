@@ -314,10 +314,14 @@ impl Registry {
         }
     }
 
+    /// Finds a connection by its name; `+` also stands for a space (rabbitmqadmin sends
+    /// names encoded with Python's `quote_plus`).
     pub fn connection_by_name(&self, name: &str) -> Option<Arc<ConnShared>> {
+        let plus = name.replace('+', " ");
         self.connections
             .iter()
             .find(|c| c.name == name)
+            .or_else(|| self.connections.iter().find(|c| c.name == plus))
             .map(|c| c.clone())
     }
 
@@ -394,10 +398,15 @@ impl Registry {
             let key = Arc::as_ptr(q) as usize;
             seen.insert(key);
             let s = q.counters.snap();
-            let e = h
-                .queues
-                .entry(key)
-                .or_insert_with(|| (Arc::downgrade(q), s, Series::default()));
+            let e = h.queues.entry(key).or_insert_with(|| {
+                // A queue new since the last sample counted up from zero during it.
+                let mut series = Series::default();
+                series.push(
+                    at.saturating_sub(SAMPLE_INTERVAL.as_millis() as u64),
+                    Snap::default(),
+                );
+                (Arc::downgrade(q), s, series)
+            });
             e.1 = s;
             e.2.push(at, s);
         }
@@ -421,7 +430,9 @@ impl Registry {
             let (r, s) = (c.recv_oct.load(Relaxed), c.send_oct.load(Relaxed));
             recv_oct += r;
             send_oct += s;
-            let series = h.conns.entry(c.id).or_default();
+            let series = h.conns.entry(c.id).or_insert_with(|| {
+                VecDeque::from([(at.saturating_sub(SAMPLE_INTERVAL.as_millis() as u64), 0, 0)])
+            });
             series.push_back((at, r, s));
             if series.len() > window_samples() + 1 {
                 series.pop_front();

@@ -33,7 +33,7 @@ pub async fn start(broker: Arc<Broker>, addr: SocketAddr) -> std::io::Result<Soc
     tokio::spawn(async move {
         let r = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
-                let _ = shutdown.changed().await;
+                let _ = shutdown.wait_for(|down| *down).await;
             })
             .await;
         if let Err(e) = r {

@@ -423,7 +423,11 @@ pub async fn bind(
         vh.bind_exchange(&dest, exchange_name(&source), &rk, &a)
     };
     r.map_err(amqp_error)?;
-    let loc = mj::properties_key(&rk, &a);
+    let loc = format!(
+        "{}/{}",
+        mj::percent_encode(&dest),
+        mj::percent_encode(&mj::properties_key(&rk, &a))
+    );
     let mut resp = StatusCode::CREATED.into_response();
     if let Ok(h) = axum::http::HeaderValue::from_str(&loc) {
         resp.headers_mut().insert(axum::http::header::LOCATION, h);

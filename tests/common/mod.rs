@@ -36,3 +36,4 @@ pub async fn start_broker() -> BrokerHandle {
 pub async fn within<T>(d: Duration, fut: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(d, fut).await.expect("timed out")
 }
+pub mod http;
