@@ -84,7 +84,24 @@ impl Api {
         self.request("DELETE", path, None, &[]).await
     }
 
+    /// One request; fails the test if the server takes more than 30 s to answer.
     pub async fn request(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<String>,
+        headers: &[(&str, &str)],
+    ) -> Response {
+        let what = format!("{method} {path}");
+        tokio::time::timeout(
+            std::time::Duration::from_secs(30),
+            self.request_inner(method, path, body, headers),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{what}: no answer within 30 s"))
+    }
+
+    async fn request_inner(
         &self,
         method: &str,
         path: &str,
@@ -111,10 +128,42 @@ impl Api {
         req.push_str("\r\n");
         req.push_str(&body);
         s.write_all(req.as_bytes()).await.unwrap();
+        // Read until the response is complete: some servers (chromedriver) keep the
+        // connection open despite `Connection: close`.
         let mut raw = Vec::new();
-        s.read_to_end(&mut raw).await.unwrap();
+        let mut buf = [0u8; 16384];
+        loop {
+            if complete(&raw) {
+                break;
+            }
+            let n = s.read(&mut buf).await.unwrap();
+            if n == 0 {
+                break;
+            }
+            raw.extend_from_slice(&buf[..n]);
+        }
         parse(&raw)
     }
+}
+
+/// True once `raw` holds a whole response (by Content-Length or the last chunk).
+fn complete(raw: &[u8]) -> bool {
+    let Some(split) = raw.windows(4).position(|w| w == b"\r\n\r\n") else {
+        return false;
+    };
+    let head = String::from_utf8_lossy(&raw[..split]).to_ascii_lowercase();
+    let body = &raw[split + 4..];
+    if let Some(len) = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        return body.len() >= len;
+    }
+    if head.contains("transfer-encoding: chunked") {
+        return body.ends_with(b"0\r\n\r\n");
+    }
+    false
 }
 
 fn parse(raw: &[u8]) -> Response {

@@ -104,7 +104,7 @@
       g.beginPath(); g.moveTo(left, y); g.lineTo(right, y); g.stroke();
       g.fillText((max * i / 4).toFixed(max < 10 ? 1 : 0), 4, y + 4);
     }
-    const n = 120;
+    const n = Math.min(120, Math.max(30, series.length));
     keys.forEach(([k, color]) => {
       g.strokeStyle = color; g.lineWidth = 2; g.beginPath();
       series.forEach((s, i) => {
@@ -154,13 +154,13 @@
     if (v === "exchange") return renderExchange();
   }
 
-  function renderOverview() {
+  async function renderOverview() {
     frame("overview", `<div id="overview">
       <div class="card totals" id="totals"></div>
       <div class="charts">
         <div class="card chart"><h3>Message rates (per second)</h3><canvas id="rates-chart"></canvas><div class="legend" id="rates-legend"></div></div>
         <div class="card chart"><h3>Queued messages</h3><canvas id="queued-chart"></canvas><div class="legend" id="queued-legend"></div></div>
-      </div></div>`);
+      </div><div class="card" id="overview-queues"></div></div>`);
     const o = state.overview;
     if (o) {
       const t = o.object_totals;
@@ -172,6 +172,15 @@
     const last = state.samples[state.samples.length - 1];
     $("#rates-legend").innerHTML = legend(SERIES, last);
     $("#queued-legend").innerHTML = legend(QSERIES, last);
+    const qs = await api("GET", "/queues");
+    const el = $("#overview-queues");
+    if (el) el.innerHTML = "<h3>Queues</h3>" + (qs.length ? table([
+      ["Virtual host", (q) => esc(q.vhost)],
+      ["Name", (q) => `<a class="drill" href="#queue/${enc(q.vhost)}/${enc(q.name)}">${esc(q.name)}</a>`],
+      ["Ready", (q) => q.messages_ready], ["Unacked", (q) => q.messages_unacknowledged],
+      ["Consumers", (q) => q.consumers], ["incoming/s", (q) => rateOf(q, "publish")],
+      ["deliver/get/s", (q) => rateOf(q, "deliver_get")], ["ack/s", (q) => rateOf(q, "ack")],
+    ], qs) : "No queues");
   }
 
   async function renderConnections() {
