@@ -1,5 +1,7 @@
-//! Broker-wide registries: virtual hosts, users, and the shutdown signal.
+//! Broker-wide registries: virtual hosts, users and permissions ([`crate::auth`]), and the
+//! shutdown signal.
 
+use crate::auth::{Auth, AuthError, Permission, User};
 use crate::config::Config;
 use crate::vhost::VHost;
 use dashmap::DashMap;
@@ -7,23 +9,21 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::watch;
 
-#[derive(Debug, Clone)]
-pub struct User {
-    pub name: String,
-    pub password: String,
-    pub tags: Vec<String>,
-}
-
 #[derive(Debug)]
 pub struct Broker {
     pub config: Config,
     vhosts: DashMap<String, Arc<VHost>>,
-    users: DashMap<String, User>,
+    /// Users and permissions; see [`crate::auth`] and the user/vhost methods below.
+    pub auth: Auth,
     next_connection_id: AtomicU64,
     /// Flips to true when the broker shuts down; every connection watches it.
     shutdown: watch::Sender<bool>,
     /// Open connections (for shutdown accounting and, later, management).
     pub connections: DashMap<u64, ConnectionInfo>,
+    /// Per-vhost limits (max-connections, max-queues).
+    pub limits: crate::limits::Limits,
+    /// Resource alarms (memory, disk): set/clear/active; connections watch it.
+    pub alarms: crate::alarm::Alarms,
     /// Woken whenever definitions change; the definitions writer waits on it.
     pub definitions_changed: Arc<tokio::sync::Notify>,
     /// Management statistics: connection registry, counters of closed objects, samples.
@@ -37,6 +37,8 @@ pub struct ConnectionInfo {
     pub peer: std::net::SocketAddr,
     pub user: String,
     pub vhost: String,
+    /// Reaches the connection's task (force-close when its vhost is deleted).
+    pub control: crate::connection::outbound::ConnSender,
 }
 
 impl Broker {
@@ -44,7 +46,9 @@ impl Broker {
         let (shutdown, _) = watch::channel(false);
         let b = Broker {
             vhosts: DashMap::new(),
-            users: DashMap::new(),
+            auth: Auth::new(),
+            limits: Default::default(),
+            alarms: crate::alarm::Alarms::new(config.vm_memory_high_watermark),
             next_connection_id: AtomicU64::new(1),
             shutdown,
             connections: DashMap::new(),
@@ -54,23 +58,156 @@ impl Broker {
             config,
         };
         b.add_vhost(&b.config.default_vhost.clone());
-        b.users.insert(
-            b.config.default_user.clone(),
-            User {
-                name: b.config.default_user.clone(),
-                password: b.config.default_pass.clone(),
-                tags: vec!["administrator".into()],
-            },
-        );
+        b.add_default_user();
         Arc::new(b)
     }
 
+    /// The default user (`guest`), tagged administrator, with full permissions on the
+    /// default vhost, as RabbitMQ creates on first boot.
+    pub fn add_default_user(&self) {
+        let c = &self.config;
+        self.auth.put_user(User::with_password(
+            &c.default_user,
+            &c.default_pass,
+            vec!["administrator".into()],
+        ));
+        let _ = self
+            .auth
+            .set_permission(&c.default_user, &c.default_vhost, Permission::full());
+    }
+
+    /// Creates a vhost (or returns the existing one): idempotent, as `PUT /api/vhosts/{name}`.
     pub fn add_vhost(&self, name: &str) -> Arc<VHost> {
         let changed = self.definitions_changed.clone();
-        self.vhosts
+        let mut created = false;
+        let v = self
+            .vhosts
             .entry(name.to_string())
-            .or_insert_with(|| VHost::new(name, changed))
-            .clone()
+            .or_insert_with(|| {
+                created = true;
+                VHost::new(name, changed)
+            })
+            .clone();
+        if created {
+            self.definitions_changed.notify_one();
+        }
+        v
+    }
+
+    /// Deletes a vhost: its connections are closed with 320 CONNECTION_FORCED, its queues
+    /// deleted (consumers elsewhere are cancelled), its permissions removed.
+    pub fn delete_vhost(&self, name: &str) -> Result<(), AuthError> {
+        let Some((_, vhost)) = self.vhosts.remove(name) else {
+            return Err(AuthError::NoSuchVHost(name.to_string()));
+        };
+        let reason =
+            crate::error::AmqpError::connection_forced(format_args!("vhost '{name}' is deleted"));
+        let victims: Vec<_> = self
+            .connections
+            .iter()
+            .filter(|c| c.vhost == name)
+            .map(|c| c.control.clone())
+            .collect();
+        for control in victims {
+            let _ = control.send(crate::connection::outbound::Outbound::ForceClose(
+                reason.clone(),
+            ));
+        }
+        for q in vhost.queues() {
+            vhost.remove_queue(&q);
+        }
+        self.auth.clear_vhost(name);
+        self.limits.clear(name);
+        self.definitions_changed.notify_one();
+        Ok(())
+    }
+
+    /// Sets a vhost's limits (`rabbitmqctl set_vhost_limits`); the vhost must exist.
+    pub fn set_vhost_limits(
+        &self,
+        vhost: &str,
+        limits: crate::limits::VHostLimits,
+    ) -> Result<(), AuthError> {
+        if self.vhost(vhost).is_none() {
+            return Err(AuthError::NoSuchVHost(vhost.to_string()));
+        }
+        self.limits.set(vhost, limits);
+        self.definitions_changed.notify_one();
+        Ok(())
+    }
+
+    // ---------- users and permissions ----------
+
+    /// Adds a user with a password hashed in RabbitMQ's default scheme; refuses an
+    /// existing name.
+    pub fn add_user(&self, name: &str, password: &str, tags: Vec<String>) -> Result<(), AuthError> {
+        self.auth
+            .add_user(User::with_password(name, password, tags))?;
+        self.definitions_changed.notify_one();
+        Ok(())
+    }
+
+    /// Creates or replaces a user (hash already computed); true when new.
+    pub fn put_user(&self, user: User) -> bool {
+        let new = self.auth.put_user(user);
+        self.definitions_changed.notify_one();
+        new
+    }
+
+    /// Deletes a user and its permissions. Open connections of the user stay open, as in
+    /// RabbitMQ.
+    pub fn delete_user(&self, name: &str) -> Result<(), AuthError> {
+        self.auth.delete_user(name)?;
+        self.definitions_changed.notify_one();
+        Ok(())
+    }
+
+    pub fn users(&self) -> Vec<Arc<User>> {
+        self.auth.users()
+    }
+
+    pub fn user(&self, name: &str) -> Option<Arc<User>> {
+        self.auth.user(name)
+    }
+
+    /// Sets a user's configure/write/read patterns in a vhost (RabbitMQ's
+    /// `set_permissions`); the user and the vhost must exist and the patterns compile.
+    pub fn set_permissions(
+        &self,
+        user: &str,
+        vhost: &str,
+        configure: &str,
+        write: &str,
+        read: &str,
+    ) -> Result<(), AuthError> {
+        if self.vhost(vhost).is_none() {
+            return Err(AuthError::NoSuchVHost(vhost.to_string()));
+        }
+        let p = Permission::new(configure, write, read).map_err(|e| {
+            let pattern = [configure, write, read]
+                .into_iter()
+                .find(|p| regex::Regex::new(p).is_err())
+                .unwrap_or(configure);
+            AuthError::InvalidPattern {
+                pattern: pattern.to_string(),
+                reason: e.to_string(),
+            }
+        })?;
+        self.auth.set_permission(user, vhost, p)?;
+        self.definitions_changed.notify_one();
+        Ok(())
+    }
+
+    /// Removes a user's permissions in a vhost; true when there were some.
+    pub fn clear_permissions(&self, user: &str, vhost: &str) -> bool {
+        let removed = self.auth.clear_permission(user, vhost);
+        self.definitions_changed.notify_one();
+        removed
+    }
+
+    /// Every permission as (user, vhost, permission).
+    pub fn permissions(&self) -> Vec<(String, String, Arc<Permission>)> {
+        self.auth.permissions()
     }
 
     pub fn vhosts(&self) -> Vec<Arc<VHost>> {
@@ -82,9 +219,19 @@ impl Broker {
     }
 
     /// Checks a username and password.
-    pub fn authenticate(&self, user: &str, pass: &str) -> Option<User> {
-        let u = self.users.get(user)?;
-        (u.password == pass).then(|| u.clone())
+    pub fn authenticate(&self, user: &str, pass: &str) -> Option<Arc<User>> {
+        self.auth.authenticate(user, pass)
+    }
+
+    /// Closes one connection with `reason` (320 CONNECTION_FORCED and a text); false when
+    /// there is no such connection.
+    pub fn close_connection(&self, id: u64, reason: crate::error::AmqpError) -> bool {
+        let Some(control) = self.connections.get(&id).map(|c| c.control.clone()) else {
+            return false;
+        };
+        control
+            .send(crate::connection::outbound::Outbound::ForceClose(reason))
+            .is_ok()
     }
 
     pub fn next_connection_id(&self) -> u64 {

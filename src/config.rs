@@ -32,6 +32,18 @@ pub struct Config {
     /// Management HTTP port on the same address as AMQP; 0 picks a free one (tests),
     /// `None` disables the management server.
     pub management_port: Option<u16>,
+    /// Users that may connect only from a loopback address (RabbitMQ's `loopback_users`,
+    /// `["guest"]` by default; empty allows them from anywhere).
+    pub loopback_users: Vec<String>,
+    /// Publishers are blocked while the broker's RSS is above this (RabbitMQ's
+    /// `vm_memory_high_watermark`, 0.4 of RAM).
+    pub vm_memory_high_watermark: crate::alarm::Watermark,
+    /// Node-wide connection limit (RabbitMQ's `connection_max`); `None` is unlimited.
+    pub max_connections: Option<u64>,
+    /// The amqps listener, when configured.
+    pub tls: Option<crate::tls::TlsConfig>,
+    /// How often the memory monitor samples RSS.
+    pub memory_monitor_interval: Duration,
 }
 
 impl Default for Config {
@@ -51,6 +63,11 @@ impl Default for Config {
             consumer_timeout: Duration::from_secs(30 * 60),
             cluster_name: "warren@localhost".into(),
             management_port: Some(15672),
+            loopback_users: vec!["guest".into()],
+            vm_memory_high_watermark: crate::alarm::Watermark::default(),
+            memory_monitor_interval: Duration::from_millis(1000),
+            tls: None,
+            max_connections: None,
         }
     }
 }

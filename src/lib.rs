@@ -31,11 +31,15 @@
 #![deny(unsafe_code)]
 #![recursion_limit = "256"]
 
+pub mod alarm;
+pub mod auth;
 pub mod broker;
 pub mod channel;
 pub mod config;
 pub mod connection;
+pub mod ctl;
 pub mod error;
+pub mod limits;
 pub mod message;
 pub mod mgmt;
 pub mod policy;
@@ -45,6 +49,7 @@ pub mod routing;
 pub mod server;
 pub mod stats;
 pub mod store;
+pub mod tls;
 pub mod vhost;
 
 pub use config::Config;
@@ -59,6 +64,8 @@ pub struct BrokerHandle {
     pub addr: SocketAddr,
     /// Where the management HTTP API listens (None when disabled).
     pub mgmt_addr: Option<SocketAddr>,
+    /// The amqps listener's address, when TLS is configured.
+    pub tls_addr: Option<SocketAddr>,
     pub broker: Arc<broker::Broker>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -95,6 +102,15 @@ pub async fn start(config: Config) -> std::io::Result<BrokerHandle> {
     let saved = store::definitions::load(&config.data_dir)?;
     let listener = TcpListener::bind((config.bind, config.port)).await?;
     let addr = listener.local_addr()?;
+    let tls = match &config.tls {
+        Some(t) => {
+            let acceptor = tls::acceptor(t)?;
+            let l = TcpListener::bind((config.bind, t.port)).await?;
+            Some((l.local_addr()?, l, acceptor))
+        }
+        None => None,
+    };
+    let tls_addr = tls.as_ref().map(|t| t.0);
     let broker = broker::Broker::new(config);
     if let Some(d) = &saved {
         store::definitions::restore(&broker, d);
@@ -114,9 +130,23 @@ pub async fn start(config: Config) -> std::io::Result<BrokerHandle> {
         Some(port) => Some(mgmt::start(broker.clone(), (broker.config.bind, port).into()).await?),
         None => None,
     };
-    let task = tokio::spawn(server::run(broker.clone(), listener));
+    tokio::spawn(alarm::memory_monitor(
+        Arc::downgrade(&broker),
+        broker.config.memory_monitor_interval,
+    ));
+    let plain = server::run(broker.clone(), listener, None);
+    let task = match tls {
+        Some((_, l, acceptor)) => {
+            let secure = server::run(broker.clone(), l, Some(acceptor));
+            tokio::spawn(async move {
+                tokio::join!(plain, secure);
+            })
+        }
+        None => tokio::spawn(plain),
+    };
     Ok(BrokerHandle {
         addr,
+        tls_addr,
         mgmt_addr,
         broker,
         task,

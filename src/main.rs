@@ -45,6 +45,34 @@ struct Cli {
     /// Management HTTP port (API, web console, /metrics); 0 disables it.
     #[arg(long, env = "WARREN_MANAGEMENT_PORT", default_value_t = 15672)]
     management_port: u16,
+    /// Users that may connect only from loopback addresses (comma-separated; "" for none).
+    #[arg(long, env = "WARREN_LOOPBACK_USERS", default_value = "guest")]
+    loopback_users: String,
+    /// Memory high watermark: a fraction of RAM (0.4) or bytes (1073741824, 512MiB).
+    /// Publishers are blocked while the broker uses more.
+    #[arg(long, env = "WARREN_VM_MEMORY_HIGH_WATERMARK", default_value = "0.4", value_parser = warren::alarm::Watermark::parse)]
+    vm_memory_high_watermark: warren::alarm::Watermark,
+    /// amqps port (used when --tls-cert-file and --tls-key-file are given).
+    #[arg(long, env = "WARREN_TLS_PORT", default_value_t = 5671)]
+    tls_port: u16,
+    /// PEM certificate chain for amqps.
+    #[arg(long, env = "WARREN_TLS_CERT_FILE", requires = "tls_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    /// PEM private key for amqps.
+    #[arg(long, env = "WARREN_TLS_KEY_FILE", requires = "tls_cert_file")]
+    tls_key_file: Option<PathBuf>,
+    /// PEM CA bundle for verifying client certificates.
+    #[arg(long, env = "WARREN_TLS_CA_FILE")]
+    tls_ca_file: Option<PathBuf>,
+    /// Ask for and verify client certificates (needs --tls-ca-file); enables EXTERNAL.
+    #[arg(long, env = "WARREN_TLS_VERIFY_PEER")]
+    tls_verify_peer: bool,
+    /// Refuse TLS clients without a certificate (with --tls-verify-peer).
+    #[arg(long, env = "WARREN_TLS_FAIL_IF_NO_PEER_CERT")]
+    tls_fail_if_no_peer_cert: bool,
+    /// Node-wide connection limit (unlimited when absent).
+    #[arg(long, env = "WARREN_MAX_CONNECTIONS")]
+    max_connections: Option<u64>,
     /// Log level or filter (error, warn, info, debug, trace, or a tracing filter).
     #[arg(long, env = "WARREN_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -72,6 +100,20 @@ async fn main() {
         handshake_timeout: std::time::Duration::from_secs(cli.handshake_timeout),
         consumer_timeout: std::time::Duration::from_millis(cli.consumer_timeout),
         management_port: (cli.management_port != 0).then_some(cli.management_port),
+        loopback_users: warren::auth::parse_tags(&cli.loopback_users),
+        vm_memory_high_watermark: cli.vm_memory_high_watermark,
+        max_connections: cli.max_connections,
+        tls: match (cli.tls_cert_file, cli.tls_key_file) {
+            (Some(cert_file), Some(key_file)) => Some(warren::tls::TlsConfig {
+                port: cli.tls_port,
+                cert_file,
+                key_file,
+                ca_file: cli.tls_ca_file,
+                verify_peer: cli.tls_verify_peer,
+                fail_if_no_peer_cert: cli.tls_fail_if_no_peer_cert,
+            }),
+            _ => None,
+        },
         ..warren::Config::default()
     };
     let handle = match warren::start(config).await {
@@ -86,6 +128,9 @@ async fn main() {
     if let Some(m) = handle.mgmt_addr {
         tracing::info!(addr = %m, "management listening");
         println!("management on http://{m}/");
+    }
+    if let Some(a) = handle.tls_addr {
+        println!("warren listening for amqps on {a}");
     }
     wait_for_signal().await;
     tracing::info!("shutting down");

@@ -162,6 +162,11 @@ impl Policies {
         l.len() != before
     }
 
+    /// Drops a deleted vhost's policies.
+    pub fn delete_vhost(&self, vhost: &str) {
+        self.list.write().retain(|p| p.vhost != vhost);
+    }
+
     /// The effective policy of an object: the highest priority match (ties: first added).
     pub fn matching(&self, vhost: &str, name: &str, kind: &str) -> Option<Policy> {
         let l = self.list.read();

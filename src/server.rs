@@ -10,15 +10,26 @@ use tokio::task::JoinSet;
 /// How long shutdown waits for connections to finish their close handshake.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
-pub async fn run(broker: Arc<Broker>, listener: TcpListener) {
+/// Accepts on `listener`; with `tls`, each socket first completes a TLS handshake (under
+/// the AMQP handshake timeout, so a client that stalls mid-TLS is dropped too).
+pub async fn run(
+    broker: Arc<Broker>,
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let mut shutdown = broker.shutdown_signal();
     let mut conns = JoinSet::new();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
-                Ok((socket, peer)) => {
-                    conns.spawn(crate::connection::serve(broker.clone(), socket, peer));
-                }
+                Ok((socket, peer)) => match &tls {
+                    None => {
+                        conns.spawn(crate::connection::serve(broker.clone(), socket, peer));
+                    }
+                    Some(acceptor) => {
+                        conns.spawn(serve_tls(broker.clone(), acceptor.clone(), socket, peer));
+                    }
+                },
                 Err(e) => {
                     // Out of file descriptors and similar: back off instead of spinning.
                     tracing::error!(error = %e, "accept failed");
@@ -36,4 +47,22 @@ pub async fn run(broker: Arc<Broker>, listener: TcpListener) {
     })
     .await;
     conns.abort_all();
+}
+
+async fn serve_tls(
+    broker: Arc<Broker>,
+    acceptor: tokio_rustls::TlsAcceptor,
+    socket: tokio::net::TcpStream,
+    peer: std::net::SocketAddr,
+) {
+    let _ = socket.set_nodelay(true);
+    let timeout = broker.config.handshake_timeout;
+    match tokio::time::timeout(timeout, acceptor.accept(socket)).await {
+        Ok(Ok(stream)) => {
+            let (r, w, cn) = crate::tls::split_tls(stream);
+            crate::connection::serve_stream(broker, r, w, peer, cn).await;
+        }
+        Ok(Err(e)) => tracing::info!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
+    }
 }

@@ -17,7 +17,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use tokio::sync::Notify;
 
 /// How often the sampler snapshots counters.
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(1);
@@ -148,9 +147,8 @@ pub struct ConnShared {
     pub send_cnt: AtomicU64,
     /// Open channels (weak: the connection task owns them). Short lock, on open and on read.
     pub channels: Mutex<Vec<Weak<ChannelShared>>>,
-    /// DELETE /api/connections/{name}: the reason, then a wake-up of the connection task.
-    pub close_reason: Mutex<Option<String>>,
-    pub close: Notify,
+    /// Served over TLS (amqps).
+    pub tls: bool,
 }
 
 impl ConnShared {
@@ -173,8 +171,7 @@ impl ConnShared {
             recv_cnt: AtomicU64::new(0),
             send_cnt: AtomicU64::new(0),
             channels: Mutex::new(Vec::new()),
-            close_reason: Mutex::new(None),
-            close: Notify::new(),
+            tls: false,
         }
     }
 
@@ -194,12 +191,6 @@ impl ConnShared {
         v.sort_by_key(|c| c.id);
         v.dedup_by_key(|c| c.id);
         v
-    }
-
-    /// Asks the connection task to close with 320 CONNECTION_FORCED.
-    pub fn force_close(&self, reason: String) {
-        *self.close_reason.lock() = Some(reason);
-        self.close.notify_one();
     }
 
     pub fn add_octets(&self, recv: u64, send: u64) {

@@ -4,6 +4,7 @@ use super::{
     group_by_queue, requeue_grouped, Channel, ConnCtx, ConsumerEntry, Mode, Settle, TxAck,
     TxPublish,
 };
+use crate::auth::{access::Resource, Access};
 use crate::error::{AmqpError, AmqpResult};
 use crate::message::Message;
 use crate::protocol::codec::ShortStr;
@@ -83,6 +84,7 @@ impl Channel {
             properties,
             body,
         } = a;
+        cx.permit(Access::Write, Resource::Exchange, p.exchange.as_str())?;
         crate::stats::Counters::bump(&cx.stats.counters.publish, 1);
         let x = cx.vhost.existing_exchange(p.exchange.as_str())?;
         if x.internal {
@@ -93,12 +95,7 @@ impl Channel {
         }
         let summary = properties::summary(&properties).unwrap_or_default();
         if let Some(uid) = &summary.user_id {
-            if uid != cx.user {
-                return Err(AmqpError::precondition_failed(format_args!(
-                    "user_id property set to '{uid}' but authenticated user was '{}'",
-                    cx.user
-                )));
-            }
+            cx.check_user_id(uid)?;
         }
         let properties = match summary.reply_to.as_deref() {
             Some(REPLY_TO) => {
@@ -226,8 +223,9 @@ impl Channel {
             self.reply_queue = Some(q.clone());
             q
         } else {
-            cx.vhost
-                .usable_queue(&self.queue_name(c.queue.as_str())?, cx.conn_id)?
+            let name = self.queue_name(c.queue.as_str())?;
+            cx.permit(Access::Read, Resource::Queue, &name)?;
+            cx.vhost.usable_queue(&name, cx.conn_id)?
         };
         if let Some(v) = c.arguments.inner().get("x-priority") {
             if crate::queue::args::int_value(v).is_none() {
@@ -329,9 +327,9 @@ impl Channel {
     }
 
     fn get(&mut self, g: b::Get, cx: &mut ConnCtx<'_>) -> AmqpResult<()> {
-        let q = cx
-            .vhost
-            .usable_queue(&self.queue_name(g.queue.as_str())?, cx.conn_id)?;
+        let name = self.queue_name(g.queue.as_str())?;
+        cx.permit(Access::Read, Resource::Queue, &name)?;
+        let q = cx.vhost.usable_queue(&name, cx.conn_id)?;
         match q.get(g.no_ack) {
             Some((m, remaining)) => {
                 let tag = self.next_tag;

@@ -2,9 +2,22 @@
 
 use super::basic::generated_name;
 use super::{Channel, ConnCtx};
+use crate::auth::{access::Resource, Access};
 use crate::error::{AmqpError, AmqpResult};
+use crate::routing::ExchangeKind;
 use crate::vhost::{ExchangeDeclare, QueueDeclare};
 use amq_protocol::protocol::{exchange as x, queue as q, AMQPClass};
+use amq_protocol::types::{AMQPValue, FieldTable};
+
+/// A string-valued argument naming an exchange (`alternate-exchange`,
+/// `x-dead-letter-exchange`), for the permission checks RabbitMQ makes on it.
+fn exchange_arg<'a>(args: &'a FieldTable, key: &str) -> Option<&'a str> {
+    match args.inner().get(key)? {
+        AMQPValue::LongString(s) => std::str::from_utf8(s.as_bytes()).ok(),
+        AMQPValue::ShortString(s) => Some(s.as_str()),
+        _ => None,
+    }
+}
 
 impl Channel {
     pub(super) fn handle_exchange(
@@ -15,6 +28,19 @@ impl Channel {
         match m {
             x::AMQPMethod::Declare(d) => {
                 let nowait = d.nowait;
+                let name = d.exchange.as_str();
+                // After the type and default-exchange checks, as RabbitMQ; the
+                // alternate exchange is checked only when the exchange is new.
+                if !d.passive && !name.is_empty() && ExchangeKind::parse(d.kind.as_str()).is_some()
+                {
+                    cx.permit(Access::Configure, Resource::Exchange, name)?;
+                    if cx.vhost.exchange(name).is_none() {
+                        if let Some(ae) = exchange_arg(&d.arguments, "alternate-exchange") {
+                            cx.permit(Access::Read, Resource::Exchange, name)?;
+                            cx.permit(Access::Write, Resource::Exchange, ae)?;
+                        }
+                    }
+                }
                 cx.vhost.declare_exchange(&ExchangeDeclare {
                     name: d.exchange.to_string(),
                     kind: d.kind.to_string(),
@@ -32,6 +58,10 @@ impl Channel {
                 }
             }
             x::AMQPMethod::Delete(d) => {
+                let name = d.exchange.as_str();
+                if !name.is_empty() && !name.starts_with("amq.") {
+                    cx.permit(Access::Configure, Resource::Exchange, name)?;
+                }
                 cx.vhost.delete_exchange(d.exchange.as_str(), d.if_unused)?;
                 if !d.nowait {
                     self.reply(
@@ -41,6 +71,12 @@ impl Channel {
                 }
             }
             x::AMQPMethod::Bind(bd) => {
+                permit_binding(
+                    cx,
+                    Resource::Exchange,
+                    bd.destination.as_str(),
+                    bd.source.as_str(),
+                )?;
                 cx.vhost.bind_exchange(
                     bd.destination.as_str(),
                     bd.source.as_str(),
@@ -52,6 +88,12 @@ impl Channel {
                 }
             }
             x::AMQPMethod::Unbind(u) => {
+                permit_binding(
+                    cx,
+                    Resource::Exchange,
+                    u.destination.as_str(),
+                    u.source.as_str(),
+                )?;
                 cx.vhost.unbind_exchange(
                     u.destination.as_str(),
                     u.source.as_str(),
@@ -88,6 +130,16 @@ impl Channel {
                     self.queue_name(d.queue.as_str())?
                 };
                 let nowait = d.nowait;
+                if !d.passive {
+                    cx.permit(Access::Configure, Resource::Queue, &name)?;
+                    if cx.vhost.queue(&name).is_none() {
+                        crate::limits::check_new_queue(cx.broker, cx.vhost, &name)?;
+                        if let Some(dlx) = exchange_arg(&d.arguments, "x-dead-letter-exchange") {
+                            cx.permit(Access::Read, Resource::Queue, &name)?;
+                            cx.permit(Access::Write, Resource::Exchange, dlx)?;
+                        }
+                    }
+                }
                 let (queue, _) = cx.vhost.declare_queue(
                     &QueueDeclare {
                         name,
@@ -125,6 +177,7 @@ impl Channel {
                 } else {
                     bd.routing_key.to_string()
                 };
+                permit_binding(cx, Resource::Queue, &queue, bd.exchange.as_str())?;
                 cx.vhost.bind_queue(
                     &queue,
                     bd.exchange.as_str(),
@@ -137,8 +190,10 @@ impl Channel {
                 }
             }
             q::AMQPMethod::Unbind(u) => {
+                let queue = self.queue_name(u.queue.as_str())?;
+                permit_binding(cx, Resource::Queue, &queue, u.exchange.as_str())?;
                 cx.vhost.unbind_queue(
-                    &self.queue_name(u.queue.as_str())?,
+                    &queue,
                     u.exchange.as_str(),
                     u.routing_key.as_str(),
                     &u.arguments,
@@ -150,9 +205,9 @@ impl Channel {
                 );
             }
             q::AMQPMethod::Purge(p) => {
-                let queue = cx
-                    .vhost
-                    .usable_queue(&self.queue_name(p.queue.as_str())?, cx.conn_id)?;
+                let name = self.queue_name(p.queue.as_str())?;
+                cx.permit(Access::Read, Resource::Queue, &name)?;
+                let queue = cx.vhost.usable_queue(&name, cx.conn_id)?;
                 let n = queue.purge();
                 if !p.nowait {
                     self.reply(
@@ -162,12 +217,11 @@ impl Channel {
                 }
             }
             q::AMQPMethod::Delete(d) => {
-                let n = cx.vhost.delete_queue(
-                    &self.queue_name(d.queue.as_str())?,
-                    d.if_unused,
-                    d.if_empty,
-                    cx.conn_id,
-                )?;
+                let name = self.queue_name(d.queue.as_str())?;
+                cx.permit(Access::Configure, Resource::Queue, &name)?;
+                let n = cx
+                    .vhost
+                    .delete_queue(&name, d.if_unused, d.if_empty, cx.conn_id)?;
                 if !d.nowait {
                     self.reply(
                         cx,
@@ -183,4 +237,20 @@ impl Channel {
         }
         Ok(())
     }
+}
+
+/// Bindings need write on the destination, then read on the source (RabbitMQ's
+/// `binding_action`); between the two RabbitMQ refuses the default exchange, which the
+/// vhost does here.
+fn permit_binding(
+    cx: &ConnCtx<'_>,
+    dest_kind: Resource,
+    dest: &str,
+    source: &str,
+) -> AmqpResult<()> {
+    cx.permit(Access::Write, dest_kind, dest)?;
+    if source.is_empty() || (dest_kind == Resource::Exchange && dest.is_empty()) {
+        return Ok(());
+    }
+    cx.permit(Access::Read, Resource::Exchange, source)
 }

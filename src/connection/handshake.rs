@@ -44,6 +44,7 @@ pub fn server_properties(cluster_name: &str) -> FieldTable {
         ("basic.nack", AMQPValue::Boolean(true)),
         ("consumer_cancel_notify", AMQPValue::Boolean(true)),
         ("authentication_failure_close", AMQPValue::Boolean(true)),
+        ("connection.blocked", AMQPValue::Boolean(true)),
         ("per_consumer_qos", AMQPValue::Boolean(true)),
         ("consumer_priorities", AMQPValue::Boolean(true)),
         ("direct_reply_to", AMQPValue::Boolean(true)),
@@ -110,7 +111,11 @@ impl Connection {
                 version_major: 0,
                 version_minor: 9,
                 server_properties: server_properties(&cfg.cluster_name),
-                mechanisms: "PLAIN AMQPLAIN".into(),
+                mechanisms: if self.peer_cn.is_some() {
+                    "PLAIN AMQPLAIN EXTERNAL".into()
+                } else {
+                    "PLAIN AMQPLAIN".into()
+                },
                 locales: "en_US".into(),
             })),
         );
@@ -124,13 +129,38 @@ impl Connection {
         self.read_client_capabilities(&start_ok.client_properties);
         self.client_properties = crate::mgmt::json::field_table(&start_ok.client_properties);
         let mechanism = start_ok.mechanism.as_str();
-        if mechanism != "PLAIN" && mechanism != "AMQPLAIN" {
+        let external = mechanism == "EXTERNAL" && self.peer_cn.is_some();
+        if mechanism != "PLAIN" && mechanism != "AMQPLAIN" && !external {
             return Err(HandshakeEnd::Silent);
         }
-        let creds = sasl::parse(mechanism, start_ok.response.as_bytes());
-        let user = creds
-            .as_ref()
-            .and_then(|c| self.broker.authenticate(&c.username, &c.password));
+        let (creds, user) = if external {
+            // EXTERNAL: the verified client certificate's CN names the user; no password.
+            let cn = self.peer_cn.clone().unwrap_or_default();
+            let user = self.broker.user(&cn);
+            (
+                Some(sasl::Credentials {
+                    username: cn,
+                    password: String::new(),
+                }),
+                user,
+            )
+        } else {
+            let creds = sasl::parse(mechanism, start_ok.response.as_bytes());
+            let user = creds
+                .as_ref()
+                .and_then(|c| self.broker.authenticate(&c.username, &c.password));
+            (creds, user)
+        };
+        // RabbitMQ's loopback_users: these may log in only from a loopback address; a
+        // refusal looks like any other authentication failure to the client.
+        let user = user.filter(|u| {
+            let ok = self.peer.ip().is_loopback()
+                || !cfg.loopback_users.iter().any(|l| l == &u.name);
+            if !ok {
+                tracing::warn!(peer = %self.peer, user = %u.name, "user '{}' can only connect via localhost", u.name);
+            }
+            ok
+        });
         let Some(user) = user else {
             let who = creds.map(|c| c.username).unwrap_or_default();
             tracing::warn!(peer = %self.peer, user = %who, mechanism, "authentication failed");
@@ -144,7 +174,7 @@ impl Connection {
             }
             return Err(HandshakeEnd::Silent);
         };
-        self.user = user.name;
+        self.user = user.name.clone();
 
         // tune / tune-ok.
         let (server_frame_max, server_channel_max, server_heartbeat) =
@@ -196,6 +226,12 @@ impl Connection {
                     .with_method(10, 40),
             ));
         };
+        self.broker
+            .auth
+            .check_vhost(&self.user, vhost_name)
+            .map_err(|e| HandshakeEnd::Close(e.with_method(10, 40)))?;
+        crate::limits::check_connection(&self.broker, &self.user, vhost_name)
+            .map_err(|e| HandshakeEnd::Close(e.with_method(10, 40)))?;
         self.vhost = Some(vhost);
         self.out.method(
             0,
@@ -210,6 +246,7 @@ impl Connection {
             let flag = |k: &str| matches!(caps.inner().get(k), Some(AMQPValue::Boolean(true)));
             self.cancel_notify = flag("consumer_cancel_notify");
             self.auth_failure_close = flag("authentication_failure_close");
+            self.blocked_notify = flag("connection.blocked");
         }
     }
 }

@@ -16,6 +16,7 @@ use crate::error::AmqpError;
 use crate::protocol::codec::{describe_frame, Frame, FrameDecoder, Method};
 use crate::protocol::encode::OutBuf;
 use crate::stats::ConnShared;
+use crate::tls::{ReadHalf, WriteHalf};
 use crate::vhost::VHost;
 use amq_protocol::protocol::{channel as cm, connection as conn, AMQPClass};
 use bytes::BytesMut;
@@ -27,7 +28,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -49,8 +49,10 @@ pub struct Connection {
     id: u64,
     broker: Arc<Broker>,
     peer: SocketAddr,
-    reader: OwnedReadHalf,
-    writer: OwnedWriteHalf,
+    reader: ReadHalf,
+    writer: WriteHalf,
+    /// The verified TLS client certificate's common name: the EXTERNAL login.
+    peer_cn: Option<String>,
     inbuf: BytesMut,
     out: OutBuf,
     decoder: FrameDecoder,
@@ -63,6 +65,10 @@ pub struct Connection {
     heartbeat: u16,
     cancel_notify: bool,
     auth_failure_close: bool,
+    /// The client advertised the `connection.blocked` capability.
+    blocked_notify: bool,
+    /// Publisher flow control under resource alarms (see [`crate::alarm`]).
+    throttle: crate::alarm::Throttle,
     channels: HashMap<u16, Channel>,
     /// Channels in confirm mode with confirms to flush after this input batch.
     confirm_dirty: Vec<u16>,
@@ -81,20 +87,39 @@ pub struct Connection {
 /// Serves one accepted socket until it closes.
 pub async fn serve(broker: Arc<Broker>, socket: TcpStream, peer: SocketAddr) {
     let _ = socket.set_nodelay(true);
-    let (reader, writer) = socket.into_split();
+    let (reader, writer) = crate::tls::split_tcp(socket);
+    serve_stream(broker, reader, writer, peer, None).await
+}
+
+/// Serves a connection over plain or TLS halves; `peer_cn` is the client certificate's
+/// common name when TLS verified one.
+pub async fn serve_stream(
+    broker: Arc<Broker>,
+    reader: ReadHalf,
+    writer: WriteHalf,
+    peer: SocketAddr,
+    peer_cn: Option<String>,
+) {
     let (tx, rx) = mpsc::unbounded_channel();
     let frame_max = broker.config.frame_max;
     let channel_max = broker.config.channel_max;
     let now = Instant::now();
     let id = broker.next_connection_id();
-    let local = writer.local_addr().unwrap_or(peer);
+    let (local, tls) = match &writer {
+        WriteHalf::Tcp(w) => (w.local_addr().unwrap_or(peer), false),
+        WriteHalf::Tls(_) => ((broker.config.bind, 0).into(), true),
+    };
     let mut c = Connection {
-        mgmt: Arc::new(ConnShared::new(id, peer, local)),
+        mgmt: Arc::new(ConnShared {
+            tls,
+            ..ConnShared::new(id, peer, local)
+        }),
         id,
         broker,
         peer,
         reader,
         writer,
+        peer_cn,
         inbuf: BytesMut::with_capacity(READ_CHUNK_IDLE),
         out: OutBuf::new(),
         decoder: FrameDecoder::new(frame_max),
@@ -107,6 +132,8 @@ pub async fn serve(broker: Arc<Broker>, socket: TcpStream, peer: SocketAddr) {
         heartbeat: 0,
         cancel_notify: false,
         auth_failure_close: false,
+        blocked_notify: false,
+        throttle: Default::default(),
         channels: HashMap::new(),
         confirm_dirty: Vec::new(),
         closing_since: None,
@@ -126,6 +153,7 @@ pub async fn serve(broker: Arc<Broker>, socket: TcpStream, peer: SocketAddr) {
                     peer,
                     user: c.user.clone(),
                     vhost,
+                    control: c.tx.clone(),
                 },
             );
             c.register_mgmt();
@@ -144,7 +172,7 @@ pub async fn serve(broker: Arc<Broker>, socket: TcpStream, peer: SocketAddr) {
     let _ = c.writer.shutdown().await;
 }
 
-async fn write_out(writer: &mut OwnedWriteHalf, out: &OutBuf) -> std::io::Result<usize> {
+async fn write_out(writer: &mut WriteHalf, out: &OutBuf) -> std::io::Result<usize> {
     let mut slices = [IoSlice::new(&[]); 64];
     let n = out.io_slices(&mut slices);
     writer.write_vectored(&slices[..n]).await
@@ -249,6 +277,9 @@ impl Connection {
             (ack_timeout / 4).clamp(Duration::from_millis(20), Duration::from_secs(15)),
         );
         ack_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut alarms = self.broker.alarms.subscribe();
+        let initial = *alarms.borrow_and_update();
+        self.on_alarms(initial);
         let mut done = false;
         while !done {
             let closing = self.closing_since.is_some();
@@ -257,7 +288,7 @@ impl Connection {
                 .map(|t| t + CLOSE_GRACE)
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             let want_write = !self.out.is_empty();
-            let can_read = self.out.len() < OUT_READ_PAUSE;
+            let can_read = self.out.len() < OUT_READ_PAUSE && self.throttle.can_read();
             let can_recv = self.out.len() < OUT_HIGH_WATER && !closing;
             // Small reads while idle (memory per connection), large ones under load: a read
             // that filled the buffer asks for a big one next time.
@@ -300,8 +331,18 @@ impl Connection {
                         }
                     }
                 },
+                r = alarms.changed() => {
+                    if r.is_ok() {
+                        let set = *alarms.borrow_and_update();
+                        done = self.on_alarms(set);
+                    }
+                },
                 _ = ticker.tick(), if !hb.is_zero() => {
                     let now = Instant::now();
+                    if self.throttle.is_blocked() {
+                        // Not reading a blocked publisher: its heartbeats wait in the socket.
+                        self.last_read = now;
+                    }
                     if now.duration_since(self.last_read) > hb * 2 {
                         tracing::warn!(conn = self.id, peer = %self.peer, "missed heartbeats from client, timeout: {}s", hb.as_secs());
                         done = true;
@@ -313,15 +354,39 @@ impl Connection {
                 _ = shutdown.changed(), if !closing => {
                     self.close_with(AmqpError::connection_forced(format_args!("broker forced connection closure with reason 'shutdown'")));
                 },
-                _ = self.mgmt.close.notified(), if !closing => {
-                    let reason = self.mgmt.close_reason.lock().take().unwrap_or_default();
-                    self.close_with(AmqpError::connection_forced(format_args!("{reason}")));
-                },
                 _ = tokio::time::sleep_until(close_deadline), if closing => done = true,
             }
         }
         // Best effort: let the peer read what we last said (close-ok, close).
         let _ = tokio::time::timeout(Duration::from_secs(1), self.flush()).await;
+    }
+
+    /// The broker's alarm set changed: tell the client if it is blocked or unblocked, and
+    /// handle the frames left in the input buffer when it was blocked. True when the
+    /// connection is finished.
+    fn on_alarms(&mut self, set: crate::alarm::AlarmSet) -> bool {
+        let was_blocked = self.throttle.is_blocked();
+        let notice = self.throttle.on_alarms(set);
+        self.send_notice(notice);
+        was_blocked && self.throttle.can_read() && self.process_input()
+    }
+
+    fn send_notice(&mut self, notice: Option<crate::alarm::Notice>) {
+        if !self.blocked_notify || self.closing_since.is_some() {
+            return;
+        }
+        let method = match notice {
+            Some(crate::alarm::Notice::Blocked(reason)) => {
+                conn::AMQPMethod::Blocked(conn::Blocked {
+                    reason: reason.as_str().into(),
+                })
+            }
+            Some(crate::alarm::Notice::Unblocked) => {
+                conn::AMQPMethod::Unblocked(conn::Unblocked {})
+            }
+            None => return,
+        };
+        self.out.method(0, AMQPClass::Connection(method));
     }
 
     /// Closes channels whose oldest unacknowledged delivery is too old (406); their
@@ -376,6 +441,13 @@ impl Connection {
                     break;
                 }
             };
+            let publish = matches!(frame, Frame::Method(_, Method::Publish(_)));
+            if publish {
+                // Under a resource alarm a publisher is blocked after this publish: the
+                // rest of the input waits (unread) until the alarm clears.
+                let notice = self.throttle.on_publish(&self.broker.alarms);
+                self.send_notice(notice);
+            }
             match self.handle_frame(frame) {
                 Ok(true) => {
                     finished = true;
@@ -388,6 +460,9 @@ impl Connection {
                         break;
                     }
                 }
+            }
+            if publish && !self.throttle.can_read() {
+                break;
             }
         }
         for id in std::mem::take(&mut self.confirm_dirty) {
@@ -642,6 +717,7 @@ impl Connection {
                     ch.cancel_ok(consumer, nowait, &mut cx);
                 }
             }
+            Outbound::ForceClose(e) => self.close_with(e),
         }
     }
 

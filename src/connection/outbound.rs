@@ -24,6 +24,8 @@ pub enum Outbound {
         consumer: Arc<Consumer>,
         nowait: bool,
     },
+    /// Close the connection with this error (vhost deleted, management force-close).
+    ForceClose(crate::error::AmqpError),
 }
 
 /// Unbounded: producers are bounded by consumer credit (prefetch and the in-flight window),

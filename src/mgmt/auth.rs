@@ -4,7 +4,8 @@
 //! tags are refused.
 
 use super::{not_authorised, ApiError};
-use crate::broker::{Broker, User};
+use crate::auth::User;
+use crate::broker::Broker;
 use axum::extract::{Request, State};
 use axum::http::{header, Method, StatusCode};
 use axum::middleware::Next;
@@ -14,11 +15,11 @@ use std::sync::Arc;
 
 /// The authenticated user of a request (a request extension).
 #[derive(Debug, Clone)]
-pub struct Caller(pub User);
+pub struct Caller(pub Arc<User>);
 
 impl Caller {
     pub fn has(&self, tag: &str) -> bool {
-        self.0.tags.iter().any(|t| t == tag)
+        self.0.has_tag(tag)
     }
 
     pub fn is_admin(&self) -> bool {
@@ -36,6 +37,7 @@ fn admin_only(method: &Method, path: &str) -> bool {
         && (p.starts_with("/users")
             || p.starts_with("/vhosts")
             || p.starts_with("/permissions")
+            || p.starts_with("/vhost-limits")
             || p.starts_with("/definitions")))
         || p.starts_with("/users")
         || p.starts_with("/permissions")

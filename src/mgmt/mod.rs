@@ -115,10 +115,26 @@ fn router(broker: Arc<Broker>) -> Router {
         )
         .route("/vhosts/{vhost}/permissions", get(read::vhost_permissions))
         .route("/users", get(read::users))
-        .route("/users/{name}", get(read::user))
+        .route(
+            "/users/{name}",
+            get(read::user)
+                .put(write::put_user)
+                .delete(write::delete_user),
+        )
         .route("/users/{name}/permissions", get(read::user_permissions))
         .route("/permissions", get(read::permissions))
-        .route("/permissions/{vhost}/{user}", get(read::permission))
+        .route(
+            "/permissions/{vhost}/{user}",
+            get(read::permission)
+                .put(write::put_permission)
+                .delete(write::delete_permission),
+        )
+        .route("/vhost-limits", get(read::vhost_limits))
+        .route("/vhost-limits/{vhost}", get(read::vhost_limits_of))
+        .route(
+            "/vhost-limits/{vhost}/{name}",
+            axum::routing::put(write::put_vhost_limit).delete(write::delete_vhost_limit),
+        )
         .route("/definitions", get(defs::export).post(defs::import_all))
         .route(
             "/definitions/{vhost}",

@@ -3,7 +3,8 @@
 use super::auth::Caller;
 use super::json::{self, node_name};
 use super::{not_found, ApiResult, B};
-use crate::broker::{Broker, User};
+use crate::auth::User;
+use crate::broker::Broker;
 use crate::stats::ConnShared;
 use axum::extract::Path;
 use axum::response::IntoResponse;
@@ -21,20 +22,18 @@ fn list(v: Vec<Value>) -> ApiResult {
 
 pub const VERSION: &str = "3.10.8";
 
-/// The users Warren knows.
-// TODO(security merge): list users from the auth model once `src/auth/` lands.
-pub fn users_of(b: &Broker) -> Vec<User> {
-    let c = &b.config;
-    b.authenticate(&c.default_user, &c.default_pass)
-        .into_iter()
-        .collect()
+/// The users Warren knows, by name.
+pub fn users_of(b: &Broker) -> Vec<Arc<User>> {
+    let mut v = b.users();
+    v.sort_by(|a, b| a.name.cmp(&b.name));
+    v
 }
 
 pub fn user_json(u: &User) -> Value {
     json!({
         "name": u.name,
-        "password_hash": "",
-        "hashing_algorithm": "rabbit_password_hashing_sha256",
+        "password_hash": u.password_hash,
+        "hashing_algorithm": u.hashing_algorithm.as_str(),
         "tags": u.tags,
         "limits": {},
     })
@@ -170,11 +169,11 @@ fn node_json(b: &Broker) -> Value {
         "mem_used": rss_bytes(),
         "mem_used_details": json::details(0.0),
         "mem_limit": 0,
-        "mem_alarm": false,
+        "mem_alarm": b.alarms.active().iter().any(|r| r.as_str() == "memory"),
         "disk_free": 0,
         "disk_free_details": json::details(0.0),
         "disk_free_limit": 50_000_000,
-        "disk_free_alarm": false,
+        "disk_free_alarm": b.alarms.active().iter().any(|r| r.as_str() == "disk"),
         "fd_used": fd_count(),
         "fd_used_details": json::details(0.0),
         "fd_total": 1_048_576,
@@ -547,18 +546,16 @@ pub async fn vhost(axum::extract::State(b): B, Path(v): Path<String>) -> ApiResu
     ok(vhost_json(&b, &vh))
 }
 
-/// Every user has full permissions on every vhost until the permission model lands.
-// TODO(security merge): read per-vhost permissions from `src/auth/`.
+/// Every permission, as RabbitMQ lists them (by user, then vhost).
 pub fn permissions_of(b: &Broker) -> Vec<Value> {
-    let mut vs = b.vhosts();
-    vs.sort_by(|a, b| a.name.cmp(&b.name));
-    let mut out = Vec::new();
-    for u in users_of(b) {
-        for v in &vs {
-            out.push(json!({"user": u.name, "vhost": v.name, "configure": ".*", "write": ".*", "read": ".*"}));
-        }
-    }
-    out
+    let mut ps = b.permissions();
+    ps.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    ps.iter()
+        .map(|(user, vhost, p)| {
+            json!({"user": user, "vhost": vhost, "configure": p.configure.as_str(),
+                   "write": p.write.as_str(), "read": p.read.as_str()})
+        })
+        .collect()
 }
 
 pub async fn permissions(axum::extract::State(b): B) -> ApiResult {
@@ -599,7 +596,7 @@ pub async fn user_permissions(axum::extract::State(b): B, Path(u): Path<String>)
 }
 
 pub async fn users(axum::extract::State(b): B) -> ApiResult {
-    list(users_of(&b).iter().map(user_json).collect())
+    list(users_of(&b).iter().map(|u| user_json(u)).collect())
 }
 
 pub async fn user(axum::extract::State(b): B, Path(name): Path<String>) -> ApiResult {
@@ -634,7 +631,40 @@ pub async fn policy(
     ok(p.to_json())
 }
 
-// TODO(security merge): report `broker.alarms` (src/alarm.rs) once it lands.
-pub async fn alarms() -> ApiResult {
-    ok(json!({"status": "ok"}))
+/// 200 `{"status":"ok"}`, or 503 listing the alarms in effect, as RabbitMQ.
+pub async fn alarms(axum::extract::State(b): B) -> ApiResult {
+    let active = b.alarms.active();
+    if active.is_empty() {
+        return ok(json!({"status": "ok"}));
+    }
+    let node = node_name(&b);
+    let alarms: Vec<Value> = active
+        .iter()
+        .map(|r| json!({"node": node, "resource": r.as_str()}))
+        .collect();
+    Ok((
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        Json(json!({"status": "failed", "reason": "resource alarm(s) in effect in the cluster", "alarms": alarms})),
+    )
+        .into_response())
+}
+
+/// `[{"vhost": ..., "value": {...}}]` for vhosts with limits.
+pub async fn vhost_limits(axum::extract::State(b): B) -> ApiResult {
+    list(
+        b.limits
+            .all()
+            .into_iter()
+            .map(|(v, l)| json!({"vhost": v, "value": l.to_json()}))
+            .collect(),
+    )
+}
+
+pub async fn vhost_limits_of(axum::extract::State(b): B, Path(v): Path<String>) -> ApiResult {
+    b.vhost(&v).ok_or_else(not_found)?;
+    let l = b.limits.get(&v);
+    if l.is_empty() {
+        return list(vec![]);
+    }
+    list(vec![json!({"vhost": v, "value": l.to_json()})])
 }

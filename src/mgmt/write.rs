@@ -75,7 +75,10 @@ pub async fn close_connection(
         .unwrap_or("Closed via management plugin")
         .to_string();
     tracing::info!(conn = c.id, peer = %c.peer, user = %c.user, %reason, "closing connection via management");
-    c.force_close(reason);
+    b.close_connection(
+        c.id,
+        crate::error::AmqpError::connection_forced(format_args!("{reason}")),
+    );
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -464,13 +467,114 @@ pub async fn put_vhost(axum::extract::State(b): B, Path(v): Path<String>) -> Api
     Ok(created_or_updated(!existed))
 }
 
-// TODO(security merge): vhost deletion belongs to the vhost/user model on `security`.
 pub async fn delete_vhost(axum::extract::State(b): B, Path(v): Path<String>) -> ApiResult {
-    let vh = vhost(&b, &v)?;
-    Err(bad_request(format!(
-        "deleting vhost '{}' is not supported yet",
-        vh.name
-    )))
+    vhost(&b, &v)?;
+    b.delete_vhost(&v).map_err(|e| bad_request(e.to_string()))?;
+    b.policies.delete_vhost(&v);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Tags as a list or RabbitMQ's comma-separated string.
+fn tags(m: &Map<String, Value>) -> Vec<String> {
+    match m.get("tags") {
+        Some(Value::String(s)) => crate::auth::parse_tags(s),
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|t| t.as_str().map(str::to_string))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+pub async fn put_user(
+    axum::extract::State(b): B,
+    Path(name): Path<String>,
+    raw: Bytes,
+) -> ApiResult {
+    use crate::auth::{HashingAlgorithm, User};
+    let m = body(&raw)?;
+    let user = if let Some(p) = m.get("password").and_then(|p| p.as_str()) {
+        User::with_password(&name, p, tags(&m))
+    } else if let Some(h) = m.get("password_hash").and_then(|p| p.as_str()) {
+        let alg = match m.get("hashing_algorithm").and_then(|a| a.as_str()) {
+            Some(a) => HashingAlgorithm::parse(a)
+                .ok_or_else(|| bad_request(format!("unknown hashing algorithm '{a}'")))?,
+            None => HashingAlgorithm::Sha256,
+        };
+        User::with_hash(&name, h, alg, tags(&m))
+    } else {
+        return Err(bad_request("Must specify a password or a password hash."));
+    };
+    Ok(created_or_updated(b.put_user(user)))
+}
+
+pub async fn delete_user(axum::extract::State(b): B, Path(name): Path<String>) -> ApiResult {
+    b.delete_user(&name).map_err(|_| not_found())?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn put_permission(
+    axum::extract::State(b): B,
+    Path((v, user)): Path<(String, String)>,
+    raw: Bytes,
+) -> ApiResult {
+    vhost(&b, &v)?;
+    if b.user(&user).is_none() {
+        return Err(bad_request(format!("user '{user}' does not exist")));
+    }
+    let m = body(&raw)?;
+    let get = |k: &str| m.get(k).and_then(|x| x.as_str()).unwrap_or("").to_string();
+    let existed = b
+        .permissions()
+        .iter()
+        .any(|(u, vh, _)| *u == user && *vh == v);
+    b.set_permissions(&user, &v, &get("configure"), &get("write"), &get("read"))
+        .map_err(|e| bad_request(e.to_string()))?;
+    Ok(created_or_updated(!existed))
+}
+
+pub async fn delete_permission(
+    axum::extract::State(b): B,
+    Path((v, user)): Path<(String, String)>,
+) -> ApiResult {
+    vhost(&b, &v)?;
+    if !b.clear_permissions(&user, &v) {
+        return Err(not_found());
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// PUT /api/vhost-limits/{vhost}/{max-connections|max-queues} with `{"value": N}`.
+pub async fn put_vhost_limit(
+    axum::extract::State(b): B,
+    Path((v, name)): Path<(String, String)>,
+    raw: Bytes,
+) -> ApiResult {
+    vhost(&b, &v)?;
+    let m = body(&raw)?;
+    let value = m
+        .get("value")
+        .cloned()
+        .ok_or_else(|| bad_request("value not provided"))?;
+    let mut current = b.limits.get(&v).to_json();
+    current.insert(name, value);
+    let l = crate::limits::VHostLimits::from_json(&current).map_err(bad_request)?;
+    b.set_vhost_limits(&v, l)
+        .map_err(|e| bad_request(e.to_string()))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn delete_vhost_limit(
+    axum::extract::State(b): B,
+    Path((v, name)): Path<(String, String)>,
+) -> ApiResult {
+    vhost(&b, &v)?;
+    let mut current = b.limits.get(&v).to_json();
+    current.remove(&name);
+    let l = crate::limits::VHostLimits::from_json(&current).map_err(bad_request)?;
+    b.set_vhost_limits(&v, l)
+        .map_err(|e| bad_request(e.to_string()))?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 pub async fn put_policy(

@@ -19,7 +19,14 @@ use std::sync::{Arc, Weak};
 #[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Definitions {
     #[serde(default)]
+    pub users: Vec<UserDef>,
+    #[serde(default)]
     pub vhosts: Vec<VHostDef>,
+    #[serde(default)]
+    pub permissions: Vec<PermissionDef>,
+    /// Runtime parameters; Warren reads and writes the `vhost-limits` component.
+    #[serde(default)]
+    pub parameters: Vec<ParameterDef>,
     #[serde(default)]
     pub exchanges: Vec<ExchangeDef>,
     #[serde(default)]
@@ -33,6 +40,59 @@ pub struct VHostDef {
     pub name: String,
 }
 
+/// A user as RabbitMQ exports it. `tags` is a list since 3.9 and a comma-separated string
+/// before; both are read, a list is written.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct UserDef {
+    pub name: String,
+    #[serde(default)]
+    pub password_hash: String,
+    #[serde(default = "default_hashing_algorithm")]
+    pub hashing_algorithm: String,
+    #[serde(default, deserialize_with = "tags_from_list_or_string")]
+    pub tags: Vec<String>,
+    #[serde(default)]
+    pub limits: Map<String, Value>,
+}
+
+fn default_hashing_algorithm() -> String {
+    crate::auth::HashingAlgorithm::Sha256.as_str().to_string()
+}
+
+fn tags_from_list_or_string<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Tags {
+        List(Vec<String>),
+        Text(String),
+    }
+    Ok(match Tags::deserialize(d)? {
+        Tags::List(l) => l,
+        Tags::Text(t) => crate::auth::parse_tags(&t),
+    })
+}
+
+/// A runtime parameter as RabbitMQ exports it (`vhost-limits` is the one Warren uses).
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct ParameterDef {
+    pub component: String,
+    pub name: String,
+    pub vhost: String,
+    pub value: Value,
+}
+
+/// A user's permissions in one vhost, as RabbitMQ exports them.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct PermissionDef {
+    pub user: String,
+    pub vhost: String,
+    pub configure: String,
+    pub write: String,
+    pub read: String,
+}
+
 #[derive(Debug, Serialize, Deserialize, PartialEq)]
 pub struct ExchangeDef {
     pub name: String,
@@ -41,6 +101,8 @@ pub struct ExchangeDef {
     pub kind: String,
     pub durable: bool,
     pub auto_delete: bool,
+    /// RabbitMQ 3.10's export leaves it out.
+    #[serde(default)]
     pub internal: bool,
     #[serde(default)]
     pub arguments: Map<String, Value>,
@@ -139,6 +201,7 @@ pub fn json_to_table(o: &Map<String, Value>) -> FieldTable {
 /// The durable definitions of a running broker.
 pub fn snapshot(broker: &Broker) -> Definitions {
     let mut d = Definitions::default();
+    snapshot_users(broker, &mut d);
     for vhost in broker.vhosts() {
         d.vhosts.push(VHostDef {
             name: vhost.name.clone(),
@@ -198,11 +261,105 @@ pub fn snapshot(broker: &Broker) -> Definitions {
     d
 }
 
-/// Recreates saved definitions in a fresh broker.
-pub fn restore(broker: &Broker, d: &Definitions) {
+/// Users and permissions, in RabbitMQ's export shape.
+fn snapshot_users(broker: &Broker, d: &mut Definitions) {
+    for u in broker.users() {
+        d.users.push(UserDef {
+            name: u.name.clone(),
+            password_hash: u.password_hash.clone(),
+            hashing_algorithm: u.hashing_algorithm.as_str().to_string(),
+            tags: u.tags.clone(),
+            limits: Map::new(),
+        });
+    }
+    for (user, vhost, p) in broker.permissions() {
+        d.permissions.push(PermissionDef {
+            user,
+            vhost,
+            configure: p.configure.as_str().to_string(),
+            write: p.write.as_str().to_string(),
+            read: p.read.as_str().to_string(),
+        });
+    }
+    for (vhost, l) in broker.limits.all() {
+        d.parameters.push(ParameterDef {
+            component: "vhost-limits".into(),
+            name: "limits".into(),
+            vhost,
+            value: Value::Object(l.to_json()),
+        });
+    }
+}
+
+/// Imports users, vhosts and permissions (merging, as RabbitMQ's definitions import:
+/// existing users are replaced, nothing is deleted). Entries that cannot be imported (an
+/// unknown hashing algorithm, an invalid pattern, a permission for a missing user) are
+/// skipped and listed in the returned errors.
+pub fn import_users(broker: &Broker, d: &Definitions) -> Vec<String> {
+    let mut errors = Vec::new();
     for v in &d.vhosts {
         broker.add_vhost(&v.name);
     }
+    for u in &d.users {
+        let Some(alg) = crate::auth::HashingAlgorithm::parse(&u.hashing_algorithm) else {
+            errors.push(
+                crate::auth::AuthError::UnknownHashingAlgorithm(u.hashing_algorithm.clone())
+                    .to_string(),
+            );
+            continue;
+        };
+        broker.put_user(crate::auth::User::with_hash(
+            &u.name,
+            &u.password_hash,
+            alg,
+            u.tags.clone(),
+        ));
+    }
+    for p in &d.permissions {
+        if let Err(e) = broker.set_permissions(&p.user, &p.vhost, &p.configure, &p.write, &p.read) {
+            errors.push(e.to_string());
+        }
+    }
+    for p in d
+        .parameters
+        .iter()
+        .filter(|p| p.component == "vhost-limits")
+    {
+        let r = match &p.value {
+            Value::Object(m) => crate::limits::VHostLimits::from_json(m),
+            other => Err(format!("vhost-limits: not an object: {other}")),
+        };
+        match r.map(|l| broker.set_vhost_limits(&p.vhost, l)) {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => errors.push(e.to_string()),
+            Err(e) => errors.push(e),
+        }
+    }
+    errors
+}
+
+/// Imports a whole definitions document into a running broker (`POST /api/definitions`,
+/// `warren ctl import`): users, vhosts, permissions, then exchanges, queues, bindings.
+pub fn import(broker: &Broker, d: &Definitions) -> Vec<String> {
+    let errors = import_users(broker, d);
+    restore_objects(broker, d);
+    errors
+}
+
+/// Recreates saved definitions in a fresh broker. A file that lists users replaces the
+/// default user set (the default user is only created on a first start, as RabbitMQ).
+pub fn restore(broker: &Broker, d: &Definitions) {
+    if !d.users.is_empty() {
+        broker.auth.clear();
+    }
+    for e in import_users(broker, d) {
+        tracing::warn!(error = %e, "could not restore a user or permission");
+    }
+    restore_objects(broker, d);
+}
+
+/// Vhosts, exchanges, queues and bindings.
+fn restore_objects(broker: &Broker, d: &Definitions) {
     for x in &d.exchanges {
         let Some(vhost) = broker
             .vhost(&x.vhost)
@@ -357,6 +514,47 @@ mod tests {
             Some(&AMQPValue::LongLongInt(1000))
         );
         assert_eq!(back.inner().get("flag"), Some(&AMQPValue::Boolean(true)));
+    }
+
+    /// A RabbitMQ 3.10.8 `export_definitions` file imports unchanged: users log in with
+    /// their passwords, tags and permissions (including the empty read pattern) survive,
+    /// and exporting again gives the same users and permissions.
+    #[test]
+    fn rabbitmq_export_imports_unchanged() {
+        let text = include_str!("../../tests/data/rabbitmq_3_10_8_definitions.json");
+        let d: Definitions = serde_json::from_str(text).unwrap();
+        let broker = Broker::new(crate::Config::default());
+        assert!(import(&broker, &d).is_empty());
+        let alice = broker
+            .authenticate("alice", "s3cret")
+            .expect("alice logs in");
+        assert_eq!(alice.tags, vec!["monitoring", "management"]);
+        assert!(broker.authenticate("guest", "guest").is_some());
+        assert!(broker.vhost("v2").is_some());
+        let p = broker.auth.permission("alice", "v2").unwrap();
+        assert!(p.allows(crate::auth::Access::Configure, "abc"));
+        assert!(!p.allows(crate::auth::Access::Read, "abc"));
+        let again = snapshot(&broker);
+        let names: Vec<_> = again.users.iter().map(|u| u.name.as_str()).collect();
+        assert_eq!(names, ["alice", "guest"]);
+        let mut expected: Vec<_> = d.permissions.iter().collect();
+        expected.sort_by(|a, b| a.user.cmp(&b.user));
+        assert_eq!(again.permissions.iter().collect::<Vec<_>>(), expected);
+        let q = broker
+            .vhost("/")
+            .unwrap()
+            .queue("q1")
+            .expect("queue imported");
+        assert!(q.config.durable);
+    }
+
+    #[test]
+    fn tags_as_string_are_read() {
+        let u: UserDef = serde_json::from_str(
+            r#"{"name":"x","password_hash":"","hashing_algorithm":"rabbit_password_hashing_sha256","tags":"administrator,monitoring"}"#,
+        )
+        .unwrap();
+        assert_eq!(u.tags, vec!["administrator", "monitoring"]);
     }
 
     #[test]

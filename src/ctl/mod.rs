@@ -1,0 +1,236 @@
+//! `warren-ctl`: users, vhosts, permissions, limits and definitions of a running broker,
+//! through the management HTTP API paths RabbitMQ uses (so the same tool works against
+//! RabbitMQ with its management plugin):
+//!
+//! | command | request |
+//! |---|---|
+//! | `list_users` | `GET /api/users` |
+//! | `add_user NAME PASS [--tags t1,t2]` | `PUT /api/users/NAME` |
+//! | `set_user_tags NAME [TAG...]` | `GET` then `PUT /api/users/NAME` (password hash kept) |
+//! | `delete_user NAME` | `DELETE /api/users/NAME` |
+//! | `list_vhosts` / `add_vhost NAME` / `delete_vhost NAME` | `GET /api/vhosts`, `PUT`/`DELETE /api/vhosts/NAME` |
+//! | `list_permissions [-p VHOST]` | `GET /api/permissions` (filtered) |
+//! | `set_permissions [-p VHOST] USER CONF WRITE READ` | `PUT /api/permissions/VHOST/USER` |
+//! | `clear_permissions [-p VHOST] USER` | `DELETE /api/permissions/VHOST/USER` |
+//! | `set_vhost_limits [-p VHOST] JSON` | `PUT /api/vhost-limits/VHOST/max-connections` and `.../max-queues` |
+//! | `export_definitions FILE` / `import_definitions FILE` | `GET` / `POST /api/definitions` (`-` is stdout / stdin) |
+
+pub mod http;
+
+use http::{segment, Endpoint, HttpError};
+use serde_json::{json, Value};
+use std::io::Write;
+
+/// A `warren-ctl` subcommand (names as `rabbitmqctl`'s).
+#[derive(Debug, Clone, clap::Subcommand)]
+#[command(rename_all = "snake_case")]
+pub enum Command {
+    /// List users and their tags.
+    ListUsers,
+    /// Add a user (or replace its password and tags).
+    AddUser {
+        name: String,
+        password: String,
+        /// Comma-separated tags (administrator, monitoring, management, policymaker).
+        #[arg(long, default_value = "")]
+        tags: String,
+    },
+    /// Replace a user's tags.
+    SetUserTags { name: String, tags: Vec<String> },
+    /// Delete a user.
+    DeleteUser { name: String },
+    /// List virtual hosts.
+    ListVhosts,
+    /// Create a virtual host.
+    AddVhost { name: String },
+    /// Delete a virtual host (its connections are closed, its queues deleted).
+    DeleteVhost { name: String },
+    /// List permissions in a vhost.
+    ListPermissions {
+        #[arg(short = 'p', long = "vhost", default_value = "/")]
+        vhost: String,
+    },
+    /// Set a user's configure / write / read patterns in a vhost.
+    SetPermissions {
+        #[arg(short = 'p', long = "vhost", default_value = "/")]
+        vhost: String,
+        user: String,
+        configure: String,
+        write: String,
+        read: String,
+    },
+    /// Remove a user's permissions in a vhost.
+    ClearPermissions {
+        #[arg(short = 'p', long = "vhost", default_value = "/")]
+        vhost: String,
+        user: String,
+    },
+    /// Set vhost limits, e.g. '{"max-connections": 10, "max-queues": 100}' (-1 = no limit).
+    SetVhostLimits {
+        #[arg(short = 'p', long = "vhost", default_value = "/")]
+        vhost: String,
+        limits: String,
+    },
+    /// Write the definitions JSON to FILE ('-' for stdout).
+    ExportDefinitions { file: String },
+    /// Import a definitions JSON file ('-' for stdin), e.g. one exported from RabbitMQ.
+    ImportDefinitions { file: String },
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CtlError {
+    #[error(transparent)]
+    Http(#[from] HttpError),
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("invalid JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("{0}")]
+    Usage(String),
+}
+
+fn get_json(ep: &Endpoint, path: &str) -> Result<Value, CtlError> {
+    let r = ep.request("GET", path, None)?;
+    Ok(serde_json::from_slice(&r.body)?)
+}
+
+fn send_json(ep: &Endpoint, method: &str, path: &str, body: &Value) -> Result<(), CtlError> {
+    ep.request(method, path, Some(body.to_string().as_bytes()))?;
+    Ok(())
+}
+
+fn tags_of(v: &Value) -> String {
+    match v {
+        Value::Array(a) => a
+            .iter()
+            .filter_map(|t| t.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+        Value::String(s) => s.clone(),
+        _ => String::new(),
+    }
+}
+
+/// Runs one command, writing its tab-separated output (as `rabbitmqctl -q`) to `out`.
+pub fn run(ep: &Endpoint, cmd: &Command, out: &mut dyn Write) -> Result<(), CtlError> {
+    match cmd {
+        Command::ListUsers => {
+            for u in get_json(ep, "/api/users")?.as_array().into_iter().flatten() {
+                writeln!(
+                    out,
+                    "{}\t[{}]",
+                    u["name"].as_str().unwrap_or(""),
+                    tags_of(&u["tags"])
+                )?;
+            }
+        }
+        Command::AddUser {
+            name,
+            password,
+            tags,
+        } => send_json(
+            ep,
+            "PUT",
+            &format!("/api/users/{}", segment(name)),
+            &json!({"password": password, "tags": tags}),
+        )?,
+        Command::SetUserTags { name, tags } => {
+            let path = format!("/api/users/{}", segment(name));
+            let u = get_json(ep, &path)?;
+            let mut body = json!({
+                "password_hash": u["password_hash"],
+                "tags": tags.join(","),
+            });
+            if let Some(alg) = u.get("hashing_algorithm") {
+                body["hashing_algorithm"] = alg.clone();
+            }
+            send_json(ep, "PUT", &path, &body)?
+        }
+        Command::DeleteUser { name } => {
+            ep.request("DELETE", &format!("/api/users/{}", segment(name)), None)?;
+        }
+        Command::ListVhosts => {
+            for v in get_json(ep, "/api/vhosts")?
+                .as_array()
+                .into_iter()
+                .flatten()
+            {
+                writeln!(out, "{}", v["name"].as_str().unwrap_or(""))?;
+            }
+        }
+        Command::AddVhost { name } => send_json(
+            ep,
+            "PUT",
+            &format!("/api/vhosts/{}", segment(name)),
+            &json!({}),
+        )?,
+        Command::DeleteVhost { name } => {
+            ep.request("DELETE", &format!("/api/vhosts/{}", segment(name)), None)?;
+        }
+        Command::ListPermissions { vhost } => {
+            let path = format!("/api/vhosts/{}/permissions", segment(vhost));
+            for p in get_json(ep, &path)?.as_array().into_iter().flatten() {
+                writeln!(
+                    out,
+                    "{}\t{}\t{}\t{}",
+                    p["user"].as_str().unwrap_or(""),
+                    p["configure"].as_str().unwrap_or(""),
+                    p["write"].as_str().unwrap_or(""),
+                    p["read"].as_str().unwrap_or("")
+                )?;
+            }
+        }
+        Command::SetPermissions {
+            vhost,
+            user,
+            configure,
+            write,
+            read,
+        } => send_json(
+            ep,
+            "PUT",
+            &format!("/api/permissions/{}/{}", segment(vhost), segment(user)),
+            &json!({"configure": configure, "write": write, "read": read}),
+        )?,
+        Command::ClearPermissions { vhost, user } => {
+            ep.request(
+                "DELETE",
+                &format!("/api/permissions/{}/{}", segment(vhost), segment(user)),
+                None,
+            )?;
+        }
+        Command::SetVhostLimits { vhost, limits } => {
+            let v: Value = serde_json::from_str(limits)?;
+            let Value::Object(m) = v else {
+                return Err(CtlError::Usage("limits must be a JSON object".into()));
+            };
+            for (k, val) in m {
+                let path = format!("/api/vhost-limits/{}/{}", segment(vhost), segment(&k));
+                send_json(ep, "PUT", &path, &json!({ "value": val }))?;
+            }
+        }
+        Command::ExportDefinitions { file } => {
+            let r = ep.request("GET", "/api/definitions", None)?;
+            if file == "-" {
+                out.write_all(&r.body)?;
+                writeln!(out)?;
+            } else {
+                crate::store::definitions::write_atomically(std::path::Path::new(file), &r.body)?;
+            }
+        }
+        Command::ImportDefinitions { file } => {
+            let body = if file == "-" {
+                let mut v = Vec::new();
+                std::io::Read::read_to_end(&mut std::io::stdin(), &mut v)?;
+                v
+            } else {
+                std::fs::read(file)?
+            };
+            // Validate locally first: a clear error instead of the server's.
+            let _: Value = serde_json::from_slice(&body)?;
+            ep.request("POST", "/api/definitions", Some(&body))?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,161 @@
+//! Resource limits with RabbitMQ's texts: the node-wide connection limit
+//! (`--max-connections`, RabbitMQ's `connection_max`) and per-vhost limits
+//! (`max-connections`, `max-queues`, as `rabbitmqctl set_vhost_limits`).
+//!
+//! Limits are checked where RabbitMQ checks them: connections at `connection.open`
+//! (530 NOT_ALLOWED), queues when a *new* queue is declared (406 PRECONDITION_FAILED).
+//! Channel count, frame size, message size and the handshake timeout are enforced by the
+//! connection itself (`channel_max`, `frame_max`, `max_message_size`,
+//! `handshake_timeout` in [`crate::Config`]).
+
+use crate::broker::Broker;
+use crate::error::{AmqpError, AmqpResult};
+use parking_lot::RwLock;
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// One vhost's limits; `None` is unlimited (RabbitMQ: absent or negative).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct VHostLimits {
+    pub max_connections: Option<u64>,
+    pub max_queues: Option<u64>,
+}
+
+impl VHostLimits {
+    /// Reads RabbitMQ's JSON shape `{"max-connections": 10, "max-queues": -1}`.
+    pub fn from_json(v: &Map<String, Value>) -> Result<VHostLimits, String> {
+        let get = |k: &str| -> Result<Option<u64>, String> {
+            match v.get(k) {
+                None => Ok(None),
+                Some(Value::Number(n)) => match n.as_i64() {
+                    Some(i) if i < 0 => Ok(None),
+                    Some(i) => Ok(Some(i as u64)),
+                    None => Err(format!("{k}: not an integer")),
+                },
+                Some(other) => Err(format!("{k}: not an integer: {other}")),
+            }
+        };
+        for k in v.keys() {
+            if k != "max-connections" && k != "max-queues" {
+                return Err(format!("unknown limit '{k}'"));
+            }
+        }
+        Ok(VHostLimits {
+            max_connections: get("max-connections")?,
+            max_queues: get("max-queues")?,
+        })
+    }
+
+    /// RabbitMQ's JSON shape; unlimited entries are left out.
+    pub fn to_json(self) -> Map<String, Value> {
+        let mut m = Map::new();
+        if let Some(n) = self.max_connections {
+            m.insert("max-connections".into(), n.into());
+        }
+        if let Some(n) = self.max_queues {
+            m.insert("max-queues".into(), n.into());
+        }
+        m
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.max_connections.is_none() && self.max_queues.is_none()
+    }
+}
+
+/// Per-vhost limits. Read at connection.open and queue creation only, never per message.
+#[derive(Debug, Default)]
+pub struct Limits {
+    per_vhost: RwLock<BTreeMap<String, VHostLimits>>,
+}
+
+impl Limits {
+    pub fn get(&self, vhost: &str) -> VHostLimits {
+        self.per_vhost
+            .read()
+            .get(vhost)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// Sets a vhost's limits (replacing the previous ones, as `set_vhost_limits`).
+    pub fn set(&self, vhost: &str, l: VHostLimits) {
+        let mut m = self.per_vhost.write();
+        if l.is_empty() {
+            m.remove(vhost);
+        } else {
+            m.insert(vhost.to_string(), l);
+        }
+    }
+
+    pub fn clear(&self, vhost: &str) {
+        self.per_vhost.write().remove(vhost);
+    }
+
+    /// Every vhost with limits.
+    pub fn all(&self) -> Vec<(String, VHostLimits)> {
+        self.per_vhost
+            .read()
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+}
+
+/// connection.open: the node-wide and the vhost connection limits.
+pub fn check_connection(broker: &Broker, user: &str, vhost: &str) -> AmqpResult<()> {
+    if let Some(max) = broker.config.max_connections {
+        if broker.connections.len() as u64 >= max {
+            return Err(AmqpError::not_allowed(format_args!(
+                "connection refused: node connection limit ({max}) is reached"
+            )));
+        }
+    }
+    if let Some(max) = broker.limits.get(vhost).max_connections {
+        let open = broker
+            .connections
+            .iter()
+            .filter(|c| c.vhost == vhost)
+            .count() as u64;
+        if open >= max {
+            return Err(AmqpError::not_allowed(format_args!(
+                "access to vhost '{vhost}' refused for user '{user}': connection limit ({max}) is reached"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// queue.declare of a new queue: the vhost's queue limit.
+pub fn check_new_queue(broker: &Broker, vhost: &crate::vhost::VHost, name: &str) -> AmqpResult<()> {
+    let Some(max) = broker.limits.get(&vhost.name).max_queues else {
+        return Ok(());
+    };
+    if vhost.queues().len() as u64 >= max {
+        return Err(AmqpError::precondition_failed(format_args!(
+            "cannot declare queue '{name}': queue limit in vhost '{}' ({max}) is reached",
+            vhost.name
+        )));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_shapes() {
+        let v: Map<String, Value> =
+            serde_json::from_str(r#"{"max-connections": 7, "max-queues": -1}"#).unwrap();
+        let l = VHostLimits::from_json(&v).unwrap();
+        assert_eq!(l.max_connections, Some(7));
+        assert_eq!(l.max_queues, None);
+        assert_eq!(
+            Value::Object(l.to_json()),
+            serde_json::json!({"max-connections": 7})
+        );
+        let bad: Map<String, Value> = serde_json::from_str(r#"{"max-x": 1}"#).unwrap();
+        assert!(VHostLimits::from_json(&bad).is_err());
+    }
+}
