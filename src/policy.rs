@@ -172,15 +172,22 @@ impl Policies {
         let l = self.list.read();
         let mut best: Option<&Policy> = None;
         for p in l.iter() {
-            if p.vhost == vhost && p.applies_to(kind) && p.regex.is_match(name) {
-                if best.is_none_or(|b| p.priority > b.priority) {
-                    best = Some(p);
-                }
+            if p.vhost == vhost
+                && p.applies_to(kind)
+                && p.regex.is_match(name)
+                && best.is_none_or(|b| p.priority > b.priority)
+            {
+                best = Some(p);
             }
         }
         best.cloned()
     }
 }
+
+/// Re-evaluates the effective policy of every queue in `vhost` after a policy change.
+// TODO: queue arguments are fixed at declare time in `queue::args`; policies are listed and
+// reported (`policy`, `effective_policy_definition`) but not yet applied to running queues.
+pub fn apply_all(_broker: &crate::broker::Broker, _vhost: &str) {}
 
 #[cfg(test)]
 mod tests {
@@ -206,8 +213,3 @@ mod tests {
         assert!(Policy::new("/", "a", ".*", "nope", 0, json!({"max-length": 1})).is_err());
     }
 }
-
-/// Re-evaluates the effective policy of every queue in `vhost` after a policy change.
-// TODO: queue arguments are fixed at declare time in `queue::args`; policies are listed and
-// reported (`policy`, `effective_policy_definition`) but not yet applied to running queues.
-pub fn apply_all(_broker: &crate::broker::Broker, _vhost: &str) {}

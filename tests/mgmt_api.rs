@@ -161,9 +161,8 @@ async fn declare_bind_publish_get_purge_delete() {
         json!({"error": "bad_request", "reason": "inequivalent arg 'durable' for queue 'work' in vhost '/': received 'false' but current is 'true'"})
     );
     let q = api.get_json("/api/queues/%2F/work").await;
-    assert_eq!(
+    assert!(
         keys(&q).len() >= 40,
-        true,
         "queue object has RabbitMQ's many fields: {:?}",
         keys(&q)
     );
