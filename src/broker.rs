@@ -30,6 +30,10 @@ pub struct Broker {
     pub store: crate::queue::StoreCell,
     /// Queue paging (None when the budget is 0: everything stays in memory).
     paging: Option<Arc<crate::queue::pager::Paging>>,
+    /// Management statistics: connection registry, counters of closed objects, samples.
+    pub stats: crate::stats::Registry,
+    /// Policies per vhost (management).
+    pub policies: crate::policy::Policies,
 }
 
 #[derive(Debug, Clone)]
@@ -60,6 +64,8 @@ impl Broker {
                     config.queue_memory_budget,
                 )
             }),
+            stats: crate::stats::Registry::new(),
+            policies: Default::default(),
             config,
         };
         b.add_vhost(&b.config.default_vhost.clone());

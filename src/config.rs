@@ -40,6 +40,9 @@ pub struct Config {
     pub disk_free_limit: u64,
     /// How often free disk space is checked.
     pub disk_monitor_interval: Duration,
+    /// Management HTTP port on the same address as AMQP; 0 picks a free one (tests),
+    /// `None` disables the management server.
+    pub management_port: Option<u16>,
     /// Users that may connect only from a loopback address (RabbitMQ's `loopback_users`,
     /// `["guest"]` by default; empty allows them from anywhere).
     pub loopback_users: Vec<String>,
@@ -74,6 +77,7 @@ impl Default for Config {
             queue_memory_budget: 32 * 1024 * 1024,
             disk_free_limit: 50_000_000,
             disk_monitor_interval: Duration::from_secs(1),
+            management_port: Some(15672),
             loopback_users: vec!["guest".into()],
             vm_memory_high_watermark: crate::alarm::Watermark::default(),
             memory_monitor_interval: Duration::from_millis(1000),

@@ -21,6 +21,11 @@
 //! - [`tls`]: the amqps listener's rustls configuration and the socket halves shared by
 //!   plain and TLS connections.
 //! - [`ctl`]: the `warren-ctl` management client (RabbitMQ's management API paths).
+//! - [`stats`]: relaxed counters on queues and connections, the registry of open
+//!   connections, and the sampler task that turns counters into rates.
+//! - [`mgmt`]: the management HTTP server (RabbitMQ's API, web console, `/metrics`); it
+//!   only reads snapshots and calls the same vhost operations as AMQP methods.
+//! - [`policy`]: policies per vhost, matched against queue names.
 //!
 //! # Who owns what
 //!
@@ -31,6 +36,7 @@
 //! skipped has room. No lock is global and none is held across `.await`.
 
 #![deny(unsafe_code)]
+#![recursion_limit = "256"]
 
 pub mod alarm;
 pub mod auth;
@@ -42,10 +48,13 @@ pub mod ctl;
 pub mod error;
 pub mod limits;
 pub mod message;
+pub mod mgmt;
+pub mod policy;
 pub mod protocol;
 pub mod queue;
 pub mod routing;
 pub mod server;
+pub mod stats;
 pub mod store;
 pub mod tls;
 pub mod vhost;
@@ -60,6 +69,8 @@ use tokio::net::TcpListener;
 #[derive(Debug)]
 pub struct BrokerHandle {
     pub addr: SocketAddr,
+    /// Where the management HTTP API listens (None when disabled).
+    pub mgmt_addr: Option<SocketAddr>,
     /// The amqps listener's address, when TLS is configured.
     pub tls_addr: Option<SocketAddr>,
     pub broker: Arc<broker::Broker>,
@@ -129,6 +140,11 @@ pub async fn start(config: Config) -> std::io::Result<BrokerHandle> {
         Arc::downgrade(&broker),
         broker.config.disk_monitor_interval,
     ));
+    tokio::spawn(stats::sampler(Arc::downgrade(&broker)));
+    let mgmt_addr = match broker.config.management_port {
+        Some(port) => Some(mgmt::start(broker.clone(), (broker.config.bind, port).into()).await?),
+        None => None,
+    };
     tokio::spawn(alarm::memory_monitor(
         Arc::downgrade(&broker),
         broker.config.memory_monitor_interval,
@@ -146,6 +162,7 @@ pub async fn start(config: Config) -> std::io::Result<BrokerHandle> {
     Ok(BrokerHandle {
         addr,
         tls_addr,
+        mgmt_addr,
         broker,
         task,
     })

@@ -52,6 +52,9 @@ struct Cli {
     /// Publishers are blocked while the data directory's disk has less free space (bytes).
     #[arg(long, env = "WARREN_DISK_FREE_LIMIT", default_value_t = 50_000_000)]
     disk_free_limit: u64,
+    /// Management HTTP port (API, web console, /metrics); 0 disables it.
+    #[arg(long, env = "WARREN_MANAGEMENT_PORT", default_value_t = 15672)]
+    management_port: u16,
     /// Users that may connect only from loopback addresses (comma-separated; "" for none).
     #[arg(long, env = "WARREN_LOOPBACK_USERS", default_value = "guest")]
     loopback_users: String,
@@ -109,6 +112,7 @@ async fn main() {
         segment_size: cli.segment_size,
         queue_memory_budget: cli.queue_memory_budget,
         disk_free_limit: cli.disk_free_limit,
+        management_port: (cli.management_port != 0).then_some(cli.management_port),
         loopback_users: warren::auth::parse_tags(&cli.loopback_users),
         vm_memory_high_watermark: cli.vm_memory_high_watermark,
         max_connections: cli.max_connections,
@@ -134,6 +138,10 @@ async fn main() {
     };
     tracing::info!(addr = %handle.addr, "warren listening");
     println!("warren listening on {}", handle.addr);
+    if let Some(m) = handle.mgmt_addr {
+        tracing::info!(addr = %m, "management listening");
+        println!("management on http://{m}/");
+    }
     if let Some(a) = handle.tls_addr {
         println!("warren listening for amqps on {a}");
     }

@@ -39,7 +39,8 @@ pub async fn run(
                 }
             },
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
-            _ = shutdown.changed() => break,
+            // wait_for sees a shutdown that began before this task first ran.
+            _ = async { let _ = shutdown.wait_for(|down| *down).await; } => break,
         }
     }
     drop(listener);

@@ -85,6 +85,7 @@ impl Channel {
             body,
         } = a;
         cx.permit(Access::Write, Resource::Exchange, p.exchange.as_str())?;
+        crate::stats::Counters::bump(&cx.stats.counters.publish, 1);
         let x = cx.vhost.existing_exchange(p.exchange.as_str())?;
         if x.internal {
             return Err(AmqpError::access_refused(format_args!(

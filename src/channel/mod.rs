@@ -39,6 +39,8 @@ pub struct ConnCtx<'a> {
     pub tx: &'a ConnSender,
     /// The client advertised `consumer_cancel_notify`.
     pub cancel_notify: bool,
+    /// Management counters of the connection.
+    pub stats: &'a crate::stats::ConnShared,
 }
 
 #[derive(Debug)]

@@ -15,6 +15,7 @@ use crate::channel::{Channel, ConnCtx};
 use crate::error::AmqpError;
 use crate::protocol::codec::{describe_frame, Frame, FrameDecoder, Method};
 use crate::protocol::encode::OutBuf;
+use crate::stats::ConnShared;
 use crate::tls::{ReadHalf, WriteHalf};
 use crate::vhost::VHost;
 use amq_protocol::protocol::{channel as cm, connection as conn, AMQPClass};
@@ -81,6 +82,10 @@ pub struct Connection {
     synced: Option<tokio::sync::watch::Receiver<u64>>,
     /// Some channel holds replies until the message log syncs.
     awaiting_sync: bool,
+    /// client-properties from connection.start-ok, as management JSON.
+    client_properties: serde_json::Value,
+    /// What management sees of this connection (registered once the handshake is done).
+    mgmt: Arc<ConnShared>,
 }
 
 /// Serves one accepted socket until it closes.
@@ -103,8 +108,17 @@ pub async fn serve_stream(
     let frame_max = broker.config.frame_max;
     let channel_max = broker.config.channel_max;
     let now = Instant::now();
+    let id = broker.next_connection_id();
+    let (local, tls) = match &writer {
+        WriteHalf::Tcp(w) => (w.local_addr().unwrap_or(peer), false),
+        WriteHalf::Tls(_) => ((broker.config.bind, 0).into(), true),
+    };
     let mut c = Connection {
-        id: broker.next_connection_id(),
+        mgmt: Arc::new(ConnShared {
+            tls,
+            ..ConnShared::new(id, peer, local)
+        }),
+        id,
         broker,
         peer,
         reader,
@@ -132,6 +146,7 @@ pub async fn serve_stream(
         read_filled: false,
         synced: None,
         awaiting_sync: false,
+        client_properties: serde_json::Value::Null,
     };
     c.synced = c.broker.message_log().map(|l| l.synced());
     let timeout = c.broker.config.handshake_timeout;
@@ -148,9 +163,10 @@ pub async fn serve_stream(
                     control: c.tx.clone(),
                 },
             );
+            c.register_mgmt();
             c.run().await;
             c.teardown();
-            tracing::info!(conn = c.id, peer = %c.peer, "connection closed");
+            tracing::info!(conn = c.id, peer = %c.peer, user = %c.user, "connection closed");
         }
         Ok(Err(HandshakeEnd::Close(e))) => {
             tracing::info!(peer = %peer, error = %e, "handshake refused");
@@ -302,11 +318,16 @@ impl Connection {
             tokio::select! {
                 r = write_out(&mut self.writer, &self.out), if want_write => match r {
                     Ok(0) | Err(_) => done = true,
-                    Ok(n) => { self.out.advance(n); self.last_write = Instant::now(); }
+                    Ok(n) => {
+                        self.out.advance(n);
+                        self.last_write = Instant::now();
+                        self.mgmt.add_octets(0, n as u64);
+                    }
                 },
                 r = self.reader.read_buf(&mut self.inbuf), if can_read => match r {
                     Ok(0) | Err(_) => done = true,
                     Ok(n) => {
+                        self.mgmt.add_octets(n as u64, 0);
                         self.read_filled = n == spare_before;
                         self.last_read = Instant::now();
                         done = self.process_input();
@@ -539,7 +560,9 @@ impl Connection {
                         ))
                         .with_method(20, 10));
                     }
-                    self.channels.insert(channel, Channel::new(channel));
+                    let ch = Channel::new(channel);
+                    self.mgmt.channel_opened(&ch.shared);
+                    self.channels.insert(channel, ch);
                     self.out.method(
                         channel,
                         AMQPClass::Channel(cm::AMQPMethod::OpenOk(cm::OpenOk {})),
@@ -580,6 +603,7 @@ impl Connection {
             frame_max: self.frame_max,
             tx: &self.tx,
             cancel_notify: self.cancel_notify,
+            stats: &self.mgmt,
         };
         let result = match frame {
             Frame::Method(_, m) => {
@@ -709,6 +733,7 @@ impl Connection {
             frame_max: self.frame_max,
             tx: &self.tx,
             cancel_notify: self.cancel_notify,
+            stats: &self.mgmt,
         };
         match cmd {
             Outbound::Deliver {
@@ -756,5 +781,26 @@ impl Connection {
             vhost.remove_exclusive_queues(self.id);
         }
         self.broker.connections.remove(&self.id);
+        self.broker.stats.unregister(self.id);
+    }
+
+    /// Fills in what the handshake negotiated and makes the connection visible to management.
+    fn register_mgmt(&mut self) {
+        let placeholder = Arc::new(ConnShared::new(self.id, self.peer, self.peer));
+        let mut m = std::mem::replace(&mut self.mgmt, placeholder);
+        if let Some(inner) = Arc::get_mut(&mut m) {
+            inner.user = self.user.clone();
+            inner.vhost = self
+                .vhost
+                .as_ref()
+                .map(|v| v.name.clone())
+                .unwrap_or_default();
+            inner.frame_max = self.frame_max;
+            inner.channel_max = self.channel_max;
+            inner.heartbeat = self.heartbeat;
+            inner.client_properties = std::mem::take(&mut self.client_properties);
+        }
+        self.mgmt = m;
+        self.broker.stats.register(self.mgmt.clone());
     }
 }

@@ -20,6 +20,7 @@ mod ready;
 
 use crate::connection::outbound::Outbound;
 use crate::message::Message;
+use crate::stats::Counters;
 use crate::store::log::{MessageLog, Recovered};
 use crate::vhost::VHost;
 use amq_protocol::types::FieldTable;
@@ -81,6 +82,8 @@ pub struct Queue {
     state: Mutex<State>,
     unacked: AtomicU64,
     deleted: AtomicBool,
+    /// Message counters for management (relaxed atomics; see `stats`).
+    pub counters: crate::stats::Counters,
     /// Wakes the timer task (a new head with an expiry, a consumer change).
     timer: Arc<Notify>,
     /// The broker's message log (set once it is open) and this queue's key in it, for a
@@ -137,6 +140,7 @@ impl Queue {
             state: Mutex::new(state),
             unacked: AtomicU64::new(0),
             deleted: AtomicBool::new(false),
+            counters: Default::default(),
             timer: Arc::new(Notify::new()),
             store,
         });
@@ -275,6 +279,7 @@ impl Queue {
                     redelivered: false,
                     expires_at,
                 });
+                Counters::bump(&self.counters.publish, 1);
                 self.dispatch_locked(&mut st, &mut expired, Some(now));
                 while self.args.overflow == Overflow::DropHead && over(&st, 0, 0) {
                     match st.ready.pop_front() {
@@ -374,6 +379,12 @@ impl Queue {
             }
             if !c.no_ack {
                 self.unacked.fetch_add(1, SeqCst);
+                Counters::bump(&self.counters.deliver, 1);
+            } else {
+                Counters::bump(&self.counters.deliver_no_ack, 1);
+            }
+            if m.redelivered {
+                Counters::bump(&self.counters.redeliver, 1);
             }
             let out = Outbound::Deliver {
                 consumer: c.clone(),
@@ -463,8 +474,13 @@ impl Queue {
             st.ready.pop_front().map(|m| {
                 if no_ack {
                     self.forget([&m]);
+                    Counters::bump(&self.counters.get_no_ack, 1);
                 } else {
                     self.unacked.fetch_add(1, SeqCst);
+                    Counters::bump(&self.counters.get, 1);
+                }
+                if m.redelivered {
+                    Counters::bump(&self.counters.redeliver, 1);
                 }
                 (m, st.ready.len() as u32)
             })
@@ -479,6 +495,7 @@ impl Queue {
         if let Some((log, key)) = self.log() {
             log.remove(key, ids);
         }
+        Counters::bump(&self.counters.ack, n);
     }
 
     /// Rejected deliveries (requeue=false): dead-letter them.
@@ -580,6 +597,11 @@ impl Queue {
         self.forget_ids(ids);
         self.timer.notify_one();
         (n as u32, std::mem::take(&mut st.consumers))
+    }
+
+    /// The attached consumers (management listing).
+    pub fn consumers(&self) -> Vec<Arc<Consumer>> {
+        self.state.lock().consumers.clone()
     }
 
     /// True when a consumer with this exact identity is attached.

@@ -20,6 +20,7 @@ pub fn temp_data_dir() -> std::path::PathBuf {
 pub async fn start_broker_with(f: impl FnOnce(&mut Config)) -> BrokerHandle {
     let mut config = Config {
         port: 0,
+        management_port: Some(0),
         data_dir: temp_data_dir(),
         ..Config::default()
     };
@@ -35,3 +36,4 @@ pub async fn start_broker() -> BrokerHandle {
 pub async fn within<T>(d: Duration, fut: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(d, fut).await.expect("timed out")
 }
+pub mod http;

@@ -1,0 +1,136 @@
+//! GET/POST /api/definitions: export and import in RabbitMQ's definitions format (users,
+//! vhosts, permissions, parameters, policies, exchanges, queues, bindings).
+
+use super::read::VERSION;
+use super::{bad_request, not_found, ApiResult, B};
+use crate::broker::Broker;
+use crate::store::definitions::{import, snapshot, Definitions};
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+
+fn export_json(b: &Broker, vhost: Option<&str>) -> Value {
+    let d = serde_json::to_value(snapshot(b)).unwrap_or_else(|_| json!({}));
+    let keep = |v: &Value| vhost.is_none_or(|n| v["vhost"] == n);
+    // A per-vhost export leaves out the vhost fields, as RabbitMQ's does.
+    let strip = |mut x: Value| {
+        if vhost.is_some() {
+            if let Some(o) = x.as_object_mut() {
+                o.remove("vhost");
+            }
+        }
+        x
+    };
+    let section = |key: &str| -> Value {
+        Value::Array(
+            d[key]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|x| keep(x))
+                .cloned()
+                .map(strip)
+                .collect(),
+        )
+    };
+    let policies: Vec<Value> = b
+        .policies
+        .all()
+        .iter()
+        .map(|p| p.to_json())
+        .filter(|p| keep(p))
+        .map(strip)
+        .collect();
+    let mut out = Map::new();
+    out.insert("rabbit_version".into(), json!(VERSION));
+    out.insert("rabbitmq_version".into(), json!(VERSION));
+    out.insert("product_name".into(), json!("Warren"));
+    out.insert("product_version".into(), json!(env!("CARGO_PKG_VERSION")));
+    if vhost.is_none() {
+        out.insert("users".into(), d["users"].clone());
+        out.insert("vhosts".into(), d["vhosts"].clone());
+        out.insert("permissions".into(), d["permissions"].clone());
+        out.insert("topic_permissions".into(), json!([]));
+        out.insert("global_parameters".into(), json!([]));
+    }
+    out.insert("parameters".into(), section("parameters"));
+    out.insert("policies".into(), Value::Array(policies));
+    out.insert("queues".into(), section("queues"));
+    out.insert("exchanges".into(), section("exchanges"));
+    out.insert("bindings".into(), section("bindings"));
+    Value::Object(out)
+}
+
+pub async fn export(axum::extract::State(b): B) -> ApiResult {
+    Ok(Json(export_json(&b, None)).into_response())
+}
+
+pub async fn export_vhost(axum::extract::State(b): B, Path(v): Path<String>) -> ApiResult {
+    b.vhost(&v).ok_or_else(not_found)?;
+    Ok(Json(export_json(&b, Some(&v))).into_response())
+}
+
+fn import_json(b: &Broker, raw: &Bytes, vhost: Option<&str>) -> ApiResult {
+    let mut v: Value =
+        serde_json::from_slice(raw).map_err(|e| bad_request(format!("invalid JSON: {e}")))?;
+    if let Some(name) = vhost {
+        // Per-vhost files carry no vhost fields: every object goes to the named vhost.
+        for key in ["queues", "exchanges", "bindings", "policies", "parameters"] {
+            if let Some(arr) = v.get_mut(key).and_then(|a| a.as_array_mut()) {
+                for o in arr.iter_mut().filter_map(|o| o.as_object_mut()) {
+                    o.insert("vhost".into(), json!(name));
+                }
+            }
+        }
+    }
+    let defs: Definitions =
+        serde_json::from_value(v.clone()).map_err(|e| bad_request(e.to_string()))?;
+    let mut policies = Vec::new();
+    for p in v
+        .get("policies")
+        .and_then(|p| p.as_array())
+        .into_iter()
+        .flatten()
+    {
+        let s = |k: &str| p.get(k).and_then(|x| x.as_str()).unwrap_or("");
+        policies.push(
+            crate::policy::Policy::new(
+                s("vhost"),
+                s("name"),
+                s("pattern"),
+                p.get("apply-to").and_then(|x| x.as_str()).unwrap_or("all"),
+                p.get("priority").and_then(|x| x.as_i64()).unwrap_or(0),
+                p.get("definition").cloned().unwrap_or(json!({})),
+            )
+            .map_err(bad_request)?,
+        );
+    }
+    let errors = import(b, &defs);
+    for p in policies {
+        b.add_vhost(&p.vhost);
+        let vhost = p.vhost.clone();
+        b.policies.put(p);
+        crate::policy::apply_all(b, &vhost);
+    }
+    b.definitions_changed.notify_one();
+    if !errors.is_empty() {
+        return Err(bad_request(errors.join("; ")));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+pub async fn import_all(axum::extract::State(b): B, raw: Bytes) -> ApiResult {
+    import_json(&b, &raw, None)
+}
+
+pub async fn import_vhost(
+    axum::extract::State(b): B,
+    Path(v): Path<String>,
+    raw: Bytes,
+) -> ApiResult {
+    b.vhost(&v).ok_or_else(not_found)?;
+    import_json(&b, &raw, Some(&v))
+}
