@@ -3,6 +3,8 @@
 //! RabbitMQ with the management plugin (or a Warren with its HTTP API), a round trip of
 //! every command against it.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::sync::{Arc, Mutex};
@@ -196,7 +198,22 @@ fn round_trip_against_live_management_api() {
         eprintln!("WARREN_CTL_RABBITMQ_URL not set: skipping the live round trip");
         return;
     };
-    let ep = Endpoint::parse(&url, "guest", "guest").unwrap();
+    live_round_trip(&url);
+}
+
+/// The same round trip against Warren's own management API, in-process.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn round_trip_against_warren() {
+    let broker = common::start_broker().await;
+    let url = format!("http://{}", broker.mgmt_addr.expect("management API"));
+    tokio::task::spawn_blocking(move || live_round_trip(&url))
+        .await
+        .expect("round trip");
+    broker.shutdown().await;
+}
+
+fn live_round_trip(url: &str) {
+    let ep = Endpoint::parse(url, "guest", "guest").unwrap();
     let user = format!("ctl-test-{}", std::process::id());
     let vhost = format!("ctl-vhost-{}", std::process::id());
     exec(
