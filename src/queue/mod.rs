@@ -167,13 +167,9 @@ impl Queue {
 
     /// Tells the message log this queue is done with these messages.
     pub fn forget<'a>(&self, msgs: impl IntoIterator<Item = &'a QueuedMessage>) {
-        if let Some((log, key)) = self.log() {
-            let ids: Vec<u64> = msgs
-                .into_iter()
-                .map(|m| m.msg.persist_id)
-                .filter(|id| *id != 0)
-                .collect();
-            log.remove(key, ids);
+        if self.log().is_some() {
+            let ids = msgs.into_iter().map(|m| m.msg.persist_id);
+            self.forget_ids(ids.filter(|id| *id != 0).collect());
         }
     }
 
@@ -305,9 +301,7 @@ impl Queue {
     }
 
     fn forget_msg(&self, msg: &Message) {
-        if let Some((log, key)) = self.log() {
-            log.remove(key, vec![msg.persist_id]);
-        }
+        self.forget_ids(vec![msg.persist_id]);
     }
 
     fn over_limit(&self, st: &State) -> bool {
@@ -492,9 +486,7 @@ impl Queue {
     /// Acknowledged deliveries: forget them (`ids`: their message-log ids, if stored).
     pub fn acked(&self, n: u64, ids: Vec<u64>) {
         self.unacked.fetch_sub(n, SeqCst);
-        if let Some((log, key)) = self.log() {
-            log.remove(key, ids);
-        }
+        self.forget_ids(ids);
         Counters::bump(&self.counters.ack, n);
     }
 
