@@ -425,10 +425,13 @@ async fn kill_9_loses_no_confirmed_message() {
             while let Some(Ok(d)) = consumer.next().await {
                 let id = id_of(&d.data);
                 seen.lock().unwrap().insert(id);
+                // Counted as acked once the ack is handed to lapin: the
+                // broker may have applied it before dying even if lapin
+                // never resolves the promise once the socket is gone.
+                acked.lock().unwrap().insert(id);
                 if d.ack(BasicAckOptions::default()).await.is_err() {
                     return;
                 }
-                acked.lock().unwrap().insert(id);
             }
         })
     };
@@ -446,8 +449,18 @@ async fn kill_9_loses_no_confirmed_message() {
     .await;
     p.child.kill().expect("kill -9");
     p.child.wait().unwrap();
-    let _ = common::within(T, publisher).await;
-    let _ = common::within(T, consuming).await;
+    // lapin need not resolve every pending promise once the socket dies,
+    // so the client tasks get a bounded grace and are then stopped; the
+    // sets they filled are what was observed before the crash.
+    for task in [publisher, consuming] {
+        let abort = task.abort_handle();
+        if tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .is_err()
+        {
+            abort.abort();
+        }
+    }
     drop((pconn, cconn));
     let confirmed = confirmed.lock().unwrap().clone();
     let acked = acked.lock().unwrap().clone();
