@@ -1,18 +1,19 @@
-//! One consumer: its own connection and channel, one basic.consume on its queue.
+//! One consumer: its own connection (the raw client in `wire`), one basic.consume on
+//! its queue.
 //!
-//! Acks are queued without waiting for lapin to write them: the ack's frame is
-//! pushed on the future's first poll, so we poll once and drop the future.
+//! Frames are handled straight from the read buffer; acks for everything handled from
+//! one read go out together in one write, before the next read.
 
 use crate::args::Args;
 use crate::body;
 use crate::stats::Shared;
 use crate::tracker::Received;
-use futures_lite::StreamExt;
-use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
-use lapin::types::FieldTable;
-use lapin::{Channel, Connection, ConnectionProperties};
+use crate::wire::{id, Conn, Content, Frame, Out};
+use std::io;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
 use tokio::sync::watch;
 
 #[derive(Debug, Default)]
@@ -23,63 +24,76 @@ pub struct ConsumerResult {
 
 /// A connected consumer, ready to run (so producers start only once all are ready).
 pub struct Ready {
-    conn: Connection,
-    ch: Channel,
-    consumer: lapin::Consumer,
+    conn: Conn,
     tag: String,
 }
 
-pub async fn connect(args: &Args, queue: &str, tag: String) -> lapin::Result<Ready> {
-    let conn = Connection::connect(&args.uri, ConnectionProperties::default()).await?;
-    let ch = conn.create_channel().await?;
+pub async fn connect(args: &Args, queue: &str, tag: String) -> io::Result<Ready> {
+    let mut conn = Conn::open(&args.uri).await?;
     if args.qos > 0 {
-        ch.basic_qos(args.qos, BasicQosOptions::default()).await?;
+        conn.tx.out.qos(args.qos);
+        conn.tx.flush().await?;
+        conn.reader.expect(id::QOS_OK).await?;
     }
-    let options = BasicConsumeOptions {
-        no_ack: args.auto_ack,
-        ..Default::default()
-    };
-    let consumer = ch
-        .basic_consume(
-            queue.into(),
-            tag.as_str().into(),
-            options,
-            FieldTable::default(),
-        )
-        .await?;
-    Ok(Ready {
-        conn,
-        ch,
-        consumer,
-        tag,
-    })
+    conn.tx.out.consume(queue, &tag, args.auto_ack);
+    conn.tx.flush().await?;
+    conn.reader.expect(id::CONSUME_OK).await?;
+    Ok(Ready { conn, tag })
 }
 
-async fn ack(ch: &Channel, tag: u64, multiple: bool) -> Result<(), lapin::Error> {
-    let fut = ch.basic_ack(tag, BasicAckOptions { multiple });
-    match futures_lite::future::poll_once(fut).await {
-        Some(Err(e)) => Err(e),
-        _ => Ok(()),
-    }
-}
-
-/// Per-consumer state for handling deliveries.
+/// Per-consumer state for handling frames.
 struct State {
     args: Arc<Args>,
     shared: Arc<Shared>,
-    ch: Channel,
     index: usize,
     queue: usize,
     received: Received,
+    /// Acks waiting for the next write.
+    out: Out,
+    content: Content,
+    /// Delivery tag of the message whose content is arriving.
+    tag: u64,
     unacked: u64,
     last_tag: u64,
+    cancelled: bool,
 }
 
 impl State {
-    async fn on_delivery(&mut self, delivery: lapin::message::Delivery) -> lapin::Result<()> {
+    fn on_frame(&mut self, f: Frame<'_>) -> io::Result<()> {
+        match f.method() {
+            Some(id::DELIVER) => {
+                let mut a = f.args();
+                a.shortstr();
+                self.tag = a.u64().unwrap_or(0);
+            }
+            Some(id::CANCEL_OK) => self.cancelled = true,
+            Some(id::CONNECTION_CLOSE | id::CHANNEL_CLOSE) => {
+                return Err(crate::wire::bad(format!(
+                    "closed by the broker: {}",
+                    f.close_reason()
+                )))
+            }
+            Some(_) => {}
+            None if f.is_header() => {
+                self.content.start(f.body_size().unwrap_or(0));
+                if let Some(head) = self.content.finish_if_done() {
+                    self.on_message(head.bytes());
+                }
+            }
+            None if f.is_body() && self.content.active() => {
+                if let Some(head) = self.content.add(f.payload) {
+                    self.on_message(head.bytes());
+                }
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    fn on_message(&mut self, head: &[u8]) {
         let shared = &self.shared;
         let now = shared.now_ns();
-        if let Some(stamp) = body::decode(&delivery.data) {
+        if let Some(stamp) = body::decode(head) {
             let latency = now.saturating_sub(stamp.sent_ns);
             shared.latency[self.index].lock().unwrap().record(latency);
             self.received
@@ -92,14 +106,25 @@ impl State {
         shared.last_receive_ns.fetch_max(now, Relaxed);
         if !self.args.auto_ack {
             self.unacked += 1;
-            self.last_tag = delivery.delivery_tag;
+            self.last_tag = self.tag;
             if self.unacked >= self.args.multi_ack {
-                ack(&self.ch, self.last_tag, self.args.multi_ack > 1).await?;
+                self.out.ack(self.last_tag, self.args.multi_ack > 1);
                 self.unacked = 0;
             }
         }
-        Ok(())
     }
+}
+
+/// Handles every complete frame in the read buffer, then writes the acks they caused.
+async fn drain(conn: &mut Conn, st: &mut State) -> io::Result<()> {
+    while let Some(f) = conn.reader.try_frame()? {
+        st.on_frame(f)?;
+    }
+    if !st.out.buf.is_empty() {
+        conn.tx.writer.write_all(&st.out.buf).await?;
+        st.out.buf.clear();
+    }
+    Ok(())
 }
 
 pub async fn run(
@@ -110,61 +135,65 @@ pub async fn run(
     ready: Ready,
     mut stop: watch::Receiver<bool>,
 ) -> ConsumerResult {
-    let Ready {
-        conn,
-        ch,
-        mut consumer,
-        tag,
-    } = ready;
+    let Ready { mut conn, tag } = ready;
     let who = format!("consumer {index}");
     let mut st = State {
         args,
         shared: shared.clone(),
-        ch: ch.clone(),
         index,
         queue,
         received: Received::default(),
+        out: Out::default(),
+        content: Content::default(),
+        tag: 0,
         unacked: 0,
         last_tag: 0,
+        cancelled: false,
     };
-    let mut stopped = false;
+    let mut failed = false;
     loop {
-        let delivery = tokio::select! {
-            biased;
-            d = consumer.next() => d,
-            _ = stop.changed() => { stopped = true; break }
-        };
-        let result = match delivery {
-            Some(Ok(d)) => st.on_delivery(d).await,
-            Some(Err(e)) => Err(e),
-            None => {
-                shared.error(&who, "consumer cancelled by the broker");
-                break;
-            }
-        };
-        if let Err(e) = result {
+        if let Err(e) = drain(&mut conn, &mut st).await {
             shared.error(&who, e);
+            failed = true;
             break;
         }
-    }
-    if stopped {
-        // Cancel, then take what the broker sent before cancel-ok: with auto-ack those
-        // messages have left the queue, so skipping them would look like loss.
-        let _ = ch
-            .basic_cancel(tag.as_str().into(), BasicCancelOptions::default())
-            .await;
-        while let Ok(Some(Ok(d))) =
-            tokio::time::timeout(std::time::Duration::from_secs(2), consumer.next()).await
-        {
-            if st.on_delivery(d).await.is_err() {
+        tokio::select! {
+            biased;
+            r = conn.reader.fill() => if let Err(e) = r {
+                shared.error(&who, e);
+                failed = true;
                 break;
-            }
+            },
+            _ = stop.changed() => break,
         }
     }
-    if st.unacked > 0 {
-        let _ = ack(&ch, st.last_tag, true).await;
+    if !failed {
+        // Cancel, then take what the broker sent before cancel-ok: with auto-ack those
+        // messages have left the queue, so skipping them would look like loss.
+        conn.tx.out.cancel(&tag);
+        let _ = conn.tx.flush().await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while !st.cancelled {
+            if drain(&mut conn, &mut st).await.is_err() || st.cancelled {
+                break;
+            }
+            match tokio::time::timeout_at(deadline, conn.reader.fill()).await {
+                Ok(Ok(())) => {}
+                _ => break,
+            }
+        }
+        if st.unacked > 0 {
+            conn.tx.out.ack(st.last_tag, true);
+        }
+        conn.tx.out.connection_close();
+        if conn.tx.flush().await.is_ok() {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                conn.reader.expect(id::CONNECTION_CLOSE_OK),
+            )
+            .await;
+        }
     }
-    let _ = conn.close(200, "bye".into()).await;
     ConsumerResult {
         queue,
         received: st.received,

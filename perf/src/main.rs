@@ -18,6 +18,7 @@ mod report;
 mod stats;
 mod topology;
 mod tracker;
+mod wire;
 
 use args::Args;
 use clap::Parser;

@@ -28,6 +28,13 @@ impl Bitset {
         }
     }
 
+    /// Clears every bit set in `other`.
+    pub fn remove_all(&mut self, other: &Bitset) {
+        for (a, b) in self.words.iter_mut().zip(&other.words) {
+            *a &= !b;
+        }
+    }
+
     pub fn count(&self) -> u64 {
         self.words.iter().map(|w| u64::from(w.count_ones())).sum()
     }
