@@ -14,7 +14,6 @@ use crate::routing::ExchangeKind;
 use amq_protocol::types::{AMQPValue, FieldTable};
 use dashmap::DashMap;
 pub use exchange::{Dest, Exchange};
-use std::collections::HashSet;
 use std::sync::Arc;
 
 /// The exchanges every vhost has: (name, kind, internal).
@@ -630,12 +629,25 @@ impl VHost {
             }
             return;
         }
-        let mut visited: HashSet<Arc<str>> = HashSet::new();
-        let mut dests = Vec::new();
-        let mut pending = vec![exchange.clone()];
-        while let Some(x) = pending.pop() {
-            if !visited.insert(x.name.clone()) {
-                continue;
+        // The common case (one exchange, no exchange-to-exchange edges, no alternate) must
+        // not allocate: the destination buffer is per thread, and the visited and pending
+        // lists stay empty (`Vec::new` does not allocate) unless an edge is followed.
+        thread_local! {
+            static DESTS: std::cell::RefCell<Vec<Dest>> = const { std::cell::RefCell::new(Vec::new()) };
+        }
+        let mut dests = DESTS.with(|d| std::mem::take(&mut *d.borrow_mut()));
+        let mut visited: Vec<Arc<str>> = Vec::new();
+        let mut pending: Vec<Arc<Exchange>> = Vec::new();
+        let seen = |visited: &Vec<Arc<str>>, name: &str| {
+            *exchange.name == *name || visited.iter().any(|v| **v == *name)
+        };
+        let mut next = Some(exchange.clone());
+        while let Some(x) = next.take().or_else(|| pending.pop()) {
+            if !Arc::ptr_eq(&x, exchange) {
+                if seen(&visited, &x.name) {
+                    continue;
+                }
+                visited.push(x.name.clone());
             }
             dests.clear();
             x.bindings.read().route(rk, headers, &mut dests);
@@ -653,7 +665,7 @@ impl VHost {
                         }
                     }
                     Dest::Exchange(name) => {
-                        if !visited.contains(&name) {
+                        if !seen(&visited, &name) {
                             if let Some(next) = self.exchange(&name) {
                                 pending.push(next);
                             }
@@ -662,6 +674,7 @@ impl VHost {
                 }
             }
         }
+        DESTS.with(|d| *d.borrow_mut() = dests);
     }
 }
 
