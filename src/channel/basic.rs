@@ -185,7 +185,7 @@ impl Channel {
             cx.out
                 .content(self.id, &msg.properties, &msg.body, cx.frame_max);
         }
-        let (rejected, lsn) = crate::queue::enqueue(msg, &mut queues);
+        let (rejected, lsn) = crate::queue::enqueue(msg, &mut queues, cx.deferred.as_deref_mut());
         if let Mode::Confirm { seq, pending } = &mut self.mode {
             *seq += 1;
             // A stored message is confirmed once on disk; later confirms queue behind it,

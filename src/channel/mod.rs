@@ -41,6 +41,9 @@ pub struct ConnCtx<'a> {
     pub cancel_notify: bool,
     /// Management counters of the connection.
     pub stats: &'a crate::stats::ConnShared,
+    /// Queues published to whose dispatch waits for the end of the read batch (see
+    /// `Queue::push_deferred`); None where frames are not being read.
+    pub deferred: Option<&'a mut Vec<Arc<Queue>>>,
 }
 
 #[derive(Debug)]
@@ -378,7 +381,7 @@ impl Channel {
         &mut self,
         consumer: Arc<Consumer>,
         queue: Arc<Queue>,
-        m: QueuedMessage,
+        msgs: Vec<QueuedMessage>,
         cx: &mut ConnCtx<'_>,
     ) {
         let live = !self.closing
@@ -387,39 +390,47 @@ impl Channel {
                 .get(&consumer.tag)
                 .is_some_and(|e| Arc::ptr_eq(&e.consumer, &consumer));
         if !live {
-            consumer.unreserve();
-            queue.return_undelivered(m, !consumer.no_ack);
+            for m in msgs {
+                consumer.unreserve();
+                queue.return_undelivered(m, !consumer.no_ack);
+            }
             return;
         }
-        let tag = self.next_tag;
-        self.next_tag += 1;
-        let msg = &m.msg;
-        cx.out.basic_deliver(
-            self.id,
-            consumer.tag.as_bytes(),
-            tag,
-            m.redelivered,
-            msg.exchange.as_bytes(),
-            msg.routing_key.as_bytes(),
-        );
-        cx.out
-            .content(self.id, &msg.properties, &msg.body, cx.frame_max);
-        let wake = consumer.written();
-        if consumer.no_ack {
-            // Auto-ack: delivered is done.
-            if msg.persist_id != 0 {
-                queue.forget([&m]);
-            }
-        } else {
-            self.unacked.push(Unacked {
+        let n = msgs.len() as u32;
+        let mut forget = Vec::new();
+        for m in msgs {
+            let tag = self.next_tag;
+            self.next_tag += 1;
+            let msg = &m.msg;
+            cx.out.basic_deliver(
+                self.id,
+                consumer.tag.as_bytes(),
                 tag,
-                queue: queue.clone(),
-                msg: m,
-                consumer: Some(consumer),
-                at: std::time::Instant::now(),
-            });
+                m.redelivered,
+                msg.exchange.as_bytes(),
+                msg.routing_key.as_bytes(),
+            );
+            cx.out
+                .content(self.id, &msg.properties, &msg.body, cx.frame_max);
+            if consumer.no_ack {
+                // Auto-ack: delivered is done.
+                if msg.persist_id != 0 {
+                    forget.push(m);
+                }
+            } else {
+                self.unacked.push(Unacked {
+                    tag,
+                    queue: queue.clone(),
+                    msg: m,
+                    consumer: Some(consumer.clone()),
+                    at: std::time::Instant::now(),
+                });
+            }
         }
-        if wake {
+        if !forget.is_empty() {
+            queue.forget(&forget);
+        }
+        if consumer.written_n(n) {
             queue.dispatch();
         }
     }

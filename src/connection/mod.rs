@@ -72,6 +72,8 @@ pub struct Connection {
     channels: HashMap<u16, Channel>,
     /// Channels in confirm mode with confirms to flush after this input batch.
     confirm_dirty: Vec<u16>,
+    /// Queues this read batch published to without dispatching (see `Queue::push_deferred`).
+    deferred: Vec<Arc<crate::queue::Queue>>,
     /// We sent connection.close: only close/close-ok matter now.
     closing_since: Option<Instant>,
     last_read: Instant,
@@ -140,6 +142,7 @@ pub async fn serve_stream(
         throttle: Default::default(),
         channels: HashMap::new(),
         confirm_dirty: Vec::new(),
+        deferred: Vec::new(),
         closing_since: None,
         last_read: now,
         last_write: now,
@@ -482,6 +485,9 @@ impl Connection {
                 break;
             }
         }
+        for q in self.deferred.drain(..) {
+            q.dispatch();
+        }
         let dirty = std::mem::take(&mut self.confirm_dirty);
         if !dirty.is_empty() {
             let synced = self.synced_now();
@@ -604,6 +610,7 @@ impl Connection {
             tx: &self.tx,
             cancel_notify: self.cancel_notify,
             stats: &self.mgmt,
+            deferred: Some(&mut self.deferred),
         };
         let result = match frame {
             Frame::Method(_, m) => {
@@ -734,17 +741,20 @@ impl Connection {
             tx: &self.tx,
             cancel_notify: self.cancel_notify,
             stats: &self.mgmt,
+            deferred: None,
         };
         match cmd {
             Outbound::Deliver {
                 consumer,
                 queue,
-                msg,
+                msgs,
             } => match self.channels.get_mut(&consumer.channel.id) {
-                Some(ch) => ch.deliver(consumer, queue, msg, &mut cx),
+                Some(ch) => ch.deliver(consumer, queue, msgs, &mut cx),
                 None => {
-                    consumer.unreserve();
-                    queue.return_undelivered(msg, !consumer.no_ack);
+                    for msg in msgs {
+                        consumer.unreserve();
+                        queue.return_undelivered(msg, !consumer.no_ack);
+                    }
                 }
             },
             Outbound::ServerCancel { consumer } => {
@@ -770,11 +780,13 @@ impl Connection {
             if let Outbound::Deliver {
                 consumer,
                 queue,
-                msg,
+                msgs,
             } = cmd
             {
-                consumer.unreserve();
-                queue.return_undelivered(msg, !consumer.no_ack);
+                for msg in msgs {
+                    consumer.unreserve();
+                    queue.return_undelivered(msg, !consumer.no_ack);
+                }
             }
         }
         if let Some(vhost) = &self.vhost {

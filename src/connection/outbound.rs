@@ -10,11 +10,13 @@ use tokio::sync::mpsc;
 
 #[derive(Debug)]
 pub enum Outbound {
-    /// Deliver a message to a consumer of this connection. Credit was already reserved.
+    /// Deliver messages to a consumer of this connection, in order. Credit was already
+    /// reserved for each. One command carries every message one dispatch gave this
+    /// consumer, so a burst costs one wake-up and one channel lookup, not one per message.
     Deliver {
         consumer: Arc<Consumer>,
         queue: Arc<Queue>,
-        msg: QueuedMessage,
+        msgs: Vec<QueuedMessage>,
     },
     /// The consumer's queue was deleted: tell the client (basic.cancel) if it asked to be told.
     ServerCancel { consumer: Arc<Consumer> },

@@ -336,7 +336,7 @@ pub async fn publish(
     crate::stats::Counters::bump(&b.stats.retired.publish, 1);
     let was_routed = !routed.is_empty();
     // Stored like an AMQP publish (persistent message, durable queue).
-    crate::queue::enqueue(msg, &mut routed);
+    crate::queue::enqueue(msg, &mut routed, None);
     Ok(Json(json!({"routed": was_routed})).into_response())
 }
 

@@ -146,7 +146,12 @@ impl Consumer {
     /// The delivery was written to the connection's buffer: returns inflight credit.
     /// True when the queue should be asked to dispatch again.
     pub fn written(&self) -> bool {
-        self.inflight.fetch_sub(1, SeqCst);
+        self.written_n(1)
+    }
+
+    /// `n` deliveries were written (see [`written`](Self::written)).
+    pub fn written_n(&self, n: u32) -> bool {
+        self.inflight.fetch_sub(n, SeqCst);
         self.blocked.load(SeqCst) && self.blocked.swap(false, SeqCst)
     }
 

@@ -95,7 +95,7 @@ pub(crate) fn dead_letter(
             }
             !cycle
         });
-        super::enqueue(dead, &mut targets);
+        super::enqueue(dead, &mut targets, None);
     }
 }
 

@@ -69,6 +69,9 @@ struct State {
     /// Last declare, get or consumer change (x-expires counts from here).
     last_used: Instant,
     timer_running: bool,
+    /// A publisher pushed messages without dispatching and will call `dispatch` (see
+    /// `push_deferred`); other publishers need not register the queue again.
+    dispatch_pending: bool,
     /// When the timer task will next wake by itself; a publish wakes it earlier only when
     /// its message expires sooner (so a TTL queue does not cost a wake-up per publish).
     timer_deadline: Option<Instant>,
@@ -94,6 +97,10 @@ pub struct Queue {
 /// The broker's message log, shared with queues before it is open (queues from the
 /// definitions file exist before recovery starts).
 pub type StoreCell = Arc<OnceLock<Arc<MessageLog>>>;
+
+/// Consumers one dispatch collects deliveries for before sending them (bounds the search
+/// for a consumer's batch when many consumers share a queue).
+const MAX_BATCHES: usize = 16;
 
 /// What `basic.consume` may fail with.
 #[derive(Debug, PartialEq, Eq)]
@@ -131,6 +138,7 @@ impl Queue {
             had_consumer: false,
             last_used: Instant::now(),
             timer_running: false,
+            dispatch_pending: false,
             timer_deadline: None,
         };
         let q = Arc::new(Queue {
@@ -314,11 +322,41 @@ impl Queue {
                 .is_some_and(|m| st.ready.bytes() as u64 > m)
     }
 
+    /// Appends a message without delivering it, for a publisher that calls `dispatch`
+    /// once at the end of its read batch: a burst of publishes then costs one dispatch,
+    /// one wake-up of the consumer's connection and one lock round per message less.
+    /// Refused (`None`, nothing done) when the queue decides something at enqueue time
+    /// (a length limit, a TTL) or is deleted; the caller then uses `publish`. `Some(true)`
+    /// asks the caller to dispatch later; `Some(false)` means another publisher will.
+    pub fn push_deferred(&self, msg: &Arc<Message>) -> Option<bool> {
+        if msg.expiration.is_some() {
+            return None;
+        }
+        let mut st = self.state.lock();
+        let a = &self.args;
+        let decides =
+            a.max_length.is_some() || a.max_length_bytes.is_some() || a.message_ttl.is_some();
+        if decides || self.is_deleted() {
+            return None;
+        }
+        let seq = st.next_seq;
+        st.next_seq += 1;
+        st.ready.push_back(QueuedMessage {
+            seq,
+            msg: msg.clone(),
+            redelivered: false,
+            expires_at: None,
+        });
+        Counters::bump(&self.counters.publish, 1);
+        Some(!std::mem::replace(&mut st.dispatch_pending, true))
+    }
+
     /// Delivers ready messages to consumers with credit.
     pub fn dispatch(self: &Arc<Self>) {
         let mut dead = Vec::new();
         {
             let mut st = self.state.lock();
+            st.dispatch_pending = false;
             self.dispatch_locked(&mut st, &mut dead, None);
         }
         self.dead_letter(dead, Reason::Expired);
@@ -346,10 +384,11 @@ impl Queue {
         now: Option<Instant>,
     ) {
         let mut now = now;
+        let mut batches: Vec<(Arc<Consumer>, Vec<QueuedMessage>)> = Vec::new();
         while !st.ready.is_empty() && !st.consumers.is_empty() {
-            let Some(idx) = self.choose(st) else { return };
+            let Some(idx) = self.choose(st) else { break };
             let Some(m) = st.ready.pop_front() else {
-                return;
+                break;
             };
             let c = st.consumers[idx].clone();
             if let Some(t) = m.expires_at {
@@ -380,23 +419,52 @@ impl Queue {
             if m.redelivered {
                 Counters::bump(&self.counters.redeliver, 1);
             }
+            match batches.iter_mut().rev().find(|(b, _)| Arc::ptr_eq(b, &c)) {
+                Some((_, msgs)) => msgs.push(m),
+                None => {
+                    if batches.len() >= MAX_BATCHES {
+                        self.send_batches(st, &mut batches);
+                    }
+                    batches.push((c, vec![m]));
+                }
+            }
+        }
+        if self.send_batches(st, &mut batches) {
+            // A consumer was gone and its messages came back: the others may take them.
+            self.dispatch_locked(st, dead, now);
+        }
+    }
+
+    /// Hands each consumer its deliveries from one dispatch. True when a consumer's
+    /// connection was gone (its messages are back in the queue, the consumer removed).
+    fn send_batches(
+        self: &Arc<Self>,
+        st: &mut State,
+        batches: &mut Vec<(Arc<Consumer>, Vec<QueuedMessage>)>,
+    ) -> bool {
+        let mut failed = false;
+        for (c, msgs) in batches.drain(..) {
             let out = Outbound::Deliver {
                 consumer: c.clone(),
                 queue: self.clone(),
-                msg: m,
+                msgs,
             };
             if let Err(returned) = c.conn.send(out) {
-                // The consumer's connection is gone: take the message back, drop the consumer.
-                c.unreserve();
-                if let Outbound::Deliver { msg, .. } = returned.0 {
-                    if !c.no_ack {
-                        self.unacked.fetch_sub(1, SeqCst);
+                // The consumer's connection is gone: take the messages back, drop the consumer.
+                if let Outbound::Deliver { msgs, .. } = returned.0 {
+                    for msg in msgs {
+                        c.unreserve();
+                        if !c.no_ack {
+                            self.unacked.fetch_sub(1, SeqCst);
+                        }
+                        st.ready.insert_by_seq(msg);
                     }
-                    st.ready.push_front(msg);
                 }
                 st.consumers.retain(|o| !Arc::ptr_eq(o, &c));
+                failed = true;
             }
         }
+        failed
     }
 
     /// Adds a consumer; deliveries may start at once.
@@ -689,7 +757,13 @@ impl Queue {
 /// persistent and some of them are durable (so the log's order is the queues' order).
 /// Returns whether a length limit refused it somewhere, and the log sequence number a
 /// publisher confirm must wait for when it was stored.
-pub fn enqueue(mut msg: Arc<Message>, queues: &mut Vec<Arc<Queue>>) -> (bool, Option<u64>) {
+/// With `deferred`, queues that allow it (see [`Queue::push_deferred`]) are not dispatched
+/// now; those the caller must dispatch are added to `deferred`.
+pub fn enqueue(
+    mut msg: Arc<Message>,
+    queues: &mut Vec<Arc<Queue>>,
+    mut deferred: Option<&mut Vec<Arc<Queue>>>,
+) -> (bool, Option<u64>) {
     let mut lsn = None;
     if msg.persistent {
         let mut log = None;
@@ -706,6 +780,16 @@ pub fn enqueue(mut msg: Arc<Message>, queues: &mut Vec<Arc<Queue>>) -> (bool, Op
     }
     let mut rejected = false;
     for q in queues.drain(..) {
+        if let Some(later) = deferred.as_deref_mut() {
+            match q.push_deferred(&msg) {
+                Some(true) => {
+                    later.push(q);
+                    continue;
+                }
+                Some(false) => continue,
+                None => {}
+            }
+        }
         rejected |= q.publish(msg.clone()) == PublishOutcome::Rejected;
     }
     (rejected, lsn)

@@ -117,15 +117,6 @@ impl Ready {
         Some(m)
     }
 
-    /// Puts back a message just taken by [`Self::pop_front`].
-    pub(crate) fn push_front(&mut self, m: QueuedMessage) {
-        let l = self.level(&m);
-        self.len += 1;
-        self.bytes += m.msg.size();
-        self.mem_bytes += m.msg.size();
-        self.levels[l].push_front(m);
-    }
-
     /// Removes expired messages from the head of every level.
     pub(crate) fn pop_expired(&mut self, now: Instant, out: &mut Vec<QueuedMessage>) {
         loop {
