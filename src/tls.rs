@@ -150,6 +150,18 @@ pub fn split_tls(s: TlsStream<TcpStream>) -> (ReadHalf, WriteHalf, Option<String
     (ReadHalf::Tls(r), WriteHalf::Tls(w), cn)
 }
 
+impl ReadHalf {
+    /// Waits until a read would make progress, without a buffer: an idle connection holds
+    /// no read buffer while it waits. TLS streams buffer internally and report ready at
+    /// once (the read that follows then waits).
+    pub async fn readable(&self) -> io::Result<()> {
+        match self {
+            ReadHalf::Tcp(r) => r.readable().await,
+            ReadHalf::Tls(_) => Ok(()),
+        }
+    }
+}
+
 impl AsyncRead for ReadHalf {
     fn poll_read(
         self: Pin<&mut Self>,

@@ -135,6 +135,11 @@ pub struct Args {
     #[arg(long)]
     pub broker_pid: Option<u32>,
 
+    /// Instead of a load run: open N idle connections (each with a channel), and with
+    /// --broker-pid report the broker's resident memory per connection.
+    #[arg(long, value_name = "N")]
+    pub idle_connections: Option<usize>,
+
     /// Free-form label copied into the JSON summary (for bench scripts).
     #[arg(long, default_value = "")]
     pub label: String,

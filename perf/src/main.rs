@@ -13,6 +13,7 @@ mod broker;
 mod consumer;
 mod cpu;
 mod hist;
+mod idle;
 mod producer;
 mod report;
 mod stats;
@@ -41,6 +42,9 @@ async fn run() -> i32 {
         return 2;
     }
     let args = Arc::new(args);
+    if let Some(n) = args.idle_connections {
+        return idle::run(&args, n).await;
+    }
     let topo = match topology::declare(&args).await {
         Ok(t) => t,
         Err(e) => {

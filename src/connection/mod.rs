@@ -35,6 +35,8 @@ use tokio::time::Instant;
 /// Read buffer growth: small while a connection is quiet, large while reads fill it.
 const READ_CHUNK_IDLE: usize = 4 * 1024;
 const READ_CHUNK_BUSY: usize = 64 * 1024;
+/// A connection that has neither read nor written for this long gives its buffers back.
+const IDLE_AFTER: Duration = Duration::from_secs(2);
 /// Stop taking deliveries from queues while this much output is pending.
 const OUT_HIGH_WATER: usize = 1 << 20;
 /// Stop reading the socket while this much output is pending (a peer that does not read).
@@ -69,7 +71,8 @@ pub struct Connection {
     blocked_notify: bool,
     /// Publisher flow control under resource alarms (see [`crate::alarm`]).
     throttle: crate::alarm::Throttle,
-    channels: HashMap<u16, Channel>,
+    /// Boxed: a channel is large, and the map keeps spare slots (memory per connection).
+    channels: HashMap<u16, Box<Channel>>,
     /// Channels in confirm mode with confirms to flush after this input batch.
     confirm_dirty: Vec<u16>,
     /// Queues this read batch published to without dispatching (see `Queue::push_deferred`).
@@ -167,6 +170,9 @@ pub async fn serve_stream(
                 },
             );
             c.register_mgmt();
+            if c.inbuf.is_empty() {
+                c.inbuf = BytesMut::new();
+            }
             c.run().await;
             c.teardown();
             tracing::info!(conn = c.id, peer = %c.peer, user = %c.user, "connection closed");
@@ -180,6 +186,19 @@ pub async fn serve_stream(
         Err(_) => tracing::info!(peer = %peer, "handshake timed out"),
     }
     let _ = c.writer.shutdown().await;
+}
+
+/// Reads into `inbuf`; returns the bytes read and the room there was. A buffer released
+/// by `trim_if_idle` is allocated again only once the socket is readable, so an idle
+/// connection waits without one.
+async fn read_some(reader: &mut ReadHalf, inbuf: &mut BytesMut) -> std::io::Result<(usize, usize)> {
+    if inbuf.capacity() == 0 {
+        reader.readable().await?;
+        inbuf.reserve(READ_CHUNK_IDLE);
+    }
+    let spare = inbuf.capacity() - inbuf.len();
+    let n = reader.read_buf(inbuf).await?;
+    Ok((n, spare))
 }
 
 async fn write_out(writer: &mut WriteHalf, out: &OutBuf) -> std::io::Result<usize> {
@@ -290,9 +309,9 @@ impl Connection {
         });
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let ack_timeout = self.broker.config.consumer_timeout;
-        let mut ack_ticker = tokio::time::interval(
-            (ack_timeout / 4).clamp(Duration::from_millis(20), Duration::from_secs(15)),
-        );
+        // Also the idle check (`trim_if_idle`), hence at most IDLE_AFTER apart.
+        let mut ack_ticker =
+            tokio::time::interval((ack_timeout / 4).clamp(Duration::from_millis(20), IDLE_AFTER));
         ack_ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut alarms = self.broker.alarms.subscribe();
         let initial = *alarms.borrow_and_update();
@@ -310,14 +329,14 @@ impl Connection {
             // Small reads while idle (memory per connection), large ones under load: a read
             // that filled the buffer asks for a big one next time.
             let spare = self.inbuf.capacity() - self.inbuf.len();
-            if spare < 1024 || (self.read_filled && spare < READ_CHUNK_BUSY / 2) {
+            let released = self.inbuf.capacity() == 0;
+            if !released && (spare < 1024 || (self.read_filled && spare < READ_CHUNK_BUSY / 2)) {
                 self.inbuf.reserve(if self.read_filled {
                     READ_CHUNK_BUSY
                 } else {
                     READ_CHUNK_IDLE
                 });
             }
-            let spare_before = self.inbuf.capacity() - self.inbuf.len();
             tokio::select! {
                 r = write_out(&mut self.writer, &self.out), if want_write => match r {
                     Ok(0) | Err(_) => done = true,
@@ -327,13 +346,18 @@ impl Connection {
                         self.mgmt.add_octets(0, n as u64);
                     }
                 },
-                r = self.reader.read_buf(&mut self.inbuf), if can_read => match r {
-                    Ok(0) | Err(_) => done = true,
-                    Ok(n) => {
+                r = read_some(&mut self.reader, &mut self.inbuf), if can_read => match r {
+                    Ok((0, _)) | Err(_) => done = true,
+                    Ok((n, spare_before)) => {
                         self.mgmt.add_octets(n as u64, 0);
                         self.read_filled = n == spare_before;
                         self.last_read = Instant::now();
                         done = self.process_input();
+                        if self.inbuf.is_empty() && !self.read_filled {
+                            // Light traffic: wait for the next read without a buffer (see
+                            // `read_some`), so idle connections cost little memory.
+                            self.inbuf = BytesMut::new();
+                        }
                     }
                 },
                 cmd = self.rx.recv(), if can_recv => {
@@ -367,7 +391,10 @@ impl Connection {
                         self.out.heartbeat();
                     }
                 },
-                _ = ack_ticker.tick(), if !closing => self.check_ack_timeouts(ack_timeout),
+                _ = ack_ticker.tick(), if !closing => {
+                    self.check_ack_timeouts(ack_timeout);
+                    self.trim_if_idle();
+                }
                 r = async { self.synced.as_mut().expect("awaiting_sync implies a log").changed().await }, if self.awaiting_sync && !closing => {
                     if r.is_ok() { self.on_synced(); } else { self.awaiting_sync = false; }
                 },
@@ -411,6 +438,20 @@ impl Connection {
 
     /// Closes channels whose oldest unacknowledged delivery is too old (406); their
     /// messages go back to their queues.
+    /// After IDLE_AFTER without traffic, gives back the read and write buffers (they are
+    /// allocated again by the next read or frame): idle connections cost little memory.
+    fn trim_if_idle(&mut self) {
+        let now = Instant::now();
+        let quiet = now.duration_since(self.last_read) >= IDLE_AFTER
+            && now.duration_since(self.last_write) >= IDLE_AFTER;
+        if quiet {
+            if self.inbuf.is_empty() && self.inbuf.capacity() > 0 {
+                self.inbuf = BytesMut::new();
+            }
+            self.out.release_if_empty();
+        }
+    }
+
     fn check_ack_timeouts(&mut self, timeout: Duration) {
         let expired: Vec<(u16, AmqpError)> = self
             .channels
@@ -566,7 +607,7 @@ impl Connection {
                         ))
                         .with_method(20, 10));
                     }
-                    let ch = Channel::new(channel);
+                    let ch = Box::new(Channel::new(channel));
                     self.mgmt.channel_opened(&ch.shared);
                     self.channels.insert(channel, ch);
                     self.out.method(

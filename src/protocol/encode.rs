@@ -28,8 +28,17 @@ impl OutBuf {
     pub fn new() -> Self {
         OutBuf {
             chunks: VecDeque::new(),
-            cur: BytesMut::with_capacity(4 * 1024),
+            cur: BytesMut::new(),
             len: 0,
+        }
+    }
+
+    /// Gives the buffer's memory back when nothing is pending (an idle connection); the
+    /// next frame allocates again.
+    pub fn release_if_empty(&mut self) {
+        if self.is_empty() {
+            self.cur = BytesMut::new();
+            self.chunks = VecDeque::new();
         }
     }
 
@@ -41,7 +50,16 @@ impl OutBuf {
         self.len == 0
     }
 
+    /// A released buffer is allocated again at the usual size, not grown from nothing.
+    #[inline]
+    fn ensure(&mut self) {
+        if self.cur.capacity() == 0 {
+            self.cur.reserve(4 * 1024);
+        }
+    }
+
     fn put(&mut self, b: &[u8]) {
+        self.ensure();
         self.cur.extend_from_slice(b);
         self.len += b.len();
     }
@@ -92,9 +110,16 @@ impl OutBuf {
                 n = 0;
             }
         }
-        if self.cur.is_empty() && self.chunks.is_empty() && self.cur.capacity() > 1024 * 1024 {
-            // A burst grew the buffer a lot: give the memory back once it is drained.
-            self.cur = BytesMut::with_capacity(4 * 1024);
+        if self.cur.is_empty() && self.chunks.is_empty() {
+            let cap = self.cur.capacity();
+            if cap <= 16 * 1024 {
+                // Light traffic: hold no buffer between writes, so that idle connections
+                // cost little memory; the next frame allocates one.
+                self.cur = BytesMut::new();
+            } else if cap > 1024 * 1024 {
+                // A burst grew the buffer a lot: give the memory back once it is drained.
+                self.cur = BytesMut::with_capacity(4 * 1024);
+            }
         }
     }
 
@@ -113,6 +138,7 @@ impl OutBuf {
 
     /// Starts a method frame; returns the position of its size field for [`Self::end_frame`].
     fn begin_method(&mut self, channel: u16, class_id: u16, method_id: u16) -> usize {
+        self.ensure();
         self.cur.put_u8(FRAME_METHOD);
         self.cur.put_u16(channel);
         let at = self.cur.len();
@@ -207,6 +233,7 @@ impl OutBuf {
     /// Content header and body frames for a message; the body is split by `frame_max`.
     /// An empty body gets no body frame, as RabbitMQ does.
     pub fn content(&mut self, channel: u16, properties: &[u8], body: &Bytes, frame_max: u32) {
+        self.ensure();
         self.cur.put_u8(FRAME_HEADER);
         self.cur.put_u16(channel);
         let size = 12 + properties.len();
@@ -353,5 +380,28 @@ mod tests {
         assert_eq!(o.len(), total - 3 - COPY_LIMIT);
         o.advance(o.len());
         assert!(o.is_empty());
+    }
+
+    #[test]
+    fn a_drained_small_buffer_is_released_and_comes_back() {
+        let mut o = OutBuf::new();
+        assert_eq!(
+            o.cur.capacity(),
+            0,
+            "nothing allocated before the first frame"
+        );
+        o.basic_ack(1, 7, false);
+        assert!(o.cur.capacity() >= 4 * 1024);
+        o.advance(o.len());
+        assert_eq!(o.cur.capacity(), 0, "released once drained");
+        o.basic_ack(1, 8, true);
+        let mut v = Vec::new();
+        let mut slices = [IoSlice::new(&[]); 4];
+        let n = o.io_slices(&mut slices);
+        for s in &slices[..n] {
+            v.extend_from_slice(s);
+        }
+        assert_eq!(v.len(), 7 + 4 + 8 + 1 + 1, "one whole basic.ack frame");
+        assert_eq!(&v[v.len() - 2..], &[1, FRAME_END]);
     }
 }
