@@ -32,7 +32,12 @@ SCENARIO_TABLE=(
   "s5|latency at 1000 msg/s, 16 B, auto-ack|-x 1 -y 1 -s 16 -a -r 1000"
   "s6|topic, 1 binding, 16 B, confirms (window 100), auto-ack|-t topic -x 1 -y 1 -s 16 -c 100 -a"
   "s7|topic, 100 000 extra bindings, 16 B, confirms (window 100), auto-ack|-t topic --bindings 100000 -x 1 -y 1 -s 16 -c 100 -a"
+  "s8|memory: 1000 idle connections (one channel each)|--idle-connections 1000"
+  "s9|memory: 1 000 000 queued 16 B messages, no consumer|-x 1 -y 0 -s 16 -C 1000000"
 )
+# Scenarios that measure the broker's memory: Warren is restarted before each, so its
+# resident set starts from a fresh process (freed memory of earlier runs would hide growth).
+MEMORY_SCENARIOS=" s8 s9 "
 
 log() { echo "[bench $(date -u +%H:%M:%S)] $*" >&2; }
 
@@ -76,6 +81,16 @@ ensure_warren() {
   fi
 }
 
+restart_warren() {
+  if [ -n "$WARREN_PID" ] && kill -0 "$WARREN_PID" 2>/dev/null; then
+    kill "$WARREN_PID"; wait "$WARREN_PID" 2>/dev/null || true
+  fi
+  WARREN_PID=
+  rm -rf "$WORK/warren-data"
+  for _ in $(seq 1 50); do listening "$WARREN_PORT" || break; sleep 0.1; done
+  start_warren
+}
+
 cleanup() {
   if [ -n "$WARREN_PID" ] && kill -0 "$WARREN_PID" 2>/dev/null; then kill "$WARREN_PID"; fi
   rm -rf "$WORK/warren-data"
@@ -92,7 +107,9 @@ rabbit_pid() {
 run_one() {
   local broker=$1 id=$2 rep=$3; shift 3
   local port pid
-  if [ "$broker" = warren ]; then ensure_warren; port=$WARREN_PORT; pid=$WARREN_PID
+  if [ "$broker" = warren ]; then
+    case "$MEMORY_SCENARIOS" in *" $id "*) restart_warren ;; esac
+    ensure_warren; port=$WARREN_PORT; pid=$WARREN_PID
   else port=$RABBIT_PORT; pid=$(rabbit_pid); fi
   log "$broker $id rep $rep: warren-perf $*"
   local out=$WORK/out.json rc=0
@@ -107,7 +124,7 @@ run_one() {
     --argjson rc "$rc" --arg args "$*" \
     '. + {run: $run, broker: $broker, scenario: $id, rep: $rep, exit_code: $rc, args: $args}' \
     "$out" >>"$RESULTS"
-  jq -r '"  sent \(.send_rate) msg/s, received \(.receive_rate) msg/s, p99 \(.latency_us.p99) µs, lost \(.lost), broker \(.broker_cpu_us_per_msg) µs/msg, client \(.client_cpu_us_per_msg) µs/msg"' "$out" >&2
+  jq -r 'if .idle_connections then "  \(.broker_bytes_per_connection) bytes per idle connection" else "  sent \(.send_rate) msg/s, received \(.receive_rate) msg/s, p99 \(.latency_us.p99) µs, lost \(.lost), broker \(.broker_cpu_us_per_msg) µs/msg, client \(.client_cpu_us_per_msg) µs/msg" end' "$out" >&2
   sleep 1
 }
 
@@ -122,7 +139,9 @@ results, out, meta, table = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 rows = [json.loads(l) for l in open(results) if l.strip()]
 run = max(r.get("run", "") for r in rows)
 rows = [r for r in rows if r.get("run") == run]
-scen = [t.split("|", 2) for t in table]
+scen_all = [t.split("|", 2) for t in table]
+memory_ids = {"s8", "s9"}
+scen = [t for t in scen_all if t[0] not in memory_ids]
 
 def med(sid, broker, key, sub=None):
     vals = []
@@ -197,6 +216,61 @@ for sid, desc, args in scen:
         fmt(q("rabbitmq", "p50")), fmt(q("rabbitmq", "p99")), fmt(q("rabbitmq", "p999")), fmt(q("rabbitmq", "max")),
         ratio(q("warren", "p99"), q("rabbitmq", "p99"))))
 L.append("")
+def per_msg_bytes(sid, broker):
+    vals = []
+    for r in rows:
+        if r.get("scenario") == sid and r.get("broker") == broker:
+            a, b, sent = r.get("broker_rss_start_kb"), r.get("broker_rss_end_kb"), r.get("sent")
+            if a is not None and b is not None and sent:
+                vals.append((b - a) * 1024 / sent)
+    return statistics.median(vals) if vals else None
+
+if any(n(s, b) for s in memory_ids for b in ("warren", "rabbitmq")):
+    L.append("## Memory")
+    L.append("")
+    L.append("Broker resident set (VmRSS) growth, Warren restarted fresh before each run.")
+    L.append("")
+    L.append("| # | measure | Warren | RabbitMQ | ratio W/R |")
+    L.append("|---|---|---:|---:|---:|")
+    w, r = med("s8", "warren", "broker_bytes_per_connection"), med("s8", "rabbitmq", "broker_bytes_per_connection")
+    if w or r:
+        L.append(f"| s8 | bytes per idle connection (1000 connections, 5 s idle) | {fmt(w)} | {fmt(r)} | {ratio(w, r)} |")
+    w, r = per_msg_bytes("s9", "warren"), per_msg_bytes("s9", "rabbitmq")
+    if w or r:
+        sw, sr = med("s9", "warren", "sent"), med("s9", "rabbitmq", "sent")
+        L.append(f"| s9 | bytes per queued 16 B message ({fmt(sw)} / {fmt(sr)} queued) | {fmt(w)} | {fmt(r)} | {ratio(w, r)} |")
+    L.append("")
+
+# Chart: receive rate per scenario, Warren vs RabbitMQ (log scale), as a plain SVG.
+import math
+bars = [(sid, med(sid, "warren", "receive_rate"), med(sid, "rabbitmq", "receive_rate")) for sid, _, _ in scen]
+bars = [b for b in bars if b[1] and b[2]]
+if bars:
+    W, rowh, left, top = 760, 46, 60, 40
+    H = top + rowh * len(bars) + 40
+    lo, hi = 3, 7  # 1e3 .. 1e7 msg/s
+    x = lambda v: left + (W - left - 120) * (math.log10(max(v, 10 ** lo)) - lo) / (hi - lo)
+    svg = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" font-family="sans-serif" font-size="12">',
+           f'<rect width="{W}" height="{H}" fill="white"/>',
+           f'<text x="{left}" y="20" font-size="14" font-weight="bold">Received msg/s (log scale): Warren vs RabbitMQ, {run}</text>']
+    for e in range(lo, hi + 1):
+        gx = x(10 ** e)
+        svg.append(f'<line x1="{gx:.1f}" y1="{top - 6}" x2="{gx:.1f}" y2="{H - 30}" stroke="#ddd"/>')
+        svg.append(f'<text x="{gx:.1f}" y="{H - 14}" text-anchor="middle" fill="#555">1e{e}</text>')
+    for i, (sid, w, r) in enumerate(bars):
+        y = top + i * rowh
+        svg.append(f'<text x="{left - 8}" y="{y + 22}" text-anchor="end">{sid}</text>')
+        svg.append(f'<rect x="{left}" y="{y}" width="{x(w) - left:.1f}" height="16" fill="#c0392b"/>')
+        svg.append(f'<rect x="{left}" y="{y + 18}" width="{x(r) - left:.1f}" height="16" fill="#7f8c8d"/>')
+        svg.append(f'<text x="{x(w) + 4:.1f}" y="{y + 13}">{fmt(w)} ({w / r:.1f}×)</text>')
+        svg.append(f'<text x="{x(r) + 4:.1f}" y="{y + 31}" fill="#555">{fmt(r)}</text>')
+    svg.append(f'<rect x="{W - 150}" y="8" width="12" height="12" fill="#c0392b"/><text x="{W - 134}" y="18">Warren</text>')
+    svg.append(f'<rect x="{W - 80}" y="8" width="12" height="12" fill="#7f8c8d"/><text x="{W - 64}" y="18">RabbitMQ</text>')
+    svg.append('</svg>')
+    open(os.path.join(os.path.dirname(out), "bench", "chart.svg"), "w").write("\n".join(svg) + "\n")
+    L.append("![Received msg/s per scenario, Warren vs RabbitMQ](bench/chart.svg)")
+    L.append("")
+
 errs = [r for r in rows if r.get("errors") or r.get("exit_code")]
 if errs:
     L.append("## Runs with errors or a non-zero exit")
@@ -214,7 +288,7 @@ L.append("```")
 L.append("")
 L.append("Scenario arguments (plus `-z DURATION --drain 15 --json --broker-pid PID`):")
 L.append("")
-for sid, desc, args in scen:
+for sid, desc, args in scen_all:
     L.append(f"- {sid}: `warren-perf {args}`")
 L.append("")
 notes = ""
@@ -238,7 +312,7 @@ start_warren
 RUN_ID=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 export RUN_ID
 log "run $RUN_ID: ${DURATION} s x $REPS, warren pid $WARREN_PID, rabbitmq pid $(rabbit_pid)"
-wanted=${SCENARIOS:-s1 s2 s3 s4 s5 s6 s7}
+wanted=${SCENARIOS:-s1 s2 s3 s4 s5 s6 s7 s8 s9}
 for entry in "${SCENARIO_TABLE[@]}"; do
   IFS='|' read -r id _desc args <<<"$entry"
   case " $wanted " in *" $id "*) ;; *) continue ;; esac

@@ -80,6 +80,7 @@ async fn run() -> i32 {
     }
 
     let broker_cpu0 = args.broker_pid.and_then(broker::cpu);
+    let broker_rss_start = args.broker_pid.and_then(broker::rss_kb);
     let cpu0 = cpu::process_cpu();
     let wall0 = Instant::now();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
@@ -136,6 +137,20 @@ async fn run() -> i32 {
                 break;
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    } else if expected_total > 0 {
+        // No consumers: wait until the broker has enqueued everything (it may still be
+        // reading the socket), so the memory sampled below holds the whole backlog.
+        let deadline = Instant::now() + Duration::from_secs_f64(args.drain);
+        while Instant::now() < deadline {
+            let mut queued = u64::MAX;
+            for q in 0..nq {
+                queued = queued.min(topo.remaining(q).await);
+            }
+            if queued >= expected_total {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
     let _ = stop_tx.send(true);
@@ -222,6 +237,7 @@ async fn run() -> i32 {
         "broker_pid": args.broker_pid,
         "broker_cpu_s": broker_cpu.map(|d| (d.as_secs_f64() * 1000.0).round() / 1000.0),
         "broker_cpu_us_per_msg": broker_cpu.filter(|_| sent > 0).map(|d| (d.as_secs_f64() * 1e6 / sent as f64 * 100.0).round() / 100.0),
+        "broker_rss_start_kb": broker_rss_start,
         "broker_rss_max_kb": args.broker_pid.map(|_| shared.broker_rss_max_kb.load(Relaxed)),
         "broker_rss_end_kb": broker_rss_end,
         "errors": errors,
