@@ -32,7 +32,7 @@ SCENARIO_TABLE=(
   "s5|latency at 1000 msg/s, 16 B, auto-ack|-x 1 -y 1 -s 16 -a -r 1000"
   "s6|topic, 1 binding, 16 B, confirms (window 100), auto-ack|-t topic -x 1 -y 1 -s 16 -c 100 -a"
   "s7|topic, 100 000 extra bindings, 16 B, confirms (window 100), auto-ack|-t topic --bindings 100000 -x 1 -y 1 -s 16 -c 100 -a"
-  "s8|memory: 1000 idle connections (one channel each)|--idle-connections 1000"
+  "s8|memory: 500 idle connections (one channel each)|--idle-connections 500"
   "s9|memory: 1 000 000 queued 16 B messages, no consumer|-x 1 -y 0 -s 16 -C 1000000"
 )
 # Scenarios that measure the broker's memory: Warren is restarted before each, so its
@@ -234,7 +234,7 @@ if any(n(s, b) for s in memory_ids for b in ("warren", "rabbitmq")):
     L.append("|---|---|---:|---:|---:|")
     w, r = med("s8", "warren", "broker_bytes_per_connection"), med("s8", "rabbitmq", "broker_bytes_per_connection")
     if w or r:
-        L.append(f"| s8 | bytes per idle connection (1000 connections, 5 s idle) | {fmt(w)} | {fmt(r)} | {ratio(w, r)} |")
+        L.append(f"| s8 | bytes per idle connection (500 connections, 5 s idle) | {fmt(w)} | {fmt(r)} | {ratio(w, r)} |")
     w, r = per_msg_bytes("s9", "warren"), per_msg_bytes("s9", "rabbitmq")
     if w or r:
         sw, sr = med("s9", "warren", "sent"), med("s9", "rabbitmq", "sent")

@@ -152,6 +152,11 @@ pub async fn run(
     };
     let mut failed = false;
     loop {
+        // Checked every round, not only in the select below: while deliveries keep
+        // arriving, the read is always ready and would starve the stop signal.
+        if *stop.borrow() {
+            break;
+        }
         if let Err(e) = drain(&mut conn, &mut st).await {
             shared.error(&who, e);
             failed = true;

@@ -117,8 +117,27 @@ async fn run() -> i32 {
     let mut sent = 0;
     let mut expected: Vec<Bitset> = Vec::new();
     let mut produce_time = Duration::ZERO;
-    for p in producers {
-        let r = p.await.unwrap_or_default();
+    // A producer whose broker stops reading its socket (flow control that never lifts)
+    // would wait in a write forever; past the run time plus the drain it is given up.
+    let give_up = args
+        .time
+        .map(|t| tokio::time::Instant::now() + Duration::from_secs_f64(t + args.drain + 10.0));
+    for (id, p) in producers.into_iter().enumerate() {
+        let abort = p.abort_handle();
+        let r = match give_up {
+            Some(at) => match tokio::time::timeout_at(at, p).await {
+                Ok(r) => r.unwrap_or_default(),
+                Err(_) => {
+                    abort.abort();
+                    shared.error(
+                        &format!("producer {id}"),
+                        "stuck writing: the broker stopped reading",
+                    );
+                    Default::default()
+                }
+            },
+            None => p.await.unwrap_or_default(),
+        };
         sent += r.sent;
         produce_time = produce_time.max(r.elapsed);
         expected.push(r.expected);

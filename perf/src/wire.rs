@@ -443,6 +443,19 @@ impl Conn {
     /// Connects, authenticates with PLAIN, opens the vhost and channel 1. Heartbeats
     /// are turned off (a run is short, and both brokers accept 0).
     pub async fn open(uri: &str) -> io::Result<Conn> {
+        // A broker that accepts but never answers (e.g. RabbitMQ out of file descriptors)
+        // must not hang the run.
+        match tokio::time::timeout(std::time::Duration::from_secs(15), Self::open_inner(uri)).await
+        {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "no handshake within 15 s",
+            )),
+        }
+    }
+
+    async fn open_inner(uri: &str) -> io::Result<Conn> {
         let t = parse_uri(uri)?;
         let sock = TcpStream::connect(&t.addr).await?;
         sock.set_nodelay(true)?;
