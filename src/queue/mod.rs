@@ -465,7 +465,7 @@ impl Queue {
             if st.ready.next_expiry().is_some() {
                 st.ready.pop_expired(Instant::now(), &mut dead);
             }
-            st.ready.pop_front().map(|m| {
+            let r = st.ready.pop_front().map(|m| {
                 if no_ack {
                     self.forget([&m]);
                     Counters::bump(&self.counters.get_no_ack, 1);
@@ -477,7 +477,17 @@ impl Queue {
                     Counters::bump(&self.counters.redeliver, 1);
                 }
                 (m, st.ready.len() as u32)
-            })
+            });
+            // The new head may expire (a message behind one without expiry): arm the
+            // timer for it, as RabbitMQ's drop_expired_msgs does after a fetch.
+            if let Some(t) = st.ready.next_expiry() {
+                if st.timer_deadline.is_none_or(|d| t < d) {
+                    st.timer_deadline = Some(t);
+                    self.ensure_timer(&mut st);
+                    self.timer.notify_one();
+                }
+            }
+            r
         };
         self.dead_letter(dead, Reason::Expired);
         r
