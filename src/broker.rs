@@ -32,8 +32,9 @@ pub struct Broker {
     paging: Option<Arc<crate::queue::pager::Paging>>,
     /// Management statistics: connection registry, counters of closed objects, samples.
     pub stats: crate::stats::Registry,
-    /// Policies per vhost (management).
-    pub policies: crate::policy::Policies,
+    /// Policies per vhost (management); each vhost holds the same handle, to apply them
+    /// to the queues and exchanges it declares.
+    pub policies: Arc<crate::policy::Policies>,
 }
 
 #[derive(Debug, Clone)]
@@ -92,13 +93,14 @@ impl Broker {
         let changed = self.definitions_changed.clone();
         let store = self.store.clone();
         let paging = self.paging.clone();
+        let policies = self.policies.clone();
         let mut created = false;
         let v = self
             .vhosts
             .entry(name.to_string())
             .or_insert_with(|| {
                 created = true;
-                VHost::new(name, changed, store, paging)
+                VHost::new(name, changed, store, paging, policies)
             })
             .clone();
         if created {

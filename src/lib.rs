@@ -25,7 +25,8 @@
 //!   connections, and the sampler task that turns counters into rates.
 //! - [`mgmt`]: the management HTTP server (RabbitMQ's API, web console, `/metrics`); it
 //!   only reads snapshots and calls the same vhost operations as AMQP methods.
-//! - [`policy`]: policies per vhost, matched against queue names.
+//! - [`policy`]: policies per vhost, matched against queue and exchange names; a queue acts
+//!   on its declare arguments merged with its policy, re-applied whenever a policy changes.
 //!
 //! # Who owns what
 //!

@@ -1,6 +1,11 @@
 //! Policies: per-vhost (pattern, apply-to, priority, definition) records, as RabbitMQ's
 //! `rabbit_policy`. The highest-priority policy whose pattern matches an object's name
 //! (and whose apply-to covers its kind) is the object's effective policy.
+//!
+//! Queues merge their policy's definition with their declare arguments
+//! ([`crate::queue::args::QueueArgs::with_policy`]) and act on the result; exchanges take
+//! `alternate-exchange` from theirs. A policy change is applied to every queue and exchange
+//! of its vhost at once ([`apply_all`]); objects declared later pick theirs up at declare.
 
 use parking_lot::RwLock;
 use serde_json::{json, Value};
@@ -17,7 +22,11 @@ pub struct Policy {
     regex: regex::Regex,
 }
 
-/// Keys a policy definition may hold (RabbitMQ's classic queue and exchange policy keys).
+/// Keys a policy definition may hold (RabbitMQ 3.10's `rabbit_policies` validators and
+/// the plugins' keys). `max-priority` is not one: RabbitMQ refuses it in a policy.
+/// Warren acts on message-ttl, expires, max-length, max-length-bytes, overflow,
+/// dead-letter-exchange, dead-letter-routing-key and alternate-exchange; the rest are
+/// accepted and ignored.
 const KNOWN_KEYS: &[&str] = &[
     "message-ttl",
     "expires",
@@ -26,8 +35,14 @@ const KNOWN_KEYS: &[&str] = &[
     "overflow",
     "dead-letter-exchange",
     "dead-letter-routing-key",
+    "dead-letter-strategy",
     "alternate-exchange",
-    "max-priority",
+    "max-in-memory-length",
+    "max-in-memory-bytes",
+    "max-age",
+    "stream-max-segment-size-bytes",
+    "queue-leader-locator",
+    "initial-cluster-size",
     "queue-mode",
     "queue-version",
     "ha-mode",
@@ -72,7 +87,7 @@ impl Policy {
             }
             let non_neg_int = v.as_i64().is_some_and(|n| n >= 0);
             let ok = match k.as_str() {
-                "message-ttl" | "max-length" | "max-length-bytes" | "max-priority" => non_neg_int,
+                "message-ttl" | "max-length" | "max-length-bytes" => non_neg_int,
                 "expires" => v.as_i64().is_some_and(|n| n >= 1),
                 "overflow" => matches!(
                     v.as_str(),
@@ -184,10 +199,14 @@ impl Policies {
     }
 }
 
-/// Re-evaluates the effective policy of every queue in `vhost` after a policy change.
-// TODO: queue arguments are fixed at declare time in `queue::args`; policies are listed and
-// reported (`policy`, `effective_policy_definition`) but not yet applied to running queues.
-pub fn apply_all(_broker: &crate::broker::Broker, _vhost: &str) {}
+/// Re-evaluates the effective policy of every queue and exchange in `vhost` after a policy
+/// change, and has the definitions file rewritten (policies are saved there).
+pub fn apply_all(broker: &crate::broker::Broker, vhost: &str) {
+    if let Some(v) = broker.vhost(vhost) {
+        v.apply_policies();
+    }
+    broker.definitions_changed.notify_one();
+}
 
 #[cfg(test)]
 mod tests {

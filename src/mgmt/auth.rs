@@ -2,14 +2,22 @@
 //! `administrator` may do everything, `monitoring` may read everything, `management`
 //! (and `policymaker`) may use the API for vhosts' objects; users without one of these
 //! tags are refused.
+//!
+//! Vhosts as RabbitMQ's `rabbit_mgmt_util`: a non-administrator reaches a vhost's objects
+//! (`/api/queues/{vhost}`, …) only in vhosts it has permissions in (401 otherwise), and
+//! listings show only those vhosts' objects ([`Caller::sees_objects_in`]); the vhost list
+//! itself is complete for `monitoring` users ([`Caller::sees_vhost`]). Connections,
+//! channels and consumers of other users are visible to monitors only
+//! ([`Caller::sees_user`]).
 
-use super::{not_authorised, ApiError};
+use super::not_authorised;
 use crate::auth::User;
 use crate::broker::Broker;
 use axum::extract::{Request, State};
-use axum::http::{header, Method, StatusCode};
+use axum::http::{header, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::RequestExt;
 use base64::Engine;
 use std::sync::Arc;
 
@@ -24,6 +32,37 @@ impl Caller {
 
     pub fn is_admin(&self) -> bool {
         self.has("administrator")
+    }
+
+    /// RabbitMQ's `is_monitor`: administrator or monitoring.
+    pub fn is_monitor(&self) -> bool {
+        self.is_admin() || self.has("monitoring")
+    }
+
+    /// RabbitMQ's `is_policymaker`: administrator or policymaker.
+    pub fn is_policymaker(&self) -> bool {
+        self.is_admin() || self.has("policymaker")
+    }
+
+    /// The user has permissions in `vhost` (may log in there).
+    fn may_login(&self, b: &Broker, vhost: &str) -> bool {
+        b.auth.can_access_vhost(&self.0.name, vhost)
+    }
+
+    /// Queues, exchanges, bindings and policies of `vhost` are listed for this user
+    /// (RabbitMQ's `filter_vhost`: administrators see all, others their login vhosts).
+    pub fn sees_objects_in(&self, b: &Broker, vhost: &str) -> bool {
+        self.is_admin() || self.may_login(b, vhost)
+    }
+
+    /// `vhost` is in this user's vhost list and totals (`list_visible_vhosts`).
+    pub fn sees_vhost(&self, b: &Broker, vhost: &str) -> bool {
+        self.is_monitor() || self.may_login(b, vhost)
+    }
+
+    /// Connections, channels and consumers of `user` are listed for this user.
+    pub fn sees_user(&self, user: &str) -> bool {
+        self.is_monitor() || self.0.name == user
     }
 }
 
@@ -42,15 +81,46 @@ fn admin_only(method: &Method, path: &str) -> bool {
         || p.starts_with("/users")
         || p.starts_with("/permissions")
         || p.starts_with("/definitions")
+        || (p.starts_with("/vhosts/") && p.ends_with("/permissions"))
+        // One vhost's record is the administrators' (RabbitMQ's rabbit_mgmt_wm_vhost).
+        || (p.starts_with("/vhosts/") && p.matches('/').count() == 2)
+}
+
+fn not_authorised_object() -> Response {
+    super::refused("User not authorised to access object").into_response()
+}
+
+/// RabbitMQ's per-vhost checks (`is_authorized_vhost` and its variants) for a request
+/// naming `vhost` in its path; a vhost that does not exist passes (the handler answers
+/// 404).
+fn vhost_refused(
+    b: &Broker,
+    caller: &Caller,
+    path: &str,
+    vhost: &str,
+    has_name: bool,
+) -> Option<Response> {
+    let p = path.trim_start_matches("/api");
+    if caller.is_admin() || b.vhost(vhost).is_none() {
+        return None;
+    }
+    if p.starts_with("/policies/") && has_name {
+        // Reading or writing one policy needs policymaker as well.
+        return (!(caller.is_policymaker() && caller.may_login(b, vhost)))
+            .then(not_authorised_object);
+    }
+    let allowed = if p.starts_with("/consumers/") {
+        true // filtered by user in the handler
+    } else if p.starts_with("/vhost-limits/") {
+        caller.sees_vhost(b, vhost)
+    } else {
+        caller.may_login(b, vhost)
+    };
+    (!allowed).then(|| super::refused("User not authorised to access virtual host").into_response())
 }
 
 fn forbidden() -> Response {
-    ApiError {
-        status: StatusCode::UNAUTHORIZED,
-        error: "not_authorized",
-        reason: "Not administrator user".into(),
-    }
-    .into_response()
+    super::refused("Not administrator user").into_response()
 }
 
 pub async fn require_user(State(b): State<Arc<Broker>>, mut req: Request, next: Next) -> Response {
@@ -74,7 +144,7 @@ pub async fn require_user(State(b): State<Arc<Broker>>, mut req: Request, next: 
     };
     let caller = Caller(u);
     if !MANAGEMENT_TAGS.iter().any(|t| caller.has(t)) {
-        return not_authorised("Not management user").into_response();
+        return super::refused("Not management user").into_response();
     }
     let path = req.uri().path().to_string();
     let method = req.method().clone();
@@ -86,8 +156,21 @@ pub async fn require_user(State(b): State<Arc<Broker>>, mut req: Request, next: 
     if write && caller.has("monitoring") && !caller.is_admin() && !caller.has("management") {
         return forbidden();
     }
-    if path.contains("/policies") && write && !(caller.is_admin() || caller.has("policymaker")) {
+    if path.contains("/policies") && write && !caller.is_policymaker() {
         return forbidden();
+    }
+    if let Ok(params) = req.extract_parts::<axum::extract::RawPathParams>().await {
+        let vhost = params
+            .iter()
+            .find(|(k, _)| *k == "vhost")
+            .map(|(_, v)| v.to_string());
+        let has_name = params.iter().any(|(k, _)| k == "name");
+        if let Some(v) = vhost {
+            if let Some(r) = vhost_refused(&b, &caller, &path, &v, has_name) {
+                tracing::warn!(user = %caller.0.name, vhost = %v, "management access to vhost refused");
+                return r;
+            }
+        }
     }
     req.extensions_mut().insert(caller);
     next.run(req).await

@@ -36,14 +36,6 @@ fn export_json(b: &Broker, vhost: Option<&str>) -> Value {
                 .collect(),
         )
     };
-    let policies: Vec<Value> = b
-        .policies
-        .all()
-        .iter()
-        .map(|p| p.to_json())
-        .filter(|p| keep(p))
-        .map(strip)
-        .collect();
     let mut out = Map::new();
     out.insert("rabbit_version".into(), json!(VERSION));
     out.insert("rabbitmq_version".into(), json!(VERSION));
@@ -57,7 +49,7 @@ fn export_json(b: &Broker, vhost: Option<&str>) -> Value {
         out.insert("global_parameters".into(), json!([]));
     }
     out.insert("parameters".into(), section("parameters"));
-    out.insert("policies".into(), Value::Array(policies));
+    out.insert("policies".into(), section("policies"));
     out.insert("queues".into(), section("queues"));
     out.insert("exchanges".into(), section("exchanges"));
     out.insert("bindings".into(), section("bindings"));
@@ -88,33 +80,11 @@ fn import_json(b: &Broker, raw: &Bytes, vhost: Option<&str>) -> ApiResult {
     }
     let defs: Definitions =
         serde_json::from_value(v.clone()).map_err(|e| bad_request(e.to_string()))?;
-    let mut policies = Vec::new();
-    for p in v
-        .get("policies")
-        .and_then(|p| p.as_array())
-        .into_iter()
-        .flatten()
-    {
-        let s = |k: &str| p.get(k).and_then(|x| x.as_str()).unwrap_or("");
-        policies.push(
-            crate::policy::Policy::new(
-                s("vhost"),
-                s("name"),
-                s("pattern"),
-                p.get("apply-to").and_then(|x| x.as_str()).unwrap_or("all"),
-                p.get("priority").and_then(|x| x.as_i64()).unwrap_or(0),
-                p.get("definition").cloned().unwrap_or(json!({})),
-            )
-            .map_err(bad_request)?,
-        );
+    // An invalid policy refuses the whole file before anything is imported.
+    for p in &defs.policies {
+        p.to_policy().map_err(bad_request)?;
     }
     let errors = import(b, &defs);
-    for p in policies {
-        b.add_vhost(&p.vhost);
-        let vhost = p.vhost.clone();
-        b.policies.put(p);
-        crate::policy::apply_all(b, &vhost);
-    }
     b.definitions_changed.notify_one();
     if !errors.is_empty() {
         return Err(bad_request(errors.join("; ")));

@@ -178,7 +178,7 @@ impl IntoResponse for ApiError {
             Json(json!({"error": self.error, "reason": self.reason})),
         )
             .into_response();
-        if self.status == StatusCode::UNAUTHORIZED {
+        if self.status == StatusCode::UNAUTHORIZED && self.error == "not_authorized" {
             r.headers_mut().insert(
                 axum::http::header::WWW_AUTHENTICATE,
                 axum::http::HeaderValue::from_static("Basic realm=\"RabbitMQ Management\""),
@@ -210,6 +210,16 @@ pub fn not_authorised(reason: impl Into<String>) -> ApiError {
     ApiError {
         status: StatusCode::UNAUTHORIZED,
         error: "not_authorized",
+        reason: reason.into(),
+    }
+}
+
+/// 401 for an authenticated user without the right (RabbitMQ's `not_authorised`, spelt so,
+/// without a `www-authenticate` challenge).
+pub fn refused(reason: impl Into<String>) -> ApiError {
+    ApiError {
+        status: StatusCode::UNAUTHORIZED,
+        error: "not_authorised",
         reason: reason.into(),
     }
 }

@@ -39,8 +39,18 @@ pub fn user_json(u: &User) -> Value {
     })
 }
 
-fn sorted_conns(b: &Broker) -> Vec<Arc<ConnShared>> {
-    let mut v: Vec<_> = b.stats.connections.iter().map(|c| c.clone()).collect();
+type Me = Extension<Caller>;
+
+/// The connections the caller may see (its own unless it is a monitor; all for `None`),
+/// by name.
+fn sorted_conns(b: &Broker, c: Option<&Caller>) -> Vec<Arc<ConnShared>> {
+    let mut v: Vec<_> = b
+        .stats
+        .connections
+        .iter()
+        .filter(|x| c.is_none_or(|c| c.sees_user(&x.user)))
+        .map(|x| x.clone())
+        .collect();
     v.sort_by(|a, b| a.name.cmp(&b.name));
     v
 }
@@ -67,24 +77,38 @@ fn exchange_types() -> Value {
     ])
 }
 
-pub async fn overview(axum::extract::State(b): B) -> ApiResult {
-    let queues: Vec<_> = b.vhosts().iter().flat_map(|v| v.queues()).collect();
+/// The vhosts whose objects the caller sees, by name.
+fn visible_vhosts(b: &Broker, c: &Caller) -> Vec<Arc<crate::vhost::VHost>> {
+    let mut vs: Vec<_> = b
+        .vhosts()
+        .into_iter()
+        .filter(|v| c.sees_objects_in(b, &v.name))
+        .collect();
+    vs.sort_by(|a, b| a.name.cmp(&b.name));
+    vs
+}
+
+/// Totals over what the caller may see; node, listeners and contexts for monitors only
+/// (RabbitMQ's `rabbit_mgmt_db:get_overview(User, …)` for other users).
+pub async fn overview(axum::extract::State(b): B, Extension(me): Me) -> ApiResult {
+    let vhosts: Vec<_> = b
+        .vhosts()
+        .into_iter()
+        .filter(|v| me.sees_vhost(&b, &v.name))
+        .collect();
+    let queues: Vec<_> = vhosts.iter().flat_map(|v| v.queues()).collect();
+    let conns = sorted_conns(&b, Some(&me));
     let (rates, last) = b.stats.overview();
     let totals = b.stats.totals(&queues);
     let ready: u64 = queues.iter().map(|q| q.stats().0 as u64).sum();
     let unacked: u64 = queues.iter().map(|q| q.unacked_count()).sum();
     let consumers: usize = queues.iter().map(|q| q.stats().2).sum();
-    let channels: usize = b
-        .stats
-        .connections
-        .iter()
-        .map(|c| c.open_channels().len())
-        .sum();
-    let exchanges: usize = b.vhosts().iter().map(|v| v.exchanges().len()).sum();
+    let channels: usize = conns.iter().map(|c| c.open_channels().len()).sum();
+    let exchanges: usize = vhosts.iter().map(|v| v.exchanges().len()).sum();
     let _ = last;
     let node = node_name(&b);
     let mgmt_port = b.config.management_port.unwrap_or(0);
-    ok(json!({
+    let mut o = json!({
         "management_version": VERSION,
         "rates_mode": "basic",
         "sample_retention_policies": {"global": [600, 3600, 28800, 86400], "basic": [600, 3600], "detailed": [600]},
@@ -110,7 +134,7 @@ pub async fn overview(axum::extract::State(b): B) -> ApiResult {
         },
         "object_totals": {
             "channels": channels,
-            "connections": b.stats.connections.len(),
+            "connections": conns.len(),
             "consumers": consumers,
             "exchanges": exchanges,
             "queues": queues.len(),
@@ -122,7 +146,15 @@ pub async fn overview(axum::extract::State(b): B) -> ApiResult {
             {"node": node, "protocol": "http", "ip_address": b.config.bind.to_string(), "port": mgmt_port, "socket_opts": {}},
         ],
         "contexts": [{"node": node, "description": "RabbitMQ Management", "path": "/", "port": mgmt_port.to_string()}],
-    }))
+    });
+    if !me.is_monitor() {
+        if let Some(m) = o.as_object_mut() {
+            for k in ["node", "listeners", "contexts"] {
+                m.remove(k);
+            }
+        }
+    }
+    ok(o)
 }
 
 /// Object churn; Warren does not count it yet (zeros, in RabbitMQ's shape).
@@ -222,21 +254,25 @@ pub async fn node(axum::extract::State(b): B, Path(name): Path<String>) -> ApiRe
     ok(node_json(&b))
 }
 
-pub async fn connections(axum::extract::State(b): B) -> ApiResult {
+pub async fn connections(axum::extract::State(b): B, Extension(me): Me) -> ApiResult {
     list(
-        sorted_conns(&b)
+        sorted_conns(&b, Some(&me))
             .iter()
             .map(|c| json::connection(&b, c))
             .collect(),
     )
 }
 
-pub async fn vhost_connections(axum::extract::State(b): B, Path(v): Path<String>) -> ApiResult {
+pub async fn vhost_connections(
+    axum::extract::State(b): B,
+    Extension(me): Me,
+    Path(v): Path<String>,
+) -> ApiResult {
     if b.vhost(&v).is_none() {
         return Err(not_found());
     }
     list(
-        sorted_conns(&b)
+        sorted_conns(&b, Some(&me))
             .iter()
             .filter(|c| c.vhost == v)
             .map(|c| json::connection(&b, c))
@@ -244,8 +280,22 @@ pub async fn vhost_connections(axum::extract::State(b): B, Path(v): Path<String>
     )
 }
 
-pub async fn connection(axum::extract::State(b): B, Path(name): Path<String>) -> ApiResult {
+/// 401 unless the caller may see `user`'s connections and channels.
+fn own(me: &Caller, user: &str) -> ApiResult<()> {
+    if me.sees_user(user) {
+        Ok(())
+    } else {
+        Err(super::refused("User not authorised to access object"))
+    }
+}
+
+pub async fn connection(
+    axum::extract::State(b): B,
+    Extension(me): Me,
+    Path(name): Path<String>,
+) -> ApiResult {
     let c = b.stats.connection_by_name(&name).ok_or_else(not_found)?;
+    own(&me, &c.user)?;
     ok(json::connection(&b, &c))
 }
 
@@ -266,57 +316,70 @@ fn channels_of(b: &Broker, conns: &[Arc<ConnShared>]) -> Vec<Value> {
     out
 }
 
-pub async fn channels(axum::extract::State(b): B) -> ApiResult {
-    list(channels_of(&b, &sorted_conns(&b)))
+pub async fn channels(axum::extract::State(b): B, Extension(me): Me) -> ApiResult {
+    list(channels_of(&b, &sorted_conns(&b, Some(&me))))
 }
 
 pub async fn connection_channels(
     axum::extract::State(b): B,
+    Extension(me): Me,
     Path(name): Path<String>,
 ) -> ApiResult {
     let c = b.stats.connection_by_name(&name).ok_or_else(not_found)?;
+    own(&me, &c.user)?;
     list(channels_of(&b, &[c]))
 }
 
-pub async fn channel(axum::extract::State(b): B, Path(name): Path<String>) -> ApiResult {
-    channels_of(&b, &sorted_conns(&b))
+pub async fn channel(
+    axum::extract::State(b): B,
+    Extension(me): Me,
+    Path(name): Path<String>,
+) -> ApiResult {
+    channels_of(&b, &sorted_conns(&b, Some(&me)))
         .into_iter()
         .find(|c| c["name"] == name)
         .map(|c| Json(c).into_response())
         .ok_or_else(not_found)
 }
 
-fn consumers_json(b: &Broker, vhost: Option<&str>) -> Vec<Value> {
-    let conns = sorted_conns(b);
+/// Consumers on the caller's own connections unless it is a monitor.
+fn consumers_json(b: &Broker, me: &Caller, vhost: Option<&str>) -> Vec<Value> {
+    let conns = sorted_conns(b, Some(me));
     json::consumers_of(b)
         .iter()
         .filter(|(q, _)| vhost.is_none_or(|v| q.config.vhost == v))
-        .map(|(q, c)| {
+        .filter_map(|(q, c)| {
             let owner = conns.iter().find(|cs| {
                 cs.open_channels()
                     .iter()
                     .any(|ch| Arc::ptr_eq(ch, &c.channel))
             });
-            json::consumer(b, q, c, owner.map(|o| &**o))
+            if owner.is_none() && !me.is_monitor() {
+                return None;
+            }
+            Some(json::consumer(b, q, c, owner.map(|o| &**o)))
         })
         .collect()
 }
 
-pub async fn consumers(axum::extract::State(b): B) -> ApiResult {
-    list(consumers_json(&b, None))
+pub async fn consumers(axum::extract::State(b): B, Extension(me): Me) -> ApiResult {
+    list(consumers_json(&b, &me, None))
 }
 
-pub async fn consumers_vhost(axum::extract::State(b): B, Path(v): Path<String>) -> ApiResult {
+pub async fn consumers_vhost(
+    axum::extract::State(b): B,
+    Extension(me): Me,
+    Path(v): Path<String>,
+) -> ApiResult {
     if b.vhost(&v).is_none() {
         return Err(not_found());
     }
-    list(consumers_json(&b, Some(&v)))
+    list(consumers_json(&b, &me, Some(&v)))
 }
 
-fn exchanges_json(b: &Broker, vhost: Option<&str>) -> Vec<Value> {
+fn exchanges_json(b: &Broker, me: &Caller, vhost: Option<&str>) -> Vec<Value> {
     let mut out = Vec::new();
-    let mut vs = b.vhosts();
-    vs.sort_by(|a, b| a.name.cmp(&b.name));
+    let vs = visible_vhosts(b, me);
     for v in vs.iter().filter(|v| vhost.is_none_or(|n| v.name == n)) {
         let mut xs = v.exchanges();
         xs.sort_by(|a, b| a.name.cmp(&b.name));
@@ -325,15 +388,19 @@ fn exchanges_json(b: &Broker, vhost: Option<&str>) -> Vec<Value> {
     out
 }
 
-pub async fn exchanges(axum::extract::State(b): B) -> ApiResult {
-    list(exchanges_json(&b, None))
+pub async fn exchanges(axum::extract::State(b): B, Extension(me): Me) -> ApiResult {
+    list(exchanges_json(&b, &me, None))
 }
 
-pub async fn exchanges_vhost(axum::extract::State(b): B, Path(v): Path<String>) -> ApiResult {
+pub async fn exchanges_vhost(
+    axum::extract::State(b): B,
+    Extension(me): Me,
+    Path(v): Path<String>,
+) -> ApiResult {
     if b.vhost(&v).is_none() {
         return Err(not_found());
     }
-    list(exchanges_json(&b, Some(&v)))
+    list(exchanges_json(&b, &me, Some(&v)))
 }
 
 pub async fn exchange(
@@ -376,10 +443,9 @@ pub async fn exchange_bindings_destination(
     )
 }
 
-fn queues_json(b: &Broker, vhost: Option<&str>) -> Vec<Value> {
+fn queues_json(b: &Broker, me: &Caller, vhost: Option<&str>) -> Vec<Value> {
     let mut out = Vec::new();
-    let mut vs = b.vhosts();
-    vs.sort_by(|a, b| a.name.cmp(&b.name));
+    let vs = visible_vhosts(b, me);
     for v in vs.iter().filter(|v| vhost.is_none_or(|n| v.name == n)) {
         let mut qs = v.queues();
         qs.sort_by(|a, b| a.name().cmp(b.name()));
@@ -388,15 +454,19 @@ fn queues_json(b: &Broker, vhost: Option<&str>) -> Vec<Value> {
     out
 }
 
-pub async fn queues(axum::extract::State(b): B) -> ApiResult {
-    list(queues_json(&b, None))
+pub async fn queues(axum::extract::State(b): B, Extension(me): Me) -> ApiResult {
+    list(queues_json(&b, &me, None))
 }
 
-pub async fn queues_vhost(axum::extract::State(b): B, Path(v): Path<String>) -> ApiResult {
+pub async fn queues_vhost(
+    axum::extract::State(b): B,
+    Extension(me): Me,
+    Path(v): Path<String>,
+) -> ApiResult {
     if b.vhost(&v).is_none() {
         return Err(not_found());
     }
-    list(queues_json(&b, Some(&v)))
+    list(queues_json(&b, &me, Some(&v)))
 }
 
 pub async fn queue(
@@ -406,7 +476,7 @@ pub async fn queue(
     let vh = b.vhost(&v).ok_or_else(not_found)?;
     let q = vh.queue(&name).ok_or_else(not_found)?;
     let mut j = json::queue(&b, &q);
-    let conns = sorted_conns(&b);
+    let conns = sorted_conns(&b, None);
     j["consumer_details"] = Value::Array(
         q.consumers()
             .iter()
@@ -439,9 +509,8 @@ pub async fn queue_bindings(
     )
 }
 
-pub async fn bindings(axum::extract::State(b): B) -> ApiResult {
-    let mut vs = b.vhosts();
-    vs.sort_by(|a, b| a.name.cmp(&b.name));
+pub async fn bindings(axum::extract::State(b): B, Extension(me): Me) -> ApiResult {
+    let vs = visible_vhosts(&b, &me);
     list(vs.iter().flat_map(|v| json::bindings(v)).collect())
 }
 
@@ -535,8 +604,12 @@ fn vhost_json(b: &Broker, v: &crate::vhost::VHost) -> Value {
     })
 }
 
-pub async fn vhosts(axum::extract::State(b): B) -> ApiResult {
-    let mut vs = b.vhosts();
+pub async fn vhosts(axum::extract::State(b): B, Extension(me): Me) -> ApiResult {
+    let mut vs: Vec<_> = b
+        .vhosts()
+        .into_iter()
+        .filter(|v| me.sees_vhost(&b, &v.name))
+        .collect();
     vs.sort_by(|a, b| a.name.cmp(&b.name));
     list(vs.iter().map(|v| vhost_json(&b, v)).collect())
 }
@@ -607,8 +680,15 @@ pub async fn user(axum::extract::State(b): B, Path(name): Path<String>) -> ApiRe
         .ok_or_else(not_found)
 }
 
-pub async fn policies(axum::extract::State(b): B) -> ApiResult {
-    list(b.policies.all().iter().map(|p| p.to_json()).collect())
+pub async fn policies(axum::extract::State(b): B, Extension(me): Me) -> ApiResult {
+    list(
+        b.policies
+            .all()
+            .iter()
+            .filter(|p| me.sees_objects_in(&b, &p.vhost))
+            .map(|p| p.to_json())
+            .collect(),
+    )
 }
 
 pub async fn policies_vhost(axum::extract::State(b): B, Path(v): Path<String>) -> ApiResult {
@@ -650,11 +730,12 @@ pub async fn alarms(axum::extract::State(b): B) -> ApiResult {
 }
 
 /// `[{"vhost": ..., "value": {...}}]` for vhosts with limits.
-pub async fn vhost_limits(axum::extract::State(b): B) -> ApiResult {
+pub async fn vhost_limits(axum::extract::State(b): B, Extension(me): Me) -> ApiResult {
     list(
         b.limits
             .all()
             .into_iter()
+            .filter(|(v, _)| me.sees_vhost(&b, v))
             .map(|(v, l)| json!({"vhost": v, "value": l.to_json()}))
             .collect(),
     )

@@ -65,10 +65,16 @@ fn args(m: &Map<String, Value>) -> FieldTable {
 
 pub async fn close_connection(
     axum::extract::State(b): B,
+    axum::Extension(me): axum::Extension<super::auth::Caller>,
     Path(name): Path<String>,
     headers: HeaderMap,
 ) -> ApiResult {
     let c = b.stats.connection_by_name(&name).ok_or_else(not_found)?;
+    // Administrators close any connection, others only their own (RabbitMQ's
+    // is_authorized_user for DELETE).
+    if !me.is_admin() && me.0.name != c.user {
+        return Err(super::refused("User not authorised to access object"));
+    }
     let reason = headers
         .get("x-reason")
         .and_then(|v| v.to_str().ok())

@@ -46,6 +46,8 @@ pub struct QueueArgs {
     pub max_length: Option<u64>,
     pub max_length_bytes: Option<u64>,
     pub overflow: Overflow,
+    /// `x-overflow` was given (a policy's `overflow` applies only when it was not).
+    pub overflow_declared: bool,
     pub dead_letter_exchange: Option<String>,
     pub dead_letter_routing_key: Option<String>,
     /// x-max-priority: number of priority levels above 0.
@@ -136,6 +138,7 @@ impl QueueArgs {
                             format!("{{unacceptable_type,{}}}", type_name(v)),
                         )
                     })?;
+                    q.overflow_declared = true;
                     q.overflow = match s.as_str() {
                         "drop-head" => Overflow::DropHead,
                         "reject-publish" => Overflow::RejectPublish,
@@ -199,6 +202,47 @@ impl QueueArgs {
     }
 }
 
+impl QueueArgs {
+    /// The settings the queue acts on: these (declared) arguments merged with a policy
+    /// definition, as RabbitMQ's `rabbit_amqqueue_process:process_args_policy` does. For
+    /// `message-ttl`, `expires`, `max-length` and `max-length-bytes` the lower of the two
+    /// values applies; for `overflow`, `dead-letter-exchange` and `dead-letter-routing-key`
+    /// the queue's argument wins. Other keys (`max-priority`, single active consumer) are
+    /// not settable by policy. Definitions were validated when the policy was stored.
+    pub fn with_policy(&self, definition: Option<&serde_json::Value>) -> QueueArgs {
+        let mut q = self.clone();
+        let Some(def) = definition.and_then(|d| d.as_object()) else {
+            return q;
+        };
+        let num = |k: &str| def.get(k).and_then(|v| v.as_u64());
+        let text = |k: &str| def.get(k).and_then(|v| v.as_str()).map(str::to_string);
+        let min = |arg: Option<u64>, pol: Option<u64>| match (arg, pol) {
+            (Some(a), Some(p)) => Some(a.min(p)),
+            (a, p) => a.or(p),
+        };
+        q.message_ttl = min(self.message_ttl, num("message-ttl"));
+        q.expires = min(self.expires, num("expires").filter(|n| *n > 0));
+        q.max_length = min(self.max_length, num("max-length"));
+        q.max_length_bytes = min(self.max_length_bytes, num("max-length-bytes"));
+        if !self.overflow_declared {
+            q.overflow = match def.get("overflow").and_then(|v| v.as_str()) {
+                Some("reject-publish") => Overflow::RejectPublish,
+                Some("reject-publish-dlx") => Overflow::RejectPublishDlx,
+                _ => Overflow::DropHead,
+            };
+        }
+        q.dead_letter_exchange = self
+            .dead_letter_exchange
+            .clone()
+            .or_else(|| text("dead-letter-exchange"));
+        q.dead_letter_routing_key = self
+            .dead_letter_routing_key
+            .clone()
+            .or_else(|| text("dead-letter-routing-key"));
+        q
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -233,6 +277,41 @@ mod tests {
         assert_eq!(a.overflow, Overflow::RejectPublish);
         assert_eq!(a.dead_letter_exchange.as_deref(), Some("dlx"));
         assert_eq!(a.max_priority, Some(10));
+    }
+
+    #[test]
+    fn policy_merge_takes_lower_limits_and_declared_strings() {
+        let declared = parse(table(vec![
+            ("x-max-length", AMQPValue::LongInt(10)),
+            ("x-message-ttl", AMQPValue::LongInt(50)),
+            ("x-overflow", AMQPValue::LongString("reject-publish".into())),
+            (
+                "x-dead-letter-exchange",
+                AMQPValue::LongString("arg".into()),
+            ),
+        ]))
+        .unwrap();
+        let p = serde_json::json!({
+            "max-length": 3, "message-ttl": 500, "expires": 1000, "overflow": "drop-head",
+            "dead-letter-exchange": "pol", "dead-letter-routing-key": "rk", "max-length-bytes": 7,
+        });
+        let e = declared.with_policy(Some(&p));
+        assert_eq!(e.max_length, Some(3));
+        assert_eq!(e.message_ttl, Some(50));
+        assert_eq!(e.expires, Some(1000));
+        assert_eq!(e.max_length_bytes, Some(7));
+        assert_eq!(e.overflow, Overflow::RejectPublish);
+        assert_eq!(e.dead_letter_exchange.as_deref(), Some("arg"));
+        assert_eq!(e.dead_letter_routing_key.as_deref(), Some("rk"));
+        assert_eq!(declared.with_policy(None), declared);
+        let plain = QueueArgs::default().with_policy(Some(&p));
+        assert_eq!(plain.overflow, Overflow::DropHead);
+        assert_eq!(plain.dead_letter_exchange.as_deref(), Some("pol"));
+        let reject = serde_json::json!({"overflow": "reject-publish-dlx"});
+        assert_eq!(
+            QueueArgs::default().with_policy(Some(&reject)).overflow,
+            Overflow::RejectPublishDlx
+        );
     }
 
     #[test]

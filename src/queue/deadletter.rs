@@ -54,21 +54,20 @@ pub(crate) fn dead_letter(
     msgs: &[QueuedMessage],
     reason: Reason,
 ) {
-    let Some(dlx) = queue.args.dead_letter_exchange.as_deref() else {
+    let Some((dlx, dlrk)) = queue.dead_letter_target() else {
         return;
     };
+    let dlx = dlx.as_str();
     let Some(vhost) = vhost.upgrade() else { return };
     // A missing dead-letter exchange drops the message, as RabbitMQ does.
     let Some(x) = vhost.exchange(dlx) else { return };
     let mut targets = Vec::new();
     for m in msgs {
         let original = &m.msg;
-        let rk = queue
-            .args
-            .dead_letter_routing_key
+        let rk = dlrk
             .clone()
             .unwrap_or_else(|| original.routing_key.as_str().to_string());
-        let override_key = queue.args.dead_letter_routing_key.is_some();
+        let override_key = dlrk.is_some();
         let (props, deaths, headers) =
             rewrite_properties(original, queue.name(), reason, override_key);
         let dead = Arc::new(Message {

@@ -59,6 +59,12 @@ pub struct QueueConfig {
 
 #[derive(Debug)]
 struct State {
+    /// The settings the queue acts on: its declared arguments merged with its policy
+    /// ([`QueueArgs::with_policy`]). Here, under the lock the publish path already holds,
+    /// because a policy change replaces them while the queue runs.
+    eff: QueueArgs,
+    /// The policy `eff` was computed from (its JSON), to skip re-applying an unchanged one.
+    policy: Option<serde_json::Value>,
     ready: Ready,
     next_seq: u64,
     /// Sorted by consumer priority, highest first (registration order for single active
@@ -80,6 +86,8 @@ struct State {
 #[derive(Debug)]
 pub struct Queue {
     pub config: QueueConfig,
+    /// The settings the declare arguments ask for; fixed. What the queue acts on is the
+    /// effective set in its state (these merged with a policy).
     pub args: QueueArgs,
     vhost: Weak<VHost>,
     state: Mutex<State>,
@@ -129,6 +137,8 @@ impl Queue {
                 )
             });
         let state = State {
+            eff: args.clone(),
+            policy: None,
             ready: Ready::new(
                 args.max_priority,
                 vhost.upgrade().and_then(|v| v.paging.clone()),
@@ -186,8 +196,7 @@ impl Queue {
         let mut st = self.state.lock();
         let now = Instant::now();
         let age = crate::store::log::now_ms().saturating_sub(r.at_ms);
-        let expires_at = self
-            .expiry_for(&r.msg, now)
+        let expires_at = expiry_for(st.eff.message_ttl, &r.msg, now)
             .map(|t| t.checked_sub(Duration::from_millis(age)).unwrap_or(now));
         let seq = st.next_seq;
         st.next_seq += 1;
@@ -230,14 +239,6 @@ impl Queue {
         self.state.lock().last_used = Instant::now();
     }
 
-    fn expiry_for(&self, msg: &Message, now: Instant) -> Option<Instant> {
-        let ttl = match (self.args.message_ttl, msg.expiration) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }?;
-        Some(now + Duration::from_millis(ttl))
-    }
-
     /// Appends a message and delivers what can be delivered.
     pub fn publish(self: &Arc<Self>, msg: Arc<Message>) -> PublishOutcome {
         if self.is_deleted() {
@@ -251,18 +252,18 @@ impl Queue {
         let outcome = {
             let mut st = self.state.lock();
             let now = Instant::now();
-            let expires_at = self.expiry_for(&msg, now);
+            let expires_at = expiry_for(st.eff.message_ttl, &msg, now);
             let over = |st: &State, extra: usize, extra_bytes: usize| {
-                self.args
+                st.eff
                     .max_length
                     .is_some_and(|m| (st.ready.len() + extra) as u64 > m)
-                    || self
-                        .args
+                    || st
+                        .eff
                         .max_length_bytes
                         .is_some_and(|m| (st.ready.bytes() + extra_bytes) as u64 > m)
             };
-            if self.args.overflow != Overflow::DropHead && over(&st, 1, msg.size()) {
-                if self.args.overflow == Overflow::RejectPublishDlx {
+            if st.eff.overflow != Overflow::DropHead && over(&st, 1, msg.size()) {
+                if st.eff.overflow == Overflow::RejectPublishDlx {
                     let seq = st.next_seq;
                     dropped.push(QueuedMessage {
                         seq,
@@ -285,7 +286,7 @@ impl Queue {
                 });
                 Counters::bump(&self.counters.publish, 1);
                 self.dispatch_locked(&mut st, &mut expired, Some(now));
-                while self.args.overflow == Overflow::DropHead && over(&st, 0, 0) {
+                while st.eff.overflow == Overflow::DropHead && over(&st, 0, 0) {
                     match st.ready.pop_front() {
                         Some(m) => dropped.push(m),
                         None => break,
@@ -312,12 +313,10 @@ impl Queue {
         self.forget_ids(vec![msg.persist_id]);
     }
 
-    fn over_limit(&self, st: &State) -> bool {
-        self.args
-            .max_length
-            .is_some_and(|m| st.ready.len() as u64 > m)
-            || self
-                .args
+    fn over_limit(st: &State) -> bool {
+        st.eff.max_length.is_some_and(|m| st.ready.len() as u64 > m)
+            || st
+                .eff
                 .max_length_bytes
                 .is_some_and(|m| st.ready.bytes() as u64 > m)
     }
@@ -512,7 +511,7 @@ impl Queue {
                 // The next consumer in line becomes the active one.
                 self.dispatch_locked(&mut st, &mut dead, None);
             }
-            if self.args.expires.is_some() {
+            if st.eff.expires.is_some() {
                 self.timer.notify_one();
             }
             self.config.auto_delete
@@ -533,7 +532,7 @@ impl Queue {
             if st.ready.next_expiry().is_some() {
                 st.ready.pop_expired(Instant::now(), &mut dead);
             }
-            st.ready.pop_front().map(|m| {
+            let r = st.ready.pop_front().map(|m| {
                 if no_ack {
                     self.forget([&m]);
                     Counters::bump(&self.counters.get_no_ack, 1);
@@ -545,7 +544,17 @@ impl Queue {
                     Counters::bump(&self.counters.redeliver, 1);
                 }
                 (m, st.ready.len() as u32)
-            })
+            });
+            // The new head may expire (a message behind one without expiry): arm the
+            // timer for it, as RabbitMQ's drop_expired_msgs does after a fetch.
+            if let Some(t) = st.ready.next_expiry() {
+                if st.timer_deadline.is_none_or(|d| t < d) {
+                    st.timer_deadline = Some(t);
+                    self.ensure_timer(&mut st);
+                    self.timer.notify_one();
+                }
+            }
+            r
         };
         self.dead_letter(dead, Reason::Expired);
         r
@@ -600,7 +609,7 @@ impl Queue {
             }
             self.dispatch_locked(&mut st, &mut dead, None);
             // Requeued messages count against the length limit again; the head goes.
-            while self.args.overflow == Overflow::DropHead && self.over_limit(&st) {
+            while st.eff.overflow == Overflow::DropHead && Self::over_limit(&st) {
                 match st.ready.pop_front() {
                     Some(m) => dropped.push(m),
                     None => break,
@@ -716,7 +725,7 @@ impl Queue {
             st.ready.pop_expired(now, &mut dead);
             let mut next = st.ready.next_expiry();
             let mut expire_queue = false;
-            if let Some(ms) = self.args.expires {
+            if let Some(ms) = st.eff.expires {
                 if st.consumers.is_empty() {
                     let due = st.last_used + Duration::from_millis(ms);
                     if due <= now {
@@ -740,6 +749,59 @@ impl Queue {
         next
     }
 
+    // ---------- policies ----------
+
+    /// Applies the queue's current policy (the best match in `policies`, looked up under
+    /// the queue's lock so concurrent policy changes cannot leave a stale one applied), as
+    /// RabbitMQ's `process_args_policy`: the settings change at once, a lower length limit
+    /// drops (dead-letters) the head, and an x-expires idle timer restarts from now.
+    /// Messages already queued keep the expiry they were given when enqueued, as in
+    /// RabbitMQ, where a message's expiry is fixed at publish.
+    pub fn apply_policy(self: &Arc<Self>, policies: &crate::policy::Policies) {
+        let mut dropped = Vec::new();
+        let mut expired = Vec::new();
+        {
+            let mut st = self.state.lock();
+            if self.is_deleted() {
+                return;
+            }
+            let p = policies.matching(&self.config.vhost, self.name(), "queues");
+            let json = p.as_ref().map(|p| p.to_json());
+            if json == st.policy {
+                return;
+            }
+            st.policy = json;
+            st.eff = self.args.with_policy(p.as_ref().map(|p| &p.definition));
+            if st.eff.expires.is_some() {
+                st.last_used = Instant::now();
+                self.ensure_timer(&mut st);
+            }
+            self.timer.notify_one();
+            while st.eff.overflow == Overflow::DropHead && Self::over_limit(&st) {
+                match st.ready.pop_front() {
+                    Some(m) => dropped.push(m),
+                    None => break,
+                }
+            }
+            st.ready.pop_expired(Instant::now(), &mut expired);
+        }
+        self.dead_letter(dropped, Reason::Maxlen);
+        self.dead_letter(expired, Reason::Expired);
+    }
+
+    /// The effective dead-letter exchange and routing key, if there is a dead-letter
+    /// exchange.
+    pub(crate) fn dead_letter_target(&self) -> Option<(String, Option<String>)> {
+        let st = self.state.lock();
+        let x = st.eff.dead_letter_exchange.clone()?;
+        Some((x, st.eff.dead_letter_routing_key.clone()))
+    }
+
+    /// The effective settings (declared arguments merged with the policy).
+    pub fn effective_args(&self) -> QueueArgs {
+        self.state.lock().eff.clone()
+    }
+
     // ---------- dead-lettering ----------
 
     /// Dead-letters (or drops, without a dead-letter exchange) messages that died for
@@ -751,6 +813,16 @@ impl Queue {
         deadletter::dead_letter(self, &self.vhost, &msgs, reason);
         self.forget(&msgs);
     }
+}
+
+/// When a message enqueued `now` expires: the queue's TTL or the message's expiration,
+/// whichever is sooner.
+fn expiry_for(queue_ttl: Option<u64>, msg: &Message, now: Instant) -> Option<Instant> {
+    let ttl = match (queue_ttl, msg.expiration) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }?;
+    Some(now + Duration::from_millis(ttl))
 }
 
 /// Hands a routed message to its queues, recording it in the message log first when it is

@@ -1,5 +1,6 @@
-//! Durable definitions in RabbitMQ's definitions format (`vhosts`, `exchanges`, `queues`,
-//! `bindings`), so an export from RabbitMQ reads the same way.
+//! Durable definitions in RabbitMQ's definitions format (`users`, `vhosts`, `permissions`,
+//! `parameters`, `policies`, `exchanges`, `queues`, `bindings`), so an export from
+//! RabbitMQ reads the same way.
 //!
 //! The file is rewritten whole, atomically (temporary file, fsync, rename, fsync of the
 //! directory), by one background task: changes only mark the definitions dirty and wake it,
@@ -27,6 +28,8 @@ pub struct Definitions {
     /// Runtime parameters; Warren reads and writes the `vhost-limits` component.
     #[serde(default)]
     pub parameters: Vec<ParameterDef>,
+    #[serde(default)]
+    pub policies: Vec<PolicyDef>,
     #[serde(default)]
     pub exchanges: Vec<ExchangeDef>,
     #[serde(default)]
@@ -81,6 +84,37 @@ pub struct ParameterDef {
     pub name: String,
     pub vhost: String,
     pub value: Value,
+}
+
+/// A policy as RabbitMQ exports it.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct PolicyDef {
+    pub vhost: String,
+    pub name: String,
+    pub pattern: String,
+    #[serde(rename = "apply-to", default = "default_apply_to")]
+    pub apply_to: String,
+    pub definition: Value,
+    #[serde(default)]
+    pub priority: i64,
+}
+
+fn default_apply_to() -> String {
+    "all".into()
+}
+
+impl PolicyDef {
+    /// The validated policy, or RabbitMQ's reason why not.
+    pub fn to_policy(&self) -> Result<crate::policy::Policy, String> {
+        crate::policy::Policy::new(
+            &self.vhost,
+            &self.name,
+            &self.pattern,
+            &self.apply_to,
+            self.priority,
+            self.definition.clone(),
+        )
+    }
 }
 
 /// A user's permissions in one vhost, as RabbitMQ exports them.
@@ -289,6 +323,16 @@ fn snapshot_users(broker: &Broker, d: &mut Definitions) {
             value: Value::Object(l.to_json()),
         });
     }
+    for p in broker.policies.all() {
+        d.policies.push(PolicyDef {
+            vhost: p.vhost,
+            name: p.name,
+            pattern: p.pattern,
+            apply_to: p.apply_to,
+            definition: p.definition,
+            priority: p.priority,
+        });
+    }
 }
 
 /// Imports users, vhosts and permissions (merging, as RabbitMQ's definitions import:
@@ -339,10 +383,33 @@ pub fn import_users(broker: &Broker, d: &Definitions) -> Vec<String> {
 }
 
 /// Imports a whole definitions document into a running broker (`POST /api/definitions`,
-/// `warren ctl import`): users, vhosts, permissions, then exchanges, queues, bindings.
+/// `warren ctl import`): users, vhosts, permissions, policies, then exchanges, queues,
+/// bindings.
 pub fn import(broker: &Broker, d: &Definitions) -> Vec<String> {
-    let errors = import_users(broker, d);
+    let mut errors = import_users(broker, d);
+    errors.extend(import_policies(broker, d));
     restore_objects(broker, d);
+    errors
+}
+
+/// Adds (or replaces) the policies, before the objects they apply to are declared, and
+/// applies them to what already exists.
+fn import_policies(broker: &Broker, d: &Definitions) -> Vec<String> {
+    let mut errors = Vec::new();
+    let mut vhosts = std::collections::BTreeSet::new();
+    for p in &d.policies {
+        match p.to_policy() {
+            Ok(p) => {
+                broker.add_vhost(&p.vhost);
+                vhosts.insert(p.vhost.clone());
+                broker.policies.put(p);
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    for v in vhosts {
+        crate::policy::apply_all(broker, &v);
+    }
     errors
 }
 
@@ -354,6 +421,9 @@ pub fn restore(broker: &Broker, d: &Definitions) {
     }
     for e in import_users(broker, d) {
         tracing::warn!(error = %e, "could not restore a user or permission");
+    }
+    for e in import_policies(broker, d) {
+        tracing::warn!(error = %e, "could not restore a policy");
     }
     restore_objects(broker, d);
 }

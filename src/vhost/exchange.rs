@@ -62,6 +62,9 @@ pub struct Exchange {
     /// Bindings with this exchange as source. Read on every publish, written on bind/unbind;
     /// the lock is held only for the synchronous lookup.
     pub bindings: RwLock<BindingTable<Dest>>,
+    /// The `alternate-exchange` of the exchange's policy; the argument wins over it.
+    /// Read only when a message matched no binding.
+    policy_alternate: RwLock<Option<String>>,
 }
 
 impl Exchange {
@@ -81,15 +84,36 @@ impl Exchange {
             internal,
             arguments,
             bindings: RwLock::new(BindingTable::new(kind)),
+            policy_alternate: RwLock::new(None),
         })
     }
 
-    /// The `alternate-exchange` argument, when it is a string.
+    /// The alternate exchange: the `alternate-exchange` argument when it is a string,
+    /// else the policy's (RabbitMQ's `rabbit_policy:get_arg`: the argument wins).
     pub fn alternate(&self) -> Option<String> {
-        match self.arguments.inner().get("alternate-exchange")? {
-            AMQPValue::LongString(s) => Some(String::from_utf8_lossy(s.as_bytes()).into_owned()),
-            AMQPValue::ShortString(s) => Some(s.as_str().to_string()),
-            _ => None,
+        match self.arguments.inner().get("alternate-exchange") {
+            Some(AMQPValue::LongString(s)) => {
+                Some(String::from_utf8_lossy(s.as_bytes()).into_owned())
+            }
+            Some(AMQPValue::ShortString(s)) => Some(s.as_str().to_string()),
+            _ => self.policy_alternate.read().clone(),
         }
+    }
+
+    /// Takes the `alternate-exchange` of the exchange's current policy in `vhost`.
+    pub fn apply_policy(&self, vhost: &str, policies: &crate::policy::Policies) {
+        if self.name.is_empty() {
+            return; // the default exchange has no alternate
+        }
+        // Matched under the write lock, so concurrent changes cannot leave a stale one.
+        let mut slot = self.policy_alternate.write();
+        *slot = policies
+            .matching(vhost, &self.name, "exchanges")
+            .and_then(|p| {
+                p.definition
+                    .get("alternate-exchange")?
+                    .as_str()
+                    .map(String::from)
+            });
     }
 }

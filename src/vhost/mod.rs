@@ -68,6 +68,9 @@ pub struct VHost {
     pub(crate) store: crate::queue::StoreCell,
     /// Where queues page their tails out, and their memory budget.
     pub(crate) paging: Option<Arc<crate::queue::pager::Paging>>,
+    /// The broker's policies: applied to each queue and exchange declared here (and to
+    /// existing ones on a change, by [`crate::policy::apply_all`]).
+    policies: Arc<crate::policy::Policies>,
 }
 
 /// The pseudo-queue of direct reply-to.
@@ -88,6 +91,7 @@ impl VHost {
         changed: Arc<tokio::sync::Notify>,
         store: crate::queue::StoreCell,
         paging: Option<Arc<crate::queue::pager::Paging>>,
+        policies: Arc<crate::policy::Policies>,
     ) -> Arc<VHost> {
         Arc::new_cyclic(|me| {
             let v = VHost {
@@ -99,6 +103,7 @@ impl VHost {
                 changed,
                 store,
                 paging,
+                policies,
             };
             for (n, kind, internal) in BUILTIN_EXCHANGES {
                 v.exchanges.insert(
@@ -108,6 +113,16 @@ impl VHost {
             }
             v
         })
+    }
+
+    /// Re-applies the policies to every queue and exchange (after a policy change).
+    pub fn apply_policies(&self) {
+        for q in self.queues() {
+            q.apply_policy(&self.policies);
+        }
+        for x in self.exchanges() {
+            x.apply_policy(&self.name, &self.policies);
+        }
     }
 
     // ---------- lookups ----------
@@ -221,6 +236,7 @@ impl VHost {
             d.arguments.clone(),
         );
         let entry = self.exchanges.entry(d.name.clone()).or_insert(x).clone();
+        entry.apply_policy(&self.name, &self.policies);
         self.changed.notify_one();
         self.assert_exchange_equivalent(&entry, kind, d)?;
         Ok(entry)
@@ -382,6 +398,9 @@ impl VHost {
             })
             .clone();
         if created {
+            // After the insert: a policy added meanwhile is either seen here or applied
+            // to this queue by `policy::apply_all`.
+            q.apply_policy(&self.policies);
             self.changed.notify_one();
             if q.is_stored() {
                 if let Some(log) = self.store.get() {
