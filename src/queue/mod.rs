@@ -332,7 +332,7 @@ impl Queue {
             return None;
         }
         let mut st = self.state.lock();
-        let a = &self.args;
+        let a = &st.eff;
         let decides =
             a.max_length.is_some() || a.max_length_bytes.is_some() || a.message_ttl.is_some();
         if decides || self.is_deleted() {
