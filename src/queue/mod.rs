@@ -428,9 +428,24 @@ impl Queue {
                 }
             }
         }
+        let delivered = !batches.is_empty();
         if self.send_batches(st, &mut batches) {
             // A consumer was gone and its messages came back: the others may take them.
             self.dispatch_locked(st, dead, now);
+        } else if delivered {
+            self.arm_timer_for_head(st);
+        }
+    }
+
+    /// A new head may expire sooner than the timer is set for (a message with an
+    /// expiration behind one without): arm it, as RabbitMQ does after deliveries.
+    fn arm_timer_for_head(self: &Arc<Self>, st: &mut State) {
+        if let Some(t) = st.ready.next_expiry() {
+            if st.timer_deadline.is_none_or(|d| t < d) {
+                st.timer_deadline = Some(t);
+                self.ensure_timer(st);
+                self.timer.notify_one();
+            }
         }
     }
 
@@ -547,13 +562,7 @@ impl Queue {
             });
             // The new head may expire (a message behind one without expiry): arm the
             // timer for it, as RabbitMQ's drop_expired_msgs does after a fetch.
-            if let Some(t) = st.ready.next_expiry() {
-                if st.timer_deadline.is_none_or(|d| t < d) {
-                    st.timer_deadline = Some(t);
-                    self.ensure_timer(&mut st);
-                    self.timer.notify_one();
-                }
-            }
+            self.arm_timer_for_head(&mut st);
             r
         };
         self.dead_letter(dead, Reason::Expired);
