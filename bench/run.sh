@@ -66,7 +66,8 @@ start_warren() {
   if listening "$WARREN_PORT"; then
     log "port $WARREN_PORT is busy"; exit 1
   fi
-  "$WARREN" --port "$WARREN_PORT" --data-dir "$WORK/warren-data" --log-level warn \
+  "$WARREN" --port "$WARREN_PORT" --management-port $((WARREN_PORT + 10000)) \
+    --data-dir "$WORK/warren-data" --log-level warn \
     >"$WORK/warren.log" 2>&1 &
   WARREN_PID=$!
   for _ in $(seq 1 50); do listening "$WARREN_PORT" && return 0; sleep 0.1; done
