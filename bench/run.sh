@@ -92,6 +92,15 @@ restart_warren() {
   start_warren
 }
 
+# RabbitMQ keeps memory it freed (allocated_unused) and reuses it, so its RSS would not
+# grow for a memory scenario run after load scenarios: restart it too.
+restart_rabbit() {
+  bash "$ROOT/../shared/rabbitmq-reference.sh" stop "$RABBIT_PORT" >&2
+  for _ in $(seq 1 100); do listening "$RABBIT_PORT" || break; sleep 0.1; done
+  bash "$ROOT/../shared/rabbitmq-reference.sh" start "$RABBIT_PORT" >&2
+  sleep 5  # let the node finish booting plugins before measuring its baseline
+}
+
 cleanup() {
   if [ -n "$WARREN_PID" ] && kill -0 "$WARREN_PID" 2>/dev/null; then kill "$WARREN_PID"; fi
   rm -rf "$WORK/warren-data"
@@ -111,7 +120,10 @@ run_one() {
   if [ "$broker" = warren ]; then
     case "$MEMORY_SCENARIOS" in *" $id "*) restart_warren ;; esac
     ensure_warren; port=$WARREN_PORT; pid=$WARREN_PID
-  else port=$RABBIT_PORT; pid=$(rabbit_pid); fi
+  else
+    case "$MEMORY_SCENARIOS" in *" $id "*) restart_rabbit ;; esac
+    port=$RABBIT_PORT; pid=$(rabbit_pid)
+  fi
   log "$broker $id rep $rep: warren-perf $*"
   local out=$WORK/out.json rc=0
   timeout $((DURATION + DRAIN + 300)) "$PERF" --uri "amqp://guest:guest@127.0.0.1:$port/%2f" \
@@ -138,8 +150,14 @@ report() {
 import json, statistics, sys, os
 results, out, meta, table = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
 rows = [json.loads(l) for l in open(results) if l.strip()]
-run = max(r.get("run", "") for r in rows)
-rows = [r for r in rows if r.get("run") == run]
+# Each scenario's figures come from the latest run that measured it (a run may cover a
+# subset, SCENARIOS="...").
+latest = {}
+for r in rows:
+    sid = r.get("scenario")
+    latest[sid] = max(latest.get(sid, ""), r.get("run", ""))
+rows = [r for r in rows if r.get("run") == latest.get(r.get("scenario"))]
+run = ", ".join(sorted(set(latest.values())))
 scen_all = [t.split("|", 2) for t in table]
 memory_ids = {"s8", "s9"}
 scen = [t for t in scen_all if t[0] not in memory_ids]

@@ -420,3 +420,79 @@ async fn vhost_access_and_login() {
     .await
     .is_err());
 }
+
+/// A channel remembers the exchange it publishes to and its write permission on it; a
+/// permission change and a deleted exchange must still be seen by the next publish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishing_channel_sees_revoked_permission_and_deleted_exchange() {
+    let broker = setup().await;
+    let b = &broker.broker;
+    common::within(DEADLINE, async {
+        let conn = Connection::connect(
+            &uri(&broker, "u", "p", "/"),
+            ConnectionProperties::default(),
+        )
+        .await
+        .unwrap();
+        let mut ev = events(&conn);
+        let ch = conn.create_channel().await.unwrap();
+        let publish = |ch: Channel, x: &'static str| async move {
+            ch.basic_publish(
+                x.into(),
+                "k".into(),
+                BasicPublishOptions::default(),
+                b"m",
+                BasicProperties::default(),
+            )
+            .await
+            .map_err(|e| amqp_error(&e))?;
+            sync(&ch).await.map_err(|_| None)
+        };
+        publish(ch.clone(), "wx").await.expect("allowed at first");
+        publish(ch.clone(), "wx").await.expect("allowed again");
+        b.set_permissions("u", "/", "^c", "^nothing$", "^r")
+            .unwrap();
+        let err = match publish(ch.clone(), "wx").await {
+            Err(e) => e,
+            Ok(()) => panic!("publish allowed after write permission was revoked"),
+        };
+        let (code, text) = match err {
+            Some(ct) => ct,
+            None => next_error(&mut ev).await.expect("channel error"),
+        };
+        assert_eq!(
+            (code, text.as_str()),
+            (
+                403,
+                "ACCESS_REFUSED - access to exchange 'wx' in vhost '/' refused for user 'u'"
+            )
+        );
+
+        // Deleted exchange: 404 on the next publish from the same channel.
+        b.set_permissions("u", "/", ".*", ".*", ".*").unwrap();
+        let ch = conn.create_channel().await.unwrap();
+        publish(ch.clone(), "wx")
+            .await
+            .expect("allowed with full permissions");
+        let guest = Connection::connect(&broker.uri(), ConnectionProperties::default())
+            .await
+            .unwrap();
+        let gch = guest.create_channel().await.unwrap();
+        gch.exchange_delete("wx".into(), ExchangeDeleteOptions::default())
+            .await
+            .unwrap();
+        let err = match publish(ch.clone(), "wx").await {
+            Err(e) => e,
+            Ok(()) => panic!("publish to a deleted exchange succeeded"),
+        };
+        let (code, text) = match err {
+            Some(ct) => ct,
+            None => next_error(&mut ev).await.expect("channel error"),
+        };
+        assert_eq!(
+            (code, text.as_str()),
+            (404, "NOT_FOUND - no exchange 'wx' in vhost '/'")
+        );
+    })
+    .await;
+}

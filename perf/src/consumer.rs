@@ -177,7 +177,10 @@ pub async fn run(
         // messages have left the queue, so skipping them would look like loss.
         conn.tx.out.cancel(&tag);
         let _ = conn.tx.flush().await;
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        // Everything sent before cancel-ok left the queue (with auto-ack), so it is read
+        // to the end; a broker with a large backlog in the socket needs more than a moment.
+        let deadline =
+            tokio::time::Instant::now() + Duration::from_secs_f64(st.args.drain.max(2.0));
         while !st.cancelled {
             if drain(&mut conn, &mut st).await.is_err() || st.cancelled {
                 break;

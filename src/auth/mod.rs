@@ -51,11 +51,31 @@ pub struct Auth {
     /// user → vhost → permission (nested so a lookup by `&str` allocates nothing: it runs
     /// on every publish). Lock held for one lookup or insert.
     permissions: RwLock<BTreeMap<String, BTreeMap<String, Arc<Permission>>>>,
+    /// Bumped on every change to `permissions` (taken through `perms_mut`), so a channel
+    /// can cache "this user may publish to this exchange" until something changes.
+    generation: std::sync::atomic::AtomicU64,
 }
 
 impl Auth {
     pub fn new() -> Auth {
         Auth::default()
+    }
+
+    /// The permission table for writing; every writer goes through here so the generation
+    /// moves on.
+    fn perms_mut(
+        &self,
+    ) -> parking_lot::RwLockWriteGuard<'_, BTreeMap<String, BTreeMap<String, Arc<Permission>>>>
+    {
+        let guard = self.permissions.write();
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        guard
+    }
+
+    /// Changes whenever any permission changes (see `perms_mut`).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     // ---------- users ----------
@@ -84,7 +104,7 @@ impl Auth {
         if self.users.write().remove(name).is_none() {
             return Err(AuthError::NoSuchUser(name.to_string()));
         }
-        self.permissions.write().remove(name);
+        self.perms_mut().remove(name);
         Ok(())
     }
 
@@ -100,7 +120,7 @@ impl Auth {
     /// Removes every user and permission (restoring a saved user set at start).
     pub fn clear(&self) {
         self.users.write().clear();
-        self.permissions.write().clear();
+        self.perms_mut().clear();
     }
 
     /// The user, if `password` is theirs.
@@ -116,8 +136,7 @@ impl Auth {
         if self.user(user).is_none() {
             return Err(AuthError::NoSuchUser(user.to_string()));
         }
-        self.permissions
-            .write()
+        self.perms_mut()
             .entry(user.to_string())
             .or_default()
             .insert(vhost.to_string(), Arc::new(p));
@@ -126,7 +145,7 @@ impl Auth {
 
     /// Removes a user's permissions in a vhost; true when there were some.
     pub fn clear_permission(&self, user: &str, vhost: &str) -> bool {
-        let mut perms = self.permissions.write();
+        let mut perms = self.perms_mut();
         let Some(per_vhost) = perms.get_mut(user) else {
             return false;
         };
@@ -139,7 +158,7 @@ impl Auth {
 
     /// Removes every permission in a vhost (the vhost is being deleted).
     pub fn clear_vhost(&self, vhost: &str) {
-        let mut perms = self.permissions.write();
+        let mut perms = self.perms_mut();
         for per_vhost in perms.values_mut() {
             per_vhost.remove(vhost);
         }

@@ -84,9 +84,23 @@ impl Channel {
             properties,
             body,
         } = a;
-        cx.permit(Access::Write, Resource::Exchange, p.exchange.as_str())?;
-        crate::stats::Counters::bump(&cx.stats.counters.publish, 1);
-        let x = cx.vhost.existing_exchange(p.exchange.as_str())?;
+        let name = p.exchange.as_str();
+        // Publishers use one exchange over and over: the exchange and the write permission
+        // on it are remembered until the exchange is deleted or any permission changes.
+        let generation = cx.broker.auth.generation();
+        let x = match &self.publish_cache {
+            Some((x, g)) if *g == generation && !x.is_deleted() && *x.name == *name => {
+                crate::stats::Counters::bump(&cx.stats.counters.publish, 1);
+                x.clone()
+            }
+            _ => {
+                cx.permit(Access::Write, Resource::Exchange, name)?;
+                crate::stats::Counters::bump(&cx.stats.counters.publish, 1);
+                let x = cx.vhost.existing_exchange(name)?;
+                self.publish_cache = Some((x.clone(), generation));
+                x
+            }
+        };
         if x.internal {
             return Err(AmqpError::access_refused(format_args!(
                 "cannot publish to internal exchange '{}' in vhost '{}'",

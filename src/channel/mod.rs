@@ -109,6 +109,9 @@ pub struct Channel {
     prefetch: u32,
     mode: Mode,
     routed: Vec<Arc<Queue>>,
+    /// The exchange last published to, with the permission generation its write access
+    /// was checked at (see `publish`).
+    publish_cache: Option<(Arc<crate::vhost::exchange::Exchange>, u64)>,
     /// The queue this channel declared last: an empty queue name in later methods means it.
     last_queue: Option<String>,
     /// Direct reply-to: this channel's pseudo-queue while it consumes `amq.rabbitmq.reply-to`.
@@ -130,6 +133,7 @@ impl Channel {
             prefetch: 0,
             mode: Mode::Normal,
             routed: Vec::new(),
+            publish_cache: None,
             last_queue: None,
             reply_queue: None,
             held: Default::default(),

@@ -72,7 +72,7 @@ pub struct Connection {
     /// Publisher flow control under resource alarms (see [`crate::alarm`]).
     throttle: crate::alarm::Throttle,
     /// Boxed: a channel is large, and the map keeps spare slots (memory per connection).
-    channels: HashMap<u16, Box<Channel>>,
+    channels: HashMap<u16, Box<Channel>, ChannelIdHash>,
     /// Channels in confirm mode with confirms to flush after this input batch.
     confirm_dirty: Vec<u16>,
     /// Queues this read batch published to without dispatching (see `Queue::push_deferred`).
@@ -92,6 +92,29 @@ pub struct Connection {
     /// What management sees of this connection (registered once the handshake is done).
     mgmt: Arc<ConnShared>,
 }
+
+/// Hashing for channel numbers, looked up for every frame. SipHash's DoS resistance buys
+/// nothing here (at most channel_max keys, chosen from 1..=channel_max), so a
+/// multiplicative hash does: it spreads the small numbers over the whole word, as
+/// hashbrown wants both the low bits (bucket) and the top bits (control byte) to vary.
+#[derive(Default, Clone, Copy)]
+struct ChannelIdHasher(u64);
+
+impl std::hash::Hasher for ChannelIdHasher {
+    fn finish(&self) -> u64 {
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = (self.0 << 8) | u64::from(*b);
+        }
+    }
+    fn write_u16(&mut self, n: u16) {
+        self.0 = u64::from(n);
+    }
+}
+
+type ChannelIdHash = std::hash::BuildHasherDefault<ChannelIdHasher>;
 
 /// Serves one accepted socket until it closes.
 pub async fn serve(broker: Arc<Broker>, socket: TcpStream, peer: SocketAddr) {
@@ -143,7 +166,7 @@ pub async fn serve_stream(
         auth_failure_close: false,
         blocked_notify: false,
         throttle: Default::default(),
-        channels: HashMap::new(),
+        channels: HashMap::default(),
         confirm_dirty: Vec::new(),
         deferred: Vec::new(),
         closing_since: None,

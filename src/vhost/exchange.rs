@@ -65,6 +65,9 @@ pub struct Exchange {
     /// The `alternate-exchange` of the exchange's policy; the argument wins over it.
     /// Read only when a message matched no binding.
     policy_alternate: RwLock<Option<String>>,
+    /// Set once the exchange is removed from its vhost: a channel that cached it for
+    /// publishing (see `Channel::publish`) looks it up again.
+    deleted: std::sync::atomic::AtomicBool,
 }
 
 impl Exchange {
@@ -85,7 +88,17 @@ impl Exchange {
             arguments,
             bindings: RwLock::new(BindingTable::new(kind)),
             policy_alternate: RwLock::new(None),
+            deleted: Default::default(),
         })
+    }
+
+    pub fn is_deleted(&self) -> bool {
+        self.deleted.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    pub(crate) fn mark_deleted(&self) {
+        self.deleted
+            .store(true, std::sync::atomic::Ordering::SeqCst);
     }
 
     /// The alternate exchange: the `alternate-exchange` argument when it is a string,

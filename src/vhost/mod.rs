@@ -308,6 +308,7 @@ impl VHost {
         {
             return;
         }
+        x.mark_deleted();
         self.changed.notify_one();
         // Bindings with this exchange as destination go too; sources left without
         // bindings are auto-deleted.
