@@ -331,7 +331,15 @@ struct Process {
 fn spawn_warren(dir: &Path) -> Process {
     use std::io::BufRead;
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
-        .args(["--port", "0", "--log-level", "warn", "--data-dir"])
+        .args([
+            "--port",
+            "0",
+            "--management-port",
+            "0",
+            "--log-level",
+            "warn",
+            "--data-dir",
+        ])
         .arg(dir)
         .stdout(std::process::Stdio::piped())
         .spawn()

@@ -4,7 +4,7 @@
 
 mod common;
 
-use conformance::support::{amqp_error, events, next_error, sync};
+use conformance::support::{amqp_error, events, next_error, sync, Events};
 use lapin::options::*;
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties, ExchangeKind};
@@ -421,6 +421,29 @@ async fn vhost_access_and_login() {
     .is_err());
 }
 
+/// Publishes one message to `x` and waits for the broker's answer: Ok, or the close's
+/// (code, text) whether lapin reports it on the call or as a connection event.
+async fn publish_to(ch: &Channel, x: &str, ev: &mut Events) -> Result<(), (u16, String)> {
+    let r = match ch
+        .basic_publish(
+            x.into(),
+            "k".into(),
+            BasicPublishOptions::default(),
+            b"m",
+            BasicProperties::default(),
+        )
+        .await
+    {
+        Ok(_) => sync(ch).await.map_err(|_| None),
+        Err(e) => Err(amqp_error(&e)),
+    };
+    match r {
+        Ok(()) => Ok(()),
+        Err(Some(ct)) => Err(ct),
+        Err(None) => Err(next_error(ev).await.expect("channel error")),
+    }
+}
+
 /// A channel remembers the exchange it publishes to and its write permission on it; a
 /// permission change and a deleted exchange must still be seen by the next publish.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -436,42 +459,26 @@ async fn publishing_channel_sees_revoked_permission_and_deleted_exchange() {
         .unwrap();
         let mut ev = events(&conn);
         let ch = conn.create_channel().await.unwrap();
-        let publish = |ch: Channel, x: &'static str| async move {
-            ch.basic_publish(
-                x.into(),
-                "k".into(),
-                BasicPublishOptions::default(),
-                b"m",
-                BasicProperties::default(),
-            )
+        publish_to(&ch, "wx", &mut ev)
             .await
-            .map_err(|e| amqp_error(&e))?;
-            sync(&ch).await.map_err(|_| None)
-        };
-        publish(ch.clone(), "wx").await.expect("allowed at first");
-        publish(ch.clone(), "wx").await.expect("allowed again");
+            .expect("allowed at first");
+        publish_to(&ch, "wx", &mut ev).await.expect("allowed again");
         b.set_permissions("u", "/", "^c", "^nothing$", "^r")
             .unwrap();
-        let err = match publish(ch.clone(), "wx").await {
-            Err(e) => e,
-            Ok(()) => panic!("publish allowed after write permission was revoked"),
-        };
-        let (code, text) = match err {
-            Some(ct) => ct,
-            None => next_error(&mut ev).await.expect("channel error"),
-        };
+        let refused = publish_to(&ch, "wx", &mut ev).await;
         assert_eq!(
-            (code, text.as_str()),
-            (
+            refused,
+            Err((
                 403,
-                "ACCESS_REFUSED - access to exchange 'wx' in vhost '/' refused for user 'u'"
-            )
+                "ACCESS_REFUSED - access to exchange 'wx' in vhost '/' refused for user 'u'".into()
+            )),
+            "publish after write permission was revoked"
         );
 
         // Deleted exchange: 404 on the next publish from the same channel.
         b.set_permissions("u", "/", ".*", ".*", ".*").unwrap();
         let ch = conn.create_channel().await.unwrap();
-        publish(ch.clone(), "wx")
+        publish_to(&ch, "wx", &mut ev)
             .await
             .expect("allowed with full permissions");
         let guest = Connection::connect(&broker.uri(), ConnectionProperties::default())
@@ -481,17 +488,11 @@ async fn publishing_channel_sees_revoked_permission_and_deleted_exchange() {
         gch.exchange_delete("wx".into(), ExchangeDeleteOptions::default())
             .await
             .unwrap();
-        let err = match publish(ch.clone(), "wx").await {
-            Err(e) => e,
-            Ok(()) => panic!("publish to a deleted exchange succeeded"),
-        };
-        let (code, text) = match err {
-            Some(ct) => ct,
-            None => next_error(&mut ev).await.expect("channel error"),
-        };
+        let missing = publish_to(&ch, "wx", &mut ev).await;
         assert_eq!(
-            (code, text.as_str()),
-            (404, "NOT_FOUND - no exchange 'wx' in vhost '/'")
+            missing,
+            Err((404, "NOT_FOUND - no exchange 'wx' in vhost '/'".into())),
+            "publish to a deleted exchange"
         );
     })
     .await;
