@@ -571,10 +571,21 @@ pub async fn put_vhost_limit(
         .get("value")
         .cloned()
         .ok_or_else(|| bad_request("value not provided"))?;
-    let mut current = b.limits.get(&v).to_json();
-    current.insert(name, value);
+    edit_vhost_limits(&b, &v, |current| {
+        current.insert(name, value);
+    })
+}
+
+/// Applies `edit` to the vhost's limits (as JSON) and stores the result if it is valid.
+fn edit_vhost_limits(
+    b: &crate::broker::Broker,
+    v: &str,
+    edit: impl FnOnce(&mut Map<String, Value>),
+) -> ApiResult {
+    let mut current = b.limits.get(v).to_json();
+    edit(&mut current);
     let l = crate::limits::VHostLimits::from_json(&current).map_err(bad_request)?;
-    b.set_vhost_limits(&v, l)
+    b.set_vhost_limits(v, l)
         .map_err(|e| bad_request(e.to_string()))?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -584,12 +595,9 @@ pub async fn delete_vhost_limit(
     Path((v, name)): Path<(String, String)>,
 ) -> ApiResult {
     vhost(&b, &v)?;
-    let mut current = b.limits.get(&v).to_json();
-    current.remove(&name);
-    let l = crate::limits::VHostLimits::from_json(&current).map_err(bad_request)?;
-    b.set_vhost_limits(&v, l)
-        .map_err(|e| bad_request(e.to_string()))?;
-    Ok(StatusCode::NO_CONTENT.into_response())
+    edit_vhost_limits(&b, &v, |current| {
+        current.remove(&name);
+    })
 }
 
 pub async fn put_policy(

@@ -83,6 +83,20 @@ struct State {
     timer_deadline: Option<Instant>,
 }
 
+impl State {
+    /// Appends a message at the tail with the next sequence number.
+    fn append(&mut self, msg: Arc<Message>, redelivered: bool, expires_at: Option<Instant>) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.ready.push_back(QueuedMessage {
+            seq,
+            msg,
+            redelivered,
+            expires_at,
+        });
+    }
+}
+
 #[derive(Debug)]
 pub struct Queue {
     pub config: QueueConfig,
@@ -198,14 +212,7 @@ impl Queue {
         let age = crate::store::log::now_ms().saturating_sub(r.at_ms);
         let expires_at = expiry_for(st.eff.message_ttl, &r.msg, now)
             .map(|t| t.checked_sub(Duration::from_millis(age)).unwrap_or(now));
-        let seq = st.next_seq;
-        st.next_seq += 1;
-        st.ready.push_back(QueuedMessage {
-            seq,
-            msg: r.msg,
-            redelivered: r.redelivered,
-            expires_at,
-        });
+        st.append(r.msg, r.redelivered, expires_at);
         if expires_at.is_some() {
             self.ensure_timer(&mut st);
             self.timer.notify_one();
@@ -276,14 +283,7 @@ impl Queue {
                 }
                 PublishOutcome::Rejected
             } else {
-                let seq = st.next_seq;
-                st.next_seq += 1;
-                st.ready.push_back(QueuedMessage {
-                    seq,
-                    msg,
-                    redelivered: false,
-                    expires_at,
-                });
+                st.append(msg, false, expires_at);
                 Counters::bump(&self.counters.publish, 1);
                 self.dispatch_locked(&mut st, &mut expired, Some(now));
                 while st.eff.overflow == Overflow::DropHead && over(&st, 0, 0) {
@@ -338,14 +338,7 @@ impl Queue {
         if decides || self.is_deleted() {
             return None;
         }
-        let seq = st.next_seq;
-        st.next_seq += 1;
-        st.ready.push_back(QueuedMessage {
-            seq,
-            msg: msg.clone(),
-            redelivered: false,
-            expires_at: None,
-        });
+        st.append(msg.clone(), false, None);
         Counters::bump(&self.counters.publish, 1);
         Some(!std::mem::replace(&mut st.dispatch_pending, true))
     }
