@@ -615,7 +615,7 @@ impl Connection {
                 "type 8, all octets = <<>>"
             )));
         }
-        let Some(vhost) = self.vhost.clone() else {
+        let Some(vhost) = self.vhost.as_ref() else {
             return Ok(false);
         };
         let Some(ch) = self.channels.get_mut(&channel) else {
@@ -667,7 +667,7 @@ impl Connection {
         let mut cx = ConnCtx {
             out: &mut self.out,
             broker: &self.broker,
-            vhost: &vhost,
+            vhost,
             conn_id: self.id,
             user: &self.user,
             frame_max: self.frame_max,
@@ -683,7 +683,7 @@ impl Connection {
                     Method::Other(c)
                         if matches!(*c, AMQPClass::Channel(cm::AMQPMethod::Close(_))) =>
                     {
-                        ch.release(&vhost);
+                        ch.release(vhost);
                         cx.out.method(
                             channel,
                             AMQPClass::Channel(cm::AMQPMethod::CloseOk(cm::CloseOk {})),
@@ -792,13 +792,13 @@ impl Connection {
     }
 
     fn handle_outbound(&mut self, cmd: Outbound) {
-        let Some(vhost) = self.vhost.clone() else {
+        let Some(vhost) = self.vhost.as_ref() else {
             return;
         };
         let mut cx = ConnCtx {
             out: &mut self.out,
             broker: &self.broker,
-            vhost: &vhost,
+            vhost,
             conn_id: self.id,
             user: &self.user,
             frame_max: self.frame_max,

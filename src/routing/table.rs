@@ -29,8 +29,9 @@ use super::ExchangeKind;
 pub struct BindingTable<D> {
     kind: ExchangeKind,
     by_dest: HashMap<D, HashMap<Box<str>, Vec<Args>>>,
-    /// Direct exchanges: binding key → destinations bound with it.
-    direct: HashMap<Box<str>, DestSet<D>>,
+    /// Direct exchanges: binding key → destinations bound with it. Looked up once per
+    /// publish, so hashed with foldhash (randomly seeded) instead of SipHash.
+    direct: HashMap<Box<str>, DestSet<D>, foldhash::fast::RandomState>,
     /// Topic exchanges: the (binding key, destination) pairs.
     topic: TopicTrie<D>,
     len: usize,
@@ -49,7 +50,7 @@ impl<D: Clone + Eq + Hash> BindingTable<D> {
         BindingTable {
             kind,
             by_dest: HashMap::new(),
-            direct: HashMap::new(),
+            direct: HashMap::default(),
             topic: TopicTrie::new(),
             len: 0,
             next_seq: 0,

@@ -153,7 +153,7 @@ impl<'a> Edge<'a> {
 enum Children {
     Few(Vec<(Word, u32)>),
     #[expect(clippy::box_collection, reason = "keeps trie nodes small")]
-    Many(Box<HashMap<Word, u32>>),
+    Many(Box<HashMap<Word, u32, foldhash::fast::RandomState>>),
 }
 
 impl Default for Children {

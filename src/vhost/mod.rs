@@ -57,11 +57,13 @@ pub struct VHost {
     pub name: String,
     /// This vhost, for queues that need to reach it (expiry, dead-lettering).
     me: std::sync::Weak<VHost>,
-    exchanges: DashMap<String, Arc<Exchange>>,
-    queues: DashMap<String, Arc<Queue>>,
+    /// Looked up on every publish to the default exchange: hashed with foldhash (seeded
+    /// per process, so client-chosen names cannot be aimed at one bucket) rather than SipHash.
+    exchanges: DashMap<String, Arc<Exchange>, NameHasher>,
+    queues: DashMap<String, Arc<Queue>, NameHasher>,
     /// Direct reply-to pseudo-queues (`amq.rabbitmq.reply-to.…`), one per consuming channel;
     /// reachable only through the default exchange, never listed.
-    reply_queues: DashMap<String, Arc<Queue>>,
+    reply_queues: DashMap<String, Arc<Queue>, NameHasher>,
     /// Woken on every change to exchanges, queues or bindings (the definitions writer).
     changed: Arc<tokio::sync::Notify>,
     /// The broker's message log, for durable queues.
@@ -72,6 +74,9 @@ pub struct VHost {
     /// existing ones on a change, by [`crate::policy::apply_all`]).
     policies: Arc<crate::policy::Policies>,
 }
+
+/// The hasher of name-keyed maps on the publish path.
+pub type NameHasher = foldhash::fast::RandomState;
 
 /// The pseudo-queue of direct reply-to.
 pub const REPLY_TO: &str = "amq.rabbitmq.reply-to";
@@ -97,9 +102,9 @@ impl VHost {
             let v = VHost {
                 name: name.to_string(),
                 me: me.clone(),
-                exchanges: DashMap::new(),
-                queues: DashMap::new(),
-                reply_queues: DashMap::new(),
+                exchanges: DashMap::default(),
+                queues: DashMap::default(),
+                reply_queues: DashMap::default(),
                 changed,
                 store,
                 paging,
