@@ -32,6 +32,7 @@ SCENARIO_TABLE=(
   "s5|latency at 1000 msg/s, 16 B, auto-ack|-x 1 -y 1 -s 16 -a -r 1000"
   "s6|topic, 1 binding, 16 B, confirms (window 100), auto-ack|-t topic -x 1 -y 1 -s 16 -c 100 -a"
   "s7|topic, 100 000 extra bindings, 16 B, confirms (window 100), auto-ack|-t topic --bindings 100000 -x 1 -y 1 -s 16 -c 100 -a"
+  "s10|1p1c 1 KiB, confirms (window 100), manual ack (qos 100), at 20 000 msg/s|-x 1 -y 1 -s 1024 -c 100 -q 100 -r 20000"
   "s8|memory: 500 idle connections (one channel each)|--idle-connections 500"
   "s9|memory: 1 000 000 queued 16 B messages, no consumer|-x 1 -y 0 -s 16 -C 1000000"
 )
@@ -222,7 +223,7 @@ L.append("")
 L.append("## Latency (µs, publish → delivery, from the timestamp in the body)")
 L.append("")
 L.append("Unlimited-rate scenarios measure queueing (the backlog a fast producer builds), not the broker's")
-L.append("intrinsic latency; s5 (fixed 1000 msg/s) is the latency figure.")
+L.append("intrinsic latency; s5 (fixed 1000 msg/s) and s10 (fixed 20 000 msg/s) are the latency figures.")
 L.append("")
 L.append("| # | Warren p50 | Warren p99 | Warren p99.9 | Warren max | RabbitMQ p50 | RabbitMQ p99 | RabbitMQ p99.9 | RabbitMQ max | p99 ratio W/R |")
 L.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
@@ -331,7 +332,7 @@ start_warren
 RUN_ID=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 export RUN_ID
 log "run $RUN_ID: ${DURATION} s x $REPS, warren pid $WARREN_PID, rabbitmq pid $(rabbit_pid)"
-wanted=${SCENARIOS:-s1 s2 s3 s4 s5 s6 s7 s8 s9}
+wanted=${SCENARIOS:-s1 s2 s3 s4 s5 s6 s7 s10 s8 s9}
 for entry in "${SCENARIO_TABLE[@]}"; do
   IFS='|' read -r id _desc args <<<"$entry"
   case " $wanted " in *" $id "*) ;; *) continue ;; esac
