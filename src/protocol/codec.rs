@@ -204,8 +204,10 @@ impl FrameDecoder {
         let payload = frame;
         match kind {
             FRAME_METHOD => decode_method(channel, payload).map(Some),
-            FRAME_HEADER => decode_header(channel, payload).map(Some),
-            FRAME_BODY => Ok(Some(Frame::Body(channel, payload))),
+            // Complete headers (14 bytes or more) and every body frame were taken above.
+            FRAME_HEADER => Err(AmqpError::frame_error(format_args!(
+                "content header frame too short"
+            ))),
             FRAME_HEARTBEAT => Ok(Some(Frame::Heartbeat(channel))),
             other => Err(AmqpError::frame_error(format_args!(
                 "{}: unknown_frame",
@@ -383,27 +385,6 @@ fn decode_publish(mut p: Bytes) -> Result<Publish, AmqpError> {
     })
 }
 
-fn decode_header(channel: u16, payload: Bytes) -> Result<Frame, AmqpError> {
-    if payload.len() < 14 {
-        return Err(AmqpError::frame_error(format_args!(
-            "content header frame too short"
-        )));
-    }
-    let class_id = u16::from_be_bytes([payload[0], payload[1]]);
-    let weight = u16::from_be_bytes([payload[2], payload[3]]);
-    let body_size = u64::from_be_bytes(payload[4..12].try_into().map_err(|_| syntax("header"))?);
-    let properties = payload.slice(12..);
-    Ok(Frame::Header(
-        channel,
-        ContentHeader {
-            class_id,
-            weight,
-            body_size,
-            properties,
-        },
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -555,13 +536,19 @@ mod tests {
     }
 
     #[test]
-    fn malformed_publish_is_a_syntax_error() {
+    fn malformed_publish_frames_close_the_connection() {
         // basic.publish whose routing-key length runs past the payload.
         let v = [1u8, 0, 1, 0, 0, 0, 9, 0, 60, 0, 40, 0, 0, 0, 9, b'k', 0xCE];
         let err = FrameDecoder::new(131072)
             .decode(&mut BytesMut::from(&v[..]))
             .unwrap_err();
         assert_eq!(err.code, 502);
+        // A content header too short to hold class, weight and body size.
+        let v = [2u8, 0, 1, 0, 0, 0, 2, 0, 60, 0xCE];
+        let err = FrameDecoder::new(131072)
+            .decode(&mut BytesMut::from(&v[..]))
+            .unwrap_err();
+        assert_eq!(err.code, 501);
         // An exchange name that is not UTF-8.
         let v = [
             1u8, 0, 1, 0, 0, 0, 10, 0, 60, 0, 40, 0, 0, 1, 0xFF, 0, 0, 0xCE,

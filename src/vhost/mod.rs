@@ -57,8 +57,9 @@ pub struct VHost {
     pub name: String,
     /// This vhost, for queues that need to reach it (expiry, dead-lettering).
     me: std::sync::Weak<VHost>,
-    /// Looked up on every publish to the default exchange: hashed with foldhash (seeded
-    /// per process, so client-chosen names cannot be aimed at one bucket) rather than SipHash.
+    /// Looked up on every publish to the default exchange: hashed with foldhash rather
+    /// than SipHash. It is randomly seeded, so collisions cannot be precomputed offline
+    /// (foldhash claims only minimal DoS resistance; names are capped at 255 bytes).
     exchanges: DashMap<String, Arc<Exchange>, NameHasher>,
     queues: DashMap<String, Arc<Queue>, NameHasher>,
     /// Direct reply-to pseudo-queues (`amq.rabbitmq.reply-to.…`), one per consuming channel;
