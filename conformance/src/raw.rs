@@ -79,6 +79,19 @@ impl RawConn {
         })
     }
 
+    /// The socket split in two, and the bytes already read but not parsed: for tests
+    /// that write and read the same connection at once (a flood with replies to watch).
+    pub fn into_split(
+        self,
+    ) -> (
+        tokio::net::tcp::OwnedReadHalf,
+        tokio::net::tcp::OwnedWriteHalf,
+        Vec<u8>,
+    ) {
+        let (r, w) = self.stream.into_split();
+        (r, w, self.buf)
+    }
+
     pub async fn send_bytes(&mut self, bytes: &[u8]) -> Result<(), Failure> {
         self.stream
             .write_all(bytes)
