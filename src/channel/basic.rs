@@ -173,8 +173,8 @@ impl Channel {
             });
             return Ok(());
         }
-        self.deliver_published(msg, std::mem::take(&mut routed), p.mandatory, cx);
-        self.routed = routed;
+        // deliver_published puts the (drained) buffer back in `self.routed`.
+        self.deliver_published(msg, routed, p.mandatory, cx);
         Ok(())
     }
 
