@@ -415,6 +415,8 @@ async fn message_ttl_policy_expires_messages() {
     )
     .await;
     fill(&e.ch, "ttl.q", &["before"]).await;
+    // The publish is asynchronous: make sure it was enqueued before the policy is set.
+    assert_eq!(count(&e.ch, "ttl.q").await, 1);
     put_policy(
         &e.api,
         "%2F",
