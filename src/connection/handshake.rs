@@ -232,6 +232,9 @@ impl Connection {
         crate::limits::check_connection(&self.broker, &self.user, vhost_name)
             .map_err(|e| HandshakeEnd::Close(e.with_method(10, 40)))?;
         self.vhost = Some(vhost);
+        // Counted before open-ok goes out, so that a client that connects again as soon as
+        // it is told this connection is open is checked against a limit that includes it.
+        self.register();
         self.out.method(
             0,
             AMQPClass::Connection(cm::AMQPMethod::OpenOk(cm::OpenOk {})),

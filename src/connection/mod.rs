@@ -183,16 +183,6 @@ pub async fn serve_stream(
         Ok(Ok(())) => {
             let vhost = c.vhost.as_ref().map(|v| v.name.clone()).unwrap_or_default();
             tracing::info!(conn = c.id, peer = %c.peer, user = %c.user, %vhost, "connection opened");
-            c.broker.connections.insert(
-                c.id,
-                ConnectionInfo {
-                    peer,
-                    user: c.user.clone(),
-                    vhost,
-                    control: c.tx.clone(),
-                },
-            );
-            c.register_mgmt();
             if c.inbuf.is_empty() {
                 c.inbuf = BytesMut::new();
             }
@@ -205,8 +195,12 @@ pub async fn serve_stream(
             c.send_connection_close(&e);
             c.finish_close().await;
         }
-        Ok(Err(_)) => {}
-        Err(_) => tracing::info!(peer = %peer, "handshake timed out"),
+        // The client went away while open-ok was being written (after `register`).
+        Ok(Err(_)) => c.teardown(),
+        Err(_) => {
+            tracing::info!(peer = %peer, "handshake timed out");
+            c.teardown();
+        }
     }
     let _ = c.writer.shutdown().await;
 }
@@ -858,6 +852,25 @@ impl Connection {
         }
         self.broker.connections.remove(&self.id);
         self.broker.stats.unregister(self.id);
+    }
+
+    /// Makes the opened connection count: in `broker.connections` (limits, `ctl`, shutdown)
+    /// and, with what the handshake negotiated, in management.
+    fn register(&mut self) {
+        self.broker.connections.insert(
+            self.id,
+            ConnectionInfo {
+                peer: self.peer,
+                user: self.user.clone(),
+                vhost: self
+                    .vhost
+                    .as_ref()
+                    .map(|v| v.name.clone())
+                    .unwrap_or_default(),
+                control: self.tx.clone(),
+            },
+        );
+        self.register_mgmt();
     }
 
     /// Fills in what the handshake negotiated and makes the connection visible to management.
