@@ -187,6 +187,14 @@ async fn disk_free_limit_raises_the_disk_alarm() {
         .unwrap();
     let mut events = Box::pin(conn.events_listener());
     let ch = conn.create_channel().await.unwrap();
+    // As in RabbitMQ, a connection is blocked when it publishes while an alarm is on: wait
+    // for the monitor's first check before publishing.
+    common::within(DEADLINE, async {
+        while !broker.broker.alarms.active().contains(&Resource::Disk) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await;
     ch.basic_publish(
         "".into(),
         "nowhere".into(),

@@ -21,8 +21,12 @@ const PUBLISHER: u16 = 1;
 const CONSUMER: u16 = 2;
 /// Publishes per socket write of the flood.
 const CHUNK: usize = 1000;
-/// The flood's bound: at most this many writes (3 million publishes, ~110 MB).
-const MAX_CHUNKS: usize = 3000;
+/// The flood's bound: at most this many writes (30 million publishes, ~1.1 GB, far more
+/// than a loaded 2-core machine gets through before the test's deadline).
+const MAX_CHUNKS: usize = 30_000;
+/// How long one write of the flood may wait for the broker to read (the broker pauses
+/// reading while this connection's output is backed up; a loaded machine stalls too).
+const WRITE_WAIT: Duration = Duration::from_secs(30);
 /// Messages another client publishes to the flooding connection's consumer.
 const FOREIGN: usize = 200;
 
@@ -116,7 +120,7 @@ async fn a_publishing_connection_keeps_getting_its_deliveries() {
         async move {
             let mut written = 0;
             while written < MAX_CHUNKS && !stop.load(Relaxed) {
-                let w = tokio::time::timeout(Duration::from_secs(5), wr.write_all(&chunk)).await;
+                let w = tokio::time::timeout(WRITE_WAIT, wr.write_all(&chunk)).await;
                 if !matches!(w, Ok(Ok(()))) {
                     break;
                 }
@@ -186,7 +190,12 @@ async fn a_publishing_connection_keeps_getting_its_deliveries() {
     })
     .await;
     let (flooding, confirmed_then) = outcome;
-    let (written, mut wr) = common::within(Duration::from_secs(30), flood)
+    // Keep reading the confirms so that the broker keeps reading the flood's last write.
+    let drain = tokio::spawn(async move {
+        let mut b = vec![0u8; 1 << 16];
+        while matches!(rd.read(&mut b).await, Ok(n) if n > 0) {}
+    });
+    let (written, mut wr) = common::within(WRITE_WAIT + Duration::from_secs(5), flood)
         .await
         .unwrap();
     assert!(
@@ -199,4 +208,5 @@ async fn a_publishing_connection_keeps_getting_its_deliveries() {
         .await
         .unwrap();
     let _ = wr.shutdown().await;
+    drain.abort();
 }

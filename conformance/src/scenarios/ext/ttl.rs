@@ -113,7 +113,7 @@ async fn queue_ttl_expires(ctx: Ctx) -> Outcome {
     let (_c, ch) = open(&ctx.uri).await?;
     confirming(&ch).await?;
     let q = ctx.name("q");
-    declare_x(&ch, &q, ttl_args(300)).await?;
+    declare_x(&ch, &q, ttl_args(2000)).await?;
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
         .step("confirm.select")?;
