@@ -56,12 +56,16 @@ async fn consumer_that_never_reads_is_bounded() {
             no_local: false,
             no_ack: true,
             exclusive: false,
-            nowait: true,
+            nowait: false,
             arguments: FieldTable::default(),
         })),
     )
     .await
     .unwrap();
+    assert!(matches!(
+        raw.recv_frame().await.unwrap(),
+        AMQPFrame::Method(1, AMQPClass::Basic(basic::AMQPMethod::ConsumeOk(_)))
+    ));
     // From here on `raw` is never read.
 
     ch.confirm_select(ConfirmSelectOptions::default())
@@ -103,6 +107,7 @@ async fn consumer_that_never_reads_is_bounded() {
         "a non-reading consumer took {taken} of {N} messages (bound {bound})"
     );
     assert!(last > 0, "everything left the queue");
+    assert!(taken > 0, "the consumer was never sent anything");
 
     // Everyone else is still served.
     let other = Connection::connect(&broker.uri(), ConnectionProperties::default())

@@ -77,9 +77,20 @@ async fn same_names_in_two_vhosts_are_different_objects() {
         BasicProperties::default(),
     )
     .await
-    .unwrap()
-    .await
     .unwrap();
+    // The publish is enqueued before Bob looks (the passive declare's reply follows it).
+    let alice_jobs = ach
+        .queue_declare(
+            "jobs".into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(alice_jobs.message_count(), 1);
     // Bob's "jobs" is empty; Alice's has her message.
     let got = common::within(
         DEADLINE,
