@@ -235,31 +235,36 @@ async fn exclusive_gone(ctx: Ctx) -> Outcome {
         publish(&ch1, "", &q, b"m").await?;
         c1.close(200, "bye".into()).await.step("connection.close")?;
     }
-    // The queue is deleted as part of the owner's connection close; poll with a deadline.
+    // The queue is deleted as part of the owner's connection close, which the broker may
+    // finish after close-ok: poll with a deadline. While the queue is still there a passive
+    // declare from another connection fails with 405 RESOURCE_LOCKED (and closes the
+    // channel), as in RabbitMQ.
     let deadline = tokio::time::Instant::now() + WAIT;
     let mut ch = och;
     loop {
-        match passive(&ch, &q).await {
-            Err(e) => {
-                let got = amqp_error(&e);
-                if got == Some((404, no_queue(&q))) {
-                    return Ok(());
-                }
-                return Err(Failure::new(
-                    format!("404 {}", no_queue(&q)),
-                    format!("{got:?}"),
-                ));
-            }
-            Ok(_) if tokio::time::Instant::now() < deadline => {
-                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-                ch = observer.create_channel().await.step("channel.open")?;
-            }
-            Ok(_) => {
-                return Err(Failure::new(
-                    "exclusive queue deleted with its connection",
-                    "still there",
-                ))
-            }
+        let got = match passive(&ch, &q).await {
+            Err(e) => amqp_error(&e),
+            Ok(_) => None,
+        };
+        if got == Some((404, no_queue(&q))) {
+            return Ok(());
+        }
+        let locked = matches!(&got, Some((405, text)) if text.starts_with("RESOURCE_LOCKED"));
+        if !locked && got.is_some() {
+            return Err(Failure::new(
+                format!("404 {}", no_queue(&q)),
+                format!("{got:?}"),
+            ));
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Failure::new(
+                "exclusive queue deleted with its connection",
+                format!("still there ({got:?})"),
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        if locked {
+            ch = observer.create_channel().await.step("channel.open")?;
         }
     }
 }
