@@ -195,7 +195,8 @@ pub async fn serve_stream(
             c.send_connection_close(&e);
             c.finish_close().await;
         }
-        // The client went away while open-ok was being written (after `register`).
+        // If the client went away while open-ok was being written, the connection was
+        // already registered: teardown undoes that (and is a no-op for earlier ends).
         Ok(Err(_)) => c.teardown(),
         Err(_) => {
             tracing::info!(peer = %peer, "handshake timed out");
