@@ -12,6 +12,20 @@ use std::time::Duration;
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
+/// A passive queue.declare that must succeed.
+async fn passive(ch: &lapin::Channel, queue: &str) -> lapin::Queue {
+    ch.queue_declare(
+        queue.into(),
+        QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("passive declare {queue}: {e:?}"))
+}
+
 fn uri(broker: &warren::BrokerHandle, user: &str, vhost: &str) -> String {
     format!("amqp://{user}:pw@{}/{vhost}", broker.addr)
 }
@@ -79,18 +93,7 @@ async fn same_names_in_two_vhosts_are_different_objects() {
     .await
     .unwrap();
     // The publish is enqueued before Bob looks (the passive declare's reply follows it).
-    let alice_jobs = ach
-        .queue_declare(
-            "jobs".into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(alice_jobs.message_count(), 1);
+    assert_eq!(passive(&ach, "jobs").await.message_count(), 1);
     // Bob's "jobs" is empty; Alice's has her message.
     let got = common::within(
         DEADLINE,
@@ -133,18 +136,7 @@ async fn same_names_in_two_vhosts_are_different_objects() {
     );
     assert!(b.vhost("team-a").is_none());
     assert!(b.auth.permission("alice", "team-a").is_none());
-    let ok = bch
-        .queue_declare(
-            "jobs".into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
-    assert_eq!(ok.name().as_str(), "jobs");
+    assert_eq!(passive(&bch, "jobs").await.name().as_str(), "jobs");
     assert!(b.delete_vhost("team-a").is_err());
 }
 
