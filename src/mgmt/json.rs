@@ -94,7 +94,7 @@ pub fn queue(b: &Broker, q: &Arc<Queue>) -> Value {
         .as_ref()
         .map(|p| p.definition.clone())
         .unwrap_or_else(|| json!({}));
-    json!({
+    let mut v = json!({
         "name": q.name(),
         "vhost": q.config.vhost,
         "durable": q.config.durable,
@@ -102,7 +102,7 @@ pub fn queue(b: &Broker, q: &Arc<Queue>) -> Value {
         "exclusive": q.config.exclusive_owner.is_some(),
         "arguments": field_table(&q.config.arguments),
         "node": node_name(b),
-        "type": "classic",
+        "type": q.queue_type().as_str(),
         "state": "running",
         "policy": policy.as_ref().map(|p| p.name.clone()),
         "operator_policy": null,
@@ -137,7 +137,23 @@ pub fn queue(b: &Broker, q: &Arc<Queue>) -> Value {
         "recoverable_slaves": null,
         "backing_queue_status": {"mode": "default", "len": ready, "version": 1},
         "message_stats": message_stats(&snap, &rates, &[]),
-    })
+    });
+    if q.queue_type() != crate::queue::args::QueueType::Classic {
+        // A replicated type's members, as RabbitMQ reports them (one node here).
+        let node = node_name(b);
+        if let Some(m) = v.as_object_mut() {
+            m.insert("leader".into(), json!(node));
+            m.insert("members".into(), json!([node]));
+            m.insert("online".into(), json!([node]));
+            if q.is_quorum() {
+                m.insert(
+                    "delivery_limit".into(),
+                    json!(q.effective_args().delivery_limit),
+                );
+            }
+        }
+    }
+    v
 }
 
 pub fn exchange(vhost: &VHost, x: &Exchange) -> Value {

@@ -28,6 +28,7 @@ pub mod dlx;
 pub mod expires;
 pub mod maxlen;
 pub mod priority;
+pub mod quorum;
 pub mod reply_to;
 pub mod sac;
 pub mod ttl;
@@ -44,6 +45,7 @@ pub fn scenarios() -> Vec<Scenario> {
     v.extend(reply_to::scenarios());
     v.extend(args::scenarios());
     v.extend(cancel::scenarios());
+    v.extend(quorum::scenarios());
     v
 }
 
