@@ -1,16 +1,19 @@
-//! How connections end.
+//! How connections end, and what connection.start says about the server.
 //!
 //! Closing: after connection.close-ok (either way round) Warren keeps reading, and
 //! discarding, what the client still sends, until the client closes its side or a bound
 //! passes, as RabbitMQ does. A client that had publishes in flight when it closed must not
 //! see its writes fail with EPIPE or ECONNRESET. Frames on a channel the server is closing
 //! are discarded until channel.close-ok.
+//!
+//! Server properties: `--server-product` / `--server-version` replace `product` and
+//! `version`.
 
 mod common;
 
 use amq_protocol::frame::{parse_frame, AMQPContentHeader, AMQPFrame};
 use amq_protocol::protocol::{basic, channel, connection, queue, AMQPClass};
-use amq_protocol::types::FieldTable;
+use amq_protocol::types::{AMQPValue, FieldTable};
 use conformance::raw::{encode, method, raw_frame, RawConn};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -329,4 +332,83 @@ async fn closing_channel_discards_frames_until_close_ok() {
     assert_eq!(ready(&broker, "should-not-exist"), None);
     raw.close().await.unwrap();
     broker.shutdown().await;
+}
+
+fn long_string(props: &FieldTable, key: &str) -> String {
+    match props.inner().get(key) {
+        Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        other => panic!("server property {key}: {other:?}"),
+    }
+}
+
+/// By default connection.start says product "Warren" and Warren's version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_properties_default_to_warren() {
+    let broker = common::start_broker().await;
+    let mut raw = RawConn::tcp(&broker.uri()).await.unwrap();
+    let start = raw.start().await.unwrap();
+    assert_eq!(long_string(&start.server_properties, "product"), "Warren");
+    assert_eq!(
+        long_string(&start.server_properties, "version"),
+        env!("CARGO_PKG_VERSION")
+    );
+    broker.shutdown().await;
+}
+
+/// Config's server_product / server_version: clients see them in connection.start, and
+/// management's overview reports them as product_name / product_version.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_product_and_version_are_configurable() {
+    let broker = common::start_broker_with(|c| {
+        c.server_product = "RabbitMQ".into();
+        c.server_version = "3.13.7".into();
+    })
+    .await;
+    let mut raw = RawConn::tcp(&broker.uri()).await.unwrap();
+    let start = raw.start().await.unwrap();
+    assert_eq!(long_string(&start.server_properties, "product"), "RabbitMQ");
+    assert_eq!(long_string(&start.server_properties, "version"), "3.13.7");
+    drop(raw);
+    let api = common::http::Api::new(broker.mgmt_addr.expect("management"));
+    let overview = api.get_json("/api/overview").await;
+    assert_eq!(overview["product_name"], "RabbitMQ");
+    assert_eq!(overview["product_version"], "3.13.7");
+    broker.shutdown().await;
+}
+
+/// The warren binary with `--server-product RabbitMQ --server-version 3.13.7`: clients
+/// see those in connection.start.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_product_and_version_options() {
+    use std::io::BufRead;
+    let dir = common::temp_data_dir();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args(["--port", "0", "--management-port", "0", "--log-level", "warn"])
+        .args(["--server-product", "RabbitMQ", "--server-version", "3.13.7"])
+        .arg("--data-dir")
+        .arg(&dir)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn warren");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        if let Some(Ok(l)) = lines.next() {
+            let _ = tx.send(l);
+        }
+        for _ in lines {}
+    });
+    let line = rx.recv_timeout(T).expect("warren prints its address");
+    let addr = line.rsplit(' ').next().unwrap().to_string();
+    let mut raw = RawConn::tcp(&format!("amqp://guest:guest@{addr}/%2f"))
+        .await
+        .unwrap();
+    let start = raw.start().await.unwrap();
+    assert_eq!(long_string(&start.server_properties, "product"), "RabbitMQ");
+    assert_eq!(long_string(&start.server_properties, "version"), "3.13.7");
+    drop(raw);
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&dir);
 }
