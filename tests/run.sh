@@ -61,6 +61,9 @@ if [ -f "$ref" ] && timeout 600 bash "$ref" start 5682; then
   echo "== Celery worker against RabbitMQ =="
   "$celery_venv/bin/python" tests/interop/celery_check.py --port 5682 ||
     echo "WARNING: Celery check failed against the reference RabbitMQ" >&2
+  echo "== Celery worker, quorum queue and native delayed delivery, against RabbitMQ =="
+  "$celery_venv/bin/python" tests/interop/celery_check.py --port 5682 --quorum ||
+    echo "WARNING: Celery quorum check failed against the reference RabbitMQ" >&2
   bash "$ref" stop 5682 || true
 else
   echo "warning: reference RabbitMQ unavailable; differential run skipped" >&2
