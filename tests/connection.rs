@@ -174,7 +174,12 @@ async fn close_with_frames_in_flight_drains_them() {
 
     let body = vec![b'x'; 1024];
     let one = publish(1, "drain", &body);
-    let mut burst: Vec<u8> = one.iter().copied().cycle().take(one.len() * BURST).collect();
+    let mut burst: Vec<u8> = one
+        .iter()
+        .copied()
+        .cycle()
+        .take(one.len() * BURST)
+        .collect();
     burst.extend(connection_close());
     let after: Vec<u8> = one.iter().copied().cycle().take(one.len() * 256).collect();
 
@@ -190,14 +195,22 @@ async fn close_with_frames_in_flight_drains_them() {
     frames.until_close_ok(|_| false).await;
     // The connection's resources are released by the time close-ok is sent, while the
     // broker still reads the socket.
-    assert_eq!(ready(&broker, "drain"), Some(BURST), "publishes before the close");
+    assert_eq!(
+        ready(&broker, "drain"),
+        Some(BURST),
+        "publishes before the close"
+    );
     let w = common::within(T, writer)
         .await
         .unwrap()
         .expect("writes after connection.close must not fail");
     frames.until_eof().await;
     drop(w);
-    assert_eq!(ready(&broker, "drain"), Some(BURST), "nothing after the close");
+    assert_eq!(
+        ready(&broker, "drain"),
+        Some(BURST),
+        "nothing after the close"
+    );
     assert!(broker.broker.connections.is_empty());
     broker.shutdown().await;
 }
@@ -214,7 +227,11 @@ async fn client_that_never_closes_is_cut_after_the_bound() {
     w.write_all(&connection_close()).await.unwrap();
     frames.until_close_ok(|_| false).await;
     let close_ok_at = Instant::now();
-    assert_eq!(ready(&broker, "mine"), None, "exclusive queue deleted at close");
+    assert_eq!(
+        ready(&broker, "mine"),
+        None,
+        "exclusive queue deleted at close"
+    );
     assert!(broker.broker.connections.is_empty());
     // Frames sent now are discarded (no reply), heartbeats included.
     w.write_all(&declare(1, "late", false)).await.unwrap();
@@ -225,8 +242,15 @@ async fn client_that_never_closes_is_cut_after_the_bound() {
         took >= CLOSE_GRACE - Duration::from_millis(500),
         "closed {took:?} after close-ok, before the bound"
     );
-    assert!(took < CLOSE_GRACE + Duration::from_secs(5), "closed after {took:?}");
-    assert_eq!(ready(&broker, "late"), None, "declare after close discarded");
+    assert!(
+        took < CLOSE_GRACE + Duration::from_secs(5),
+        "closed after {took:?}"
+    );
+    assert_eq!(
+        ready(&broker, "late"),
+        None,
+        "declare after close discarded"
+    );
     drop(w);
     broker.shutdown().await;
 }
@@ -247,10 +271,9 @@ async fn server_close_discards_until_close_ok() {
     w.write_all(&bytes).await.unwrap();
     let close = loop {
         match frames.next().await.unwrap() {
-            Some(AMQPFrame::Method(
-                0,
-                AMQPClass::Connection(connection::AMQPMethod::Close(c)),
-            )) => break c,
+            Some(AMQPFrame::Method(0, AMQPClass::Connection(connection::AMQPMethod::Close(c)))) => {
+                break c
+            }
             Some(AMQPFrame::Heartbeat) => continue,
             other => panic!("expected connection.close, got {other:?}"),
         }
@@ -328,7 +351,11 @@ async fn closing_channel_discards_frames_until_close_ok() {
     .unwrap();
     // The next reply on channel 1 is open-ok: nothing sent in between was answered.
     raw.open_channel(1).await.unwrap();
-    assert_eq!(ready(&broker, "ch-q"), Some(0), "publishes on a closing channel");
+    assert_eq!(
+        ready(&broker, "ch-q"),
+        Some(0),
+        "publishes on a closing channel"
+    );
     assert_eq!(ready(&broker, "should-not-exist"), None);
     raw.close().await.unwrap();
     broker.shutdown().await;
@@ -383,7 +410,14 @@ async fn server_product_and_version_options() {
     use std::io::BufRead;
     let dir = common::temp_data_dir();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
-        .args(["--port", "0", "--management-port", "0", "--log-level", "warn"])
+        .args([
+            "--port",
+            "0",
+            "--management-port",
+            "0",
+            "--log-level",
+            "warn",
+        ])
         .args(["--server-product", "RabbitMQ", "--server-version", "3.13.7"])
         .arg("--data-dir")
         .arg(&dir)

@@ -360,8 +360,7 @@ impl Connection {
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             let want_write = !self.out.is_empty();
             // Closing, input is only drained: read it even when blocked or backed up.
-            let can_read =
-                closing || (self.out.len() < OUT_READ_PAUSE && self.throttle.can_read());
+            let can_read = closing || (self.out.len() < OUT_READ_PAUSE && self.throttle.can_read());
             let can_recv = self.out.len() < OUT_HIGH_WATER && !closing;
             // Small reads while idle (memory per connection), large ones under load: a read
             // that filled the buffer asks for a big one next time.
