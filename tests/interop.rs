@@ -90,7 +90,6 @@ async fn celery_worker_runs_tasks() {
 /// x-overflow reject-publish and x-dead-letter-strategy at-least-once), through which a
 /// countdown and an eta task must wait in the broker and run no earlier than asked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs quorum queues (issue 14)"]
 async fn celery_quorum_worker_runs_tasks() {
     celery_check(&["--quorum"]).await;
 }
