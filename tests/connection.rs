@@ -407,42 +407,16 @@ async fn server_product_and_version_are_configurable() {
 /// see those in connection.start.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_product_and_version_options() {
-    use std::io::BufRead;
     let dir = common::temp_data_dir();
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
-        .args([
-            "--port",
-            "0",
-            "--management-port",
-            "0",
-            "--log-level",
-            "warn",
-        ])
-        .args(["--server-product", "RabbitMQ", "--server-version", "3.13.7"])
-        .arg("--data-dir")
-        .arg(&dir)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn warren");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = std::io::BufReader::new(stdout).lines();
-        if let Some(Ok(l)) = lines.next() {
-            let _ = tx.send(l);
-        }
-        for _ in lines {}
-    });
-    let line = rx.recv_timeout(T).expect("warren prints its address");
-    let addr = line.rsplit(' ').next().unwrap().to_string();
-    let mut raw = RawConn::tcp(&format!("amqp://guest:guest@{addr}/%2f"))
-        .await
-        .unwrap();
+    let p = common::spawn_warren(
+        &dir,
+        &["--server-product", "RabbitMQ", "--server-version", "3.13.7"],
+    );
+    let mut raw = RawConn::tcp(&p.uri).await.unwrap();
     let start = raw.start().await.unwrap();
     assert_eq!(long_string(&start.server_properties, "product"), "RabbitMQ");
     assert_eq!(long_string(&start.server_properties, "version"), "3.13.7");
     drop(raw);
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(p);
     let _ = std::fs::remove_dir_all(&dir);
 }

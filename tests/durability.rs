@@ -320,45 +320,6 @@ async fn consumed_segments_are_reclaimed() {
 
 // ---------- kill -9 ----------
 
-/// The warren binary, started on a free port with a data directory.
-struct Process {
-    child: std::process::Child,
-    uri: String,
-}
-
-fn spawn_warren(dir: &Path) -> Process {
-    use std::io::BufRead;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
-        .args([
-            "--port",
-            "0",
-            "--management-port",
-            "0",
-            "--log-level",
-            "warn",
-            "--data-dir",
-        ])
-        .arg(dir)
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn warren");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut lines = std::io::BufReader::new(stdout).lines();
-        if let Some(Ok(l)) = lines.next() {
-            let _ = tx.send(l);
-        }
-        for _ in lines {}
-    });
-    let line = rx.recv_timeout(T).expect("warren prints its address");
-    let addr = line.rsplit(' ').next().unwrap().to_string();
-    Process {
-        child,
-        uri: format!("amqp://guest:guest@{addr}/%2f"),
-    }
-}
-
 fn id_of(body: &[u8]) -> u64 {
     u64::from_be_bytes(body[..8].try_into().unwrap())
 }
@@ -366,7 +327,7 @@ fn id_of(body: &[u8]) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_no_confirmed_message() {
     let dir = common::temp_data_dir();
-    let mut p = spawn_warren(&dir);
+    let mut p = common::spawn_warren(&dir, &[]);
     let (pconn, pch) = connect(&p.uri).await;
     declare(&pch, "crash", true).await;
     pch.confirm_select(ConfirmSelectOptions::default())
@@ -472,7 +433,7 @@ async fn kill_9_loses_no_confirmed_message() {
     let acked = acked.lock().unwrap().clone();
     let seen = seen.lock().unwrap().clone();
 
-    let mut p = spawn_warren(&dir);
+    let mut p = common::spawn_warren(&dir, &[]);
     let (_conn, ch) = connect(&p.uri).await;
     let after = drain(&ch, "crash").await;
     let mut count: HashMap<u64, usize> = HashMap::new();
@@ -588,7 +549,7 @@ async fn backlog_beyond_the_memory_budget_is_paged() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_right_after_declare_keeps_the_confirmed_message() {
     let dir = common::temp_data_dir();
-    let mut p = spawn_warren(&dir);
+    let mut p = common::spawn_warren(&dir, &[]);
     let (_conn, ch) = connect(&p.uri).await;
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
@@ -599,7 +560,7 @@ async fn kill_9_right_after_declare_keeps_the_confirmed_message() {
     publish_confirmed(&ch, "fresh", &[b"first".to_vec()], persistent()).await;
     p.child.kill().expect("kill -9");
     p.child.wait().unwrap();
-    let mut p = spawn_warren(&dir);
+    let mut p = common::spawn_warren(&dir, &[]);
     let (_conn, ch) = connect(&p.uri).await;
     let got = drain(&ch, "fresh").await;
     assert_eq!(got, vec![(b"first".to_vec(), true)]);
@@ -614,7 +575,7 @@ async fn kill_9_right_after_declare_keeps_the_confirmed_message() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_keeps_a_quorum_queues_transient_messages() {
     let dir = common::temp_data_dir();
-    let mut p = spawn_warren(&dir);
+    let mut p = common::spawn_warren(&dir, &[]);
     let (_conn, ch) = connect(&p.uri).await;
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
@@ -691,7 +652,7 @@ async fn kill_9_keeps_a_quorum_queues_transient_messages() {
     publish_confirmed(&ch, "qq", &[vec![99]], transient).await;
     p.child.kill().expect("kill -9");
     p.child.wait().unwrap();
-    let mut p = spawn_warren(&dir);
+    let mut p = common::spawn_warren(&dir, &[]);
     let (_conn, ch) = connect(&p.uri).await;
     let got: Vec<Vec<u8>> = drain(&ch, "qq").await.into_iter().map(|(b, _)| b).collect();
     let want: Vec<Vec<u8>> = (2..10u8).map(|i| vec![i]).chain([vec![99]]).collect();

@@ -36,4 +36,57 @@ pub async fn start_broker() -> BrokerHandle {
 pub async fn within<T>(d: Duration, fut: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(d, fut).await.expect("timed out")
 }
+
+/// The warren binary as a child process, on a free port with a data directory; killed
+/// when dropped (a failed test leaves no broker behind).
+pub struct Process {
+    pub child: std::process::Child,
+    pub uri: String,
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the warren binary with `--data-dir dir` and `extra` options; returns once it
+/// printed its address.
+pub fn spawn_warren(dir: &std::path::Path, extra: &[&str]) -> Process {
+    use std::io::BufRead;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
+        .args([
+            "--port",
+            "0",
+            "--management-port",
+            "0",
+            "--log-level",
+            "warn",
+        ])
+        .args(extra)
+        .arg("--data-dir")
+        .arg(dir)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn warren");
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut lines = std::io::BufReader::new(stdout).lines();
+        if let Some(Ok(l)) = lines.next() {
+            let _ = tx.send(l);
+        }
+        for _ in lines {}
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("warren prints its address");
+    let addr = line.rsplit(' ').next().unwrap().to_string();
+    Process {
+        child,
+        uri: format!("amqp://guest:guest@{addr}/%2f"),
+    }
+}
+
 pub mod http;
