@@ -17,6 +17,7 @@ pub mod consumer;
 pub mod deadletter;
 pub mod pager;
 mod ready;
+pub mod stream;
 
 use crate::connection::outbound::Outbound;
 use crate::message::Message;
@@ -114,6 +115,9 @@ pub struct Queue {
     /// The broker's message log (set once it is open) and this queue's key in it, for a
     /// durable queue: its persistent messages are recorded there.
     store: Option<(StoreCell, Arc<str>)>,
+    /// A stream's log (`x-queue-type: stream`): its messages live there, not in `state`;
+    /// with the broker's message log, whose writer syncs the stream's records.
+    stream: Option<(Arc<stream::Stream>, StoreCell)>,
 }
 
 /// The broker's message log, shared with queues before it is open (queues from the
@@ -165,6 +169,24 @@ impl Queue {
             dispatch_pending: false,
             timer_deadline: None,
         };
+        let stream = stream::settings_from_args(&config.arguments).map(|settings| {
+            let dir = vhost
+                .upgrade()
+                .and_then(|v| v.streams_dir.clone())
+                .unwrap_or_else(|| {
+                    std::env::temp_dir().join(format!("warren-streams-{}", std::process::id()))
+                })
+                .join(stream::dir_name(&config.vhost, &config.name));
+            let s = stream::Stream::open_or_empty(dir, settings);
+            let _ = std::fs::write(
+                s.dir().join("name"),
+                format!("{}\n{}\n", config.vhost, config.name),
+            );
+            let cell = vhost.upgrade().map(|v| v.store.clone()).unwrap_or_default();
+            (s, cell)
+        });
+        // A stream stores every message itself, never in the message log.
+        let store = if stream.is_some() { None } else { store };
         let q = Arc::new(Queue {
             config,
             args,
@@ -175,6 +197,7 @@ impl Queue {
             counters: Default::default(),
             timer: Arc::new(Notify::new()),
             store,
+            stream,
         });
         if q.args.expires.is_some() {
             q.ensure_timer(&mut q.state.lock());
@@ -224,7 +247,35 @@ impl Queue {
     }
 
     pub fn message_count(&self) -> u32 {
+        if let Some(s) = self.stream() {
+            return s.message_count().min(u32::MAX as u64) as u32;
+        }
         self.state.lock().ready.len() as u32
+    }
+
+    /// The stream's log, when this queue is a stream.
+    pub fn stream(&self) -> Option<&Arc<stream::Stream>> {
+        self.stream.as_ref().map(|(s, _)| s)
+    }
+
+    pub fn is_stream(&self) -> bool {
+        self.stream.is_some()
+    }
+
+    /// A stream reader sent `n` deliveries (they are unacknowledged until settled).
+    pub(crate) fn stream_delivered(&self, n: u64) {
+        self.unacked.fetch_add(n, SeqCst);
+        Counters::bump(&self.counters.deliver, n);
+    }
+
+    /// Appends to the stream; the message log sequence number its confirm waits for.
+    fn stream_append(&self, msg: &Message) -> Option<u64> {
+        let (s, cell) = self.stream.as_ref()?;
+        if self.is_deleted() {
+            return None;
+        }
+        Counters::bump(&self.counters.publish, 1);
+        s.append(msg, cell.get())
     }
 
     pub fn consumer_count(&self) -> u32 {
@@ -238,6 +289,13 @@ impl Queue {
     /// (ready messages, ready bytes, consumers)
     pub fn stats(&self) -> (usize, usize, usize) {
         let st = self.state.lock();
+        if let Some(s) = self.stream() {
+            return (
+                s.message_count() as usize,
+                s.info().1 as usize,
+                st.consumers.len(),
+            );
+        }
         (st.ready.len(), st.ready.bytes(), st.consumers.len())
     }
 
@@ -248,6 +306,10 @@ impl Queue {
 
     /// Appends a message and delivers what can be delivered.
     pub fn publish(self: &Arc<Self>, msg: Arc<Message>) -> PublishOutcome {
+        if self.is_stream() {
+            self.stream_append(&msg);
+            return PublishOutcome::Enqueued;
+        }
         if self.is_deleted() {
             if msg.persist_id != 0 {
                 self.forget_msg(&msg);
@@ -328,7 +390,7 @@ impl Queue {
     /// (a length limit, a TTL) or is deleted; the caller then uses `publish`. `Some(true)`
     /// asks the caller to dispatch later; `Some(false)` means another publisher will.
     pub fn push_deferred(&self, msg: &Arc<Message>) -> Option<bool> {
-        if msg.expiration.is_some() {
+        if msg.expiration.is_some() || self.is_stream() {
             return None;
         }
         let mut st = self.state.lock();
@@ -345,6 +407,10 @@ impl Queue {
 
     /// Delivers ready messages to consumers with credit.
     pub fn dispatch(self: &Arc<Self>) {
+        if let Some(s) = self.stream() {
+            s.wake_readers();
+            return;
+        }
         let mut dead = Vec::new();
         {
             let mut st = self.state.lock();
@@ -476,6 +542,13 @@ impl Queue {
 
     /// Adds a consumer; deliveries may start at once.
     pub fn consume(self: &Arc<Self>, consumer: Arc<Consumer>) -> Result<(), ConsumeRefused> {
+        if let Some(s) = self.stream() {
+            let mut st = self.state.lock();
+            st.consumers.push(consumer.clone());
+            st.had_consumer = true;
+            stream::reader::spawn(self.clone(), s.clone(), consumer);
+            return Ok(());
+        }
         let mut dead = Vec::new();
         {
             let mut st = self.state.lock();
@@ -515,6 +588,9 @@ impl Queue {
                 .is_some_and(|c| Arc::ptr_eq(c, consumer));
             st.consumers.retain(|c| !Arc::ptr_eq(c, consumer));
             st.last_used = Instant::now();
+            if let Some(s) = self.stream() {
+                s.remove_reader(consumer);
+            }
             if dispatch && was_active && self.args.single_active_consumer {
                 // The next consumer in line becomes the active one.
                 self.dispatch_locked(&mut st, &mut dead, None);
@@ -533,6 +609,9 @@ impl Queue {
 
     /// Takes the head message for basic.get; with the number of messages left.
     pub fn get(self: &Arc<Self>, no_ack: bool) -> Option<(QueuedMessage, u32)> {
+        if self.is_stream() {
+            return None;
+        }
         let mut dead = Vec::new();
         let r = {
             let mut st = self.state.lock();
@@ -572,12 +651,23 @@ impl Queue {
     /// Rejected deliveries (requeue=false): dead-letter them.
     pub fn rejected(self: &Arc<Self>, msgs: Vec<QueuedMessage>) {
         self.unacked.fetch_sub(msgs.len() as u64, SeqCst);
+        if self.is_stream() {
+            // A stream settles by giving credit back; nothing is removed or dead-lettered.
+            return;
+        }
         self.dead_letter(msgs, Reason::Rejected);
     }
 
     /// Puts delivered messages back in their original positions, marked redelivered, and
     /// delivers again.
     pub fn requeue(self: &Arc<Self>, msgs: impl IntoIterator<Item = QueuedMessage>) {
+        if let Some(s) = self.stream() {
+            // Requeue on a stream only gives credit back (the reader moves on).
+            self.unacked
+                .fetch_sub(msgs.into_iter().count() as u64, SeqCst);
+            s.wake_readers();
+            return;
+        }
         let mut dead = Vec::new();
         let mut dropped = Vec::new();
         {
@@ -625,6 +715,12 @@ impl Queue {
     /// A delivery that never reached its consumer (its channel closed first): back to the
     /// queue as it was, without the redelivered mark.
     pub fn return_undelivered(self: &Arc<Self>, m: QueuedMessage, counted_unacked: bool) {
+        if self.is_stream() {
+            if counted_unacked {
+                self.unacked.fetch_sub(1, SeqCst);
+            }
+            return;
+        }
         let mut dead = Vec::new();
         {
             let mut st = self.state.lock();
@@ -643,6 +739,9 @@ impl Queue {
 
     /// Drops every ready message; returns how many.
     pub fn purge(&self) -> u32 {
+        if self.is_stream() {
+            return 0;
+        }
         let (n, ids) = self.state.lock().ready.clear();
         self.forget_ids(ids);
         n as u32
@@ -664,6 +763,11 @@ impl Queue {
     pub fn delete(&self) -> (u32, Vec<Arc<Consumer>>) {
         let mut st = self.state.lock();
         self.deleted.store(true, SeqCst);
+        if let Some(s) = self.stream() {
+            let n = s.message_count().min(u32::MAX as u64) as u32;
+            s.delete();
+            return (n, std::mem::take(&mut st.consumers));
+        }
         let (n, ids) = st.ready.clear();
         self.forget_ids(ids);
         self.timer.notify_one();
@@ -774,6 +878,10 @@ impl Queue {
             }
             st.policy = json;
             st.eff = self.args.with_policy(p.as_ref().map(|p| &p.definition));
+            if let Some(s) = self.stream() {
+                s.apply_policy(&self.config.arguments, p.as_ref().map(|p| &p.definition));
+                return;
+            }
             if st.eff.expires.is_some() {
                 st.last_used = Instant::now();
                 self.ensure_timer(&mut st);
@@ -842,7 +950,7 @@ pub fn enqueue(
     if msg.persistent {
         let mut log = None;
         let mut keys = Vec::new();
-        for q in queues.iter() {
+        for q in queues.iter().filter(|q| !q.is_stream()) {
             if let Some((l, k)) = q.log() {
                 keys.push(k.clone());
                 log = Some(l.clone());
@@ -854,6 +962,11 @@ pub fn enqueue(
     }
     let mut rejected = false;
     for q in queues.drain(..) {
+        if q.is_stream() {
+            // Streams keep every message, persistent or not, and sync it before confirming.
+            lsn = lsn.max(q.stream_append(&msg));
+            continue;
+        }
         if let Some(later) = deferred.as_deref_mut() {
             match q.push_deferred(&msg) {
                 Some(true) => {

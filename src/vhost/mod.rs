@@ -71,6 +71,8 @@ pub struct VHost {
     pub(crate) store: crate::queue::StoreCell,
     /// Where queues page their tails out, and their memory budget.
     pub(crate) paging: Option<Arc<crate::queue::pager::Paging>>,
+    /// Where streams keep their segment files (`<data>/streams`).
+    pub(crate) streams_dir: Option<std::path::PathBuf>,
     /// The broker's policies: applied to each queue and exchange declared here (and to
     /// existing ones on a change, by [`crate::policy::apply_all`]).
     policies: Arc<crate::policy::Policies>,
@@ -97,6 +99,7 @@ impl VHost {
         changed: Arc<tokio::sync::Notify>,
         store: crate::queue::StoreCell,
         paging: Option<Arc<crate::queue::pager::Paging>>,
+        streams_dir: Option<std::path::PathBuf>,
         policies: Arc<crate::policy::Policies>,
     ) -> Arc<VHost> {
         Arc::new_cyclic(|me| {
@@ -109,6 +112,7 @@ impl VHost {
                 changed,
                 store,
                 paging,
+                streams_dir,
                 policies,
             };
             for (n, kind, internal) in BUILTIN_EXCHANGES {
