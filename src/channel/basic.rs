@@ -251,6 +251,9 @@ impl Channel {
             cx.permit(Access::Read, Resource::Queue, &name)?;
             cx.vhost.usable_queue(&name, cx.conn_id)?
         };
+        if q.is_stream() {
+            self.check_stream_consume(&q, &c, cx)?;
+        }
         if let Some(v) = c.arguments.inner().get("x-priority") {
             if crate::queue::args::int_value(v).is_none() {
                 return Err(AmqpError::precondition_failed(format_args!(
@@ -311,6 +314,42 @@ impl Channel {
         Ok(())
     }
 
+    /// What RabbitMQ refuses on a stream consumer, in its order: consumer arguments, then
+    /// `rabbit_stream_queue:consume/3`'s prefetch, no-ack and global-qos clauses.
+    fn check_stream_consume(&self, q: &Queue, c: &b::Consume, cx: &ConnCtx<'_>) -> AmqpResult<()> {
+        let what = format!("queue '{}' in vhost '{}'", q.name(), cx.vhost.name);
+        let args = c.arguments.inner();
+        let now = crate::store::log::now_ms();
+        if let Err(term) =
+            crate::queue::stream::offset::parse_start(args.get("x-stream-offset"), now)
+        {
+            return Err(AmqpError::precondition_failed(format_args!(
+                "invalid arg 'x-stream-offset' for {what}: {term}"
+            )));
+        }
+        if args.contains_key("x-priority") {
+            return Err(AmqpError::precondition_failed(format_args!(
+                "invalid arg 'x-priority' for {what} of queue type rabbit_stream_queue"
+            )));
+        }
+        if self.prefetch == 0 {
+            return Err(AmqpError::precondition_failed(format_args!(
+                "consumer prefetch count is not set for stream {what}"
+            )));
+        }
+        if c.no_ack {
+            return Err(AmqpError::not_implemented(format_args!(
+                "automatic acknowledgement not supported by stream {what}"
+            )));
+        }
+        if self.shared.global_prefetch.load(SeqCst) != 0 {
+            return Err(AmqpError::not_implemented(format_args!(
+                "{what} does not support global qos"
+            )));
+        }
+        Ok(())
+    }
+
     fn cancel(&mut self, c: b::Cancel, cx: &mut ConnCtx<'_>) {
         let tag = ShortStr::copy_from(c.consumer_tag.as_str());
         match self.consumers.get_mut(&tag) {
@@ -354,6 +393,13 @@ impl Channel {
         let name = self.queue_name(g.queue.as_str())?;
         cx.permit(Access::Read, Resource::Queue, &name)?;
         let q = cx.vhost.usable_queue(&name, cx.conn_id)?;
+        if q.is_stream() {
+            return Err(AmqpError::not_implemented(format_args!(
+                "basic.get not supported by stream queues queue '{}' in vhost '{}'",
+                q.name(),
+                cx.vhost.name
+            )));
+        }
         match q.get(g.no_ack) {
             Some((m, remaining)) => {
                 let tag = self.next_tag;
