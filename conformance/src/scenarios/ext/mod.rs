@@ -30,6 +30,7 @@ pub mod maxlen;
 pub mod priority;
 pub mod reply_to;
 pub mod sac;
+pub mod stream;
 pub mod ttl;
 
 pub fn scenarios() -> Vec<Scenario> {
@@ -44,6 +45,7 @@ pub fn scenarios() -> Vec<Scenario> {
     v.extend(reply_to::scenarios());
     v.extend(args::scenarios());
     v.extend(cancel::scenarios());
+    v.extend(stream::scenarios());
     v
 }
 
