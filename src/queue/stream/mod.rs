@@ -403,88 +403,104 @@ impl Stream {
     }
 
     /// Writes and syncs records (the message log's writer thread, or `append` without a
-    /// log), rolls the segment when it is full, indexes the records, applies retention and
-    /// publishes the new committed offset. On an error nothing is committed and the segment
-    /// is cut back to its last good length; the caller retries with the same chunk.
+    /// log), rolling the segment whenever it reaches the maximum size (between records, so
+    /// one batch may span segments), indexes them, applies retention and publishes the new
+    /// committed offset. On an error the segment is cut back to its last good length and
+    /// the caller retries with the same chunk: records already committed are skipped.
     pub fn write_chunk(&self, chunk: &Chunk) -> std::io::Result<()> {
-        let Some(&(first, _, _)) = chunk.records.first() else {
-            return Ok(());
-        };
         let mut f = self.files.lock();
         if self.deleted.load(SeqCst) {
             return Ok(());
         }
+        let committed = self.committed();
+        let mut i = chunk.records.partition_point(|r| r.0 < committed);
+        let mut at: u64 = chunk.records[..i].iter().map(|r| r.2).sum();
         let max_segment = self.settings.lock().max_segment_size;
-        let roll = match &f.active {
-            None => true,
-            Some(_) => f.active_len > 0 && f.active_len >= max_segment,
-        };
-        if roll {
-            std::fs::create_dir_all(&self.dir)?;
-            let file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(segment::path(&self.dir, first))?;
-            let idx = OpenOptions::new()
-                .create(true)
-                .truncate(true)
-                .write(true)
-                .open(index::path(&self.dir, first))?;
-            sync_dir(&self.dir)?;
-            f.active_len = file.metadata()?.len();
-            f.active = Some((first, file));
-            f.index = Some(idx);
+        while i < chunk.records.len() {
+            let first = chunk.records[i].0;
+            let full = f.active_len > 0 && f.active_len >= max_segment;
+            if f.active.is_none() || full {
+                self.roll(&mut f, first)?;
+            }
+            // Records up to the one that makes the segment reach its size.
+            let mut j = i;
+            let mut len = 0u64;
+            while j < chunk.records.len() && (j == i || f.active_len + len < max_segment) {
+                len += chunk.records[j].2;
+                j += 1;
+            }
+            let bytes = &chunk.bytes[at as usize..(at + len) as usize];
+            let start = f.active_len;
+            let Some((_, file)) = f.active.as_mut() else {
+                return Ok(());
+            };
+            if let Err(e) = file.write_all(bytes).and_then(|_| file.sync_data()) {
+                let _ = file.set_len(start);
+                return Err(e);
+            }
+            f.active_len += len;
+            let records = &chunk.records[i..j];
             let mut segs = self.segs.lock();
-            if segs.back().is_none_or(|s| s.base != first) {
-                segs.push_back(Seg {
-                    base: first,
-                    len: f.active_len,
-                    end: first,
-                    index: Vec::new(),
-                });
-            }
-        }
-        let start = f.active_len;
-        let Some((_, file)) = f.active.as_mut() else {
-            return Ok(());
-        };
-        if let Err(e) = file.write_all(&chunk.bytes).and_then(|_| file.sync_data()) {
-            let _ = file.set_len(start);
-            return Err(e);
-        }
-        f.active_len += chunk.bytes.len() as u64;
-        let mut segs = self.segs.lock();
-        let Some(seg) = segs.back_mut() else {
-            return Ok(());
-        };
-        let mut pos = start;
-        let new = index::entries_for(
-            seg.index.last(),
-            chunk.records.iter().map(|&(o, t, l)| {
-                let p = pos;
-                pos += l;
-                (o, t, p)
-            }),
-        );
-        if !new.is_empty() {
-            let mut out = Vec::with_capacity(new.len() * index::ENTRY);
-            for e in &new {
-                index::encode(&mut out, e);
-            }
-            if let Some(i) = f.index.as_mut() {
-                if let Err(e) = i.write_all(&out) {
-                    tracing::warn!(error = %e, "cannot write a stream index (rebuilt at the next start)");
+            if let Some(seg) = segs.back_mut() {
+                let mut pos = start;
+                let new = index::entries_for(
+                    seg.index.last(),
+                    records.iter().map(|&(o, t, l)| {
+                        let p = pos;
+                        pos += l;
+                        (o, t, p)
+                    }),
+                );
+                if !new.is_empty() {
+                    let mut out = Vec::with_capacity(new.len() * index::ENTRY);
+                    for e in &new {
+                        index::encode(&mut out, e);
+                    }
+                    if let Some(ix) = f.index.as_mut() {
+                        if let Err(e) = ix.write_all(&out) {
+                            tracing::warn!(error = %e, "cannot write a stream index (rebuilt at the next start)");
+                        }
+                    }
+                    seg.index.extend(new);
                 }
+                seg.len = f.active_len;
+                seg.end = records.last().map_or(first, |r| r.0 + 1);
+                let end = seg.end;
+                self.apply_retention(&mut segs);
+                drop(segs);
+                self.committed.send_replace(end);
             }
-            seg.index.extend(new);
+            at += len;
+            i = j;
         }
-        seg.len = f.active_len;
-        let end = chunk.records.last().map_or(first, |r| r.0 + 1);
-        seg.end = end;
-        self.apply_retention(&mut segs);
-        drop(segs);
-        drop(f);
-        self.committed.send_replace(end);
+        Ok(())
+    }
+
+    /// Starts a new active segment whose first record is `first`.
+    fn roll(&self, f: &mut Files, first: u64) -> std::io::Result<()> {
+        std::fs::create_dir_all(&self.dir)?;
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(segment::path(&self.dir, first))?;
+        let idx = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(index::path(&self.dir, first))?;
+        sync_dir(&self.dir)?;
+        f.active_len = file.metadata()?.len();
+        f.active = Some((first, file));
+        f.index = Some(idx);
+        let mut segs = self.segs.lock();
+        if segs.back().is_none_or(|s| s.base != first) {
+            segs.push_back(Seg {
+                base: first,
+                len: f.active_len,
+                end: first,
+                index: Vec::new(),
+            });
+        }
         Ok(())
     }
 

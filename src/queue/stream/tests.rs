@@ -291,3 +291,35 @@ fn delete_removes_the_files() {
     s.append(&msg("y", None), None);
     assert!(!d.0.exists());
 }
+
+#[test]
+fn one_batch_spans_segments_and_a_retry_writes_nothing_twice() {
+    let d = TempDir::new("split");
+    let s = Stream::open(d.0.clone(), settings(1000)).unwrap();
+    let mut chunk = Chunk::default();
+    for o in 0..20u64 {
+        let before = chunk.bytes.len();
+        let body = format!("{o:0>200}");
+        segment::encode(
+            &mut chunk.bytes,
+            o,
+            1,
+            None,
+            b"",
+            b"q",
+            b"",
+            None,
+            body.as_bytes(),
+        );
+        chunk
+            .records
+            .push((o, 1, (chunk.bytes.len() - before) as u64));
+    }
+    s.write_chunk(&chunk).unwrap();
+    assert_eq!(s.committed(), 20);
+    let (segments, bytes, _) = s.info();
+    assert!(segments >= 4, "{segments} segments for one batch");
+    s.write_chunk(&chunk).unwrap();
+    assert_eq!(s.info().1, bytes, "a retried chunk is not written again");
+    assert_eq!(read_all(&s, 0).len(), 20);
+}
