@@ -113,10 +113,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let Some(d) = cons.next().await else { break };
         let d = d?;
         seen += 1;
-        if seen % 500 == 0 || seen == n {
+        if seen.is_multiple_of(500) || seen == n {
             d.acker.ack(BasicAckOptions { multiple: true }).await?;
         }
-        if seen % 100_000 == 0 {
+        if seen.is_multiple_of(100_000) {
             peak = peak.max(rss_mib().unwrap_or(0.0));
         }
     }
