@@ -76,7 +76,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 STREAM.into(),
                 BasicPublishOptions::default(),
                 &body,
-                BasicProperties::default(),
+                BasicProperties::default().with_delivery_mode(2),
             )
             .await?,
         );

@@ -130,19 +130,31 @@ pub struct Stream {
 }
 
 /// The properties of a message with an `x-stream-offset` header whose 8 value bytes are
-/// at the returned position (patched per record), and its filter value.
+/// at the returned position (patched per record), and its filter value. The header is
+/// appended to the raw bytes; only a message that already has one (or odd properties) is
+/// decoded and re-encoded.
 fn prepare(msg: &Message) -> (bytes::Bytes, Option<usize>, Option<String>) {
     use amq_protocol::types::{AMQPValue, FieldTable};
+    const KEY: &str = "x-stream-offset";
+    let mentions = |what: &[u8]| msg.properties.windows(what.len()).any(|w| w == what);
+    let filter = if mentions(b"x-stream-filter-value") {
+        offset::filter_value(crate::protocol::properties::headers(&msg.properties).as_ref())
+    } else {
+        None
+    };
+    if let Some((props, at)) = crate::protocol::properties::with_long_header(&msg.properties, KEY) {
+        return (props, Some(at), filter);
+    }
     const SENTINEL: i64 = 0x5717_ea4d_0ff5_e7a1;
-    let headers = crate::protocol::properties::headers(&msg.properties);
-    let filter = offset::filter_value(headers.as_ref());
-    let mut h: FieldTable = headers.unwrap_or_default();
-    h.insert("x-stream-offset".into(), AMQPValue::LongLongInt(SENTINEL));
+    let mut h: FieldTable =
+        crate::protocol::properties::headers(&msg.properties).unwrap_or_default();
+    h.insert(KEY.into(), AMQPValue::LongLongInt(SENTINEL));
     let Some(props) = crate::protocol::properties::with_headers(&msg.properties, h) else {
         return (msg.properties.clone(), None, filter);
     };
-    let mut needle = vec![15u8];
-    needle.extend_from_slice(b"x-stream-offsetl");
+    let mut needle = vec![KEY.len() as u8];
+    needle.extend_from_slice(KEY.as_bytes());
+    needle.push(b'l');
     needle.extend_from_slice(&SENTINEL.to_be_bytes());
     let at = props
         .windows(needle.len())

@@ -323,3 +323,37 @@ fn one_batch_spans_segments_and_a_retry_writes_nothing_twice() {
     assert_eq!(s.info().1, bytes, "a retried chunk is not written again");
     assert_eq!(read_all(&s, 0).len(), 20);
 }
+
+#[test]
+fn a_publisher_set_offset_header_is_replaced() {
+    let d = TempDir::new("ownheader");
+    let s = Stream::open(d.0.clone(), Settings::default()).unwrap();
+    let mut h = amq_protocol::types::FieldTable::default();
+    h.insert(
+        "x-stream-offset".into(),
+        AMQPValue::LongString("fake".into()),
+    );
+    h.insert("keep".into(), AMQPValue::LongInt(7));
+    let p = amq_protocol::protocol::basic::AMQPProperties::default().with_headers(h);
+    let (props, _) = cookie_factory::gen(
+        amq_protocol::protocol::basic::gen_properties(&p),
+        Vec::new(),
+    )
+    .unwrap();
+    s.append(&msg("a", None), None);
+    let m = Message::new(
+        ShortStr::from_static(""),
+        ShortStr::from_static("q"),
+        props.into(),
+        bytes::Bytes::from_static(b"b"),
+    );
+    s.append(&m, None);
+    let mut c = Cursor::new(s.clone(), 1);
+    let e = c.next_entry(2).unwrap();
+    let h = crate::protocol::properties::headers(&e.properties).unwrap();
+    assert_eq!(
+        h.inner().get("x-stream-offset"),
+        Some(&AMQPValue::LongLongInt(1))
+    );
+    assert_eq!(h.inner().get("keep"), Some(&AMQPValue::LongInt(7)));
+}
