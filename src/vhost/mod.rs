@@ -413,7 +413,9 @@ impl VHost {
             // to this queue by `policy::apply_all`.
             q.apply_policy(&self.policies);
             self.changed.notify_one();
-            if q.is_stored() {
+            // A stream's messages are confirmed by the same writer: its definition must
+            // be on disk first too.
+            if q.is_stored() || q.is_stream() {
                 if let Some(log) = self.store.get() {
                     log.definitions_changed();
                 }

@@ -314,6 +314,7 @@ async fn run(
             continue;
         }
         let f = filter.clone();
+        let before = cursor.next;
         let read = tokio::task::spawn_blocking(move || {
             let msgs = cursor.read_batch(n, committed, &f);
             (cursor, msgs)
@@ -323,6 +324,15 @@ async fn run(
         cursor = c;
         for _ in msgs.len()..n {
             consumer.unreserve();
+        }
+        if msgs.is_empty() && cursor.next == before {
+            // Committed records that cannot be read (the files are unreadable): retry
+            // later rather than spin.
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_millis(200)) => {}
+                _ = wake.notified() => {}
+            }
+            continue;
         }
         if msgs.is_empty() || stop.load(SeqCst) {
             for _ in 0..msgs.len() {
