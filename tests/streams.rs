@@ -178,6 +178,26 @@ async fn retention_by_length_bytes_drops_old_segments() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn management_reports_a_stream() {
+    let broker = common::start_broker().await;
+    let conn = Connection::connect(&broker.uri(), ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    declare(&ch, "reported", stream_args(&[])).await;
+    publish_confirmed(&conn, "reported", (0..3).map(|i| i.to_string())).await;
+    let api = common::http::Api::new(broker.mgmt_addr.expect("management enabled"));
+    let q = api.get_json("/api/queues/%2F/reported").await;
+    assert_eq!(q["type"], "stream");
+    assert_eq!(q["messages_ready"], 3);
+    assert_eq!(q["committed_offset"], 2);
+    assert_eq!(q["first_offset"], 0);
+    assert_eq!(q["segments"], 1);
+    assert_eq!(q["members"].as_array().map(Vec::len), Some(1));
+    broker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleting_a_stream_removes_its_files() {
     let dir = common::temp_data_dir();
     let d = dir.clone();

@@ -94,7 +94,7 @@ pub fn queue(b: &Broker, q: &Arc<Queue>) -> Value {
         .as_ref()
         .map(|p| p.definition.clone())
         .unwrap_or_else(|| json!({}));
-    json!({
+    let mut v = json!({
         "name": q.name(),
         "vhost": q.config.vhost,
         "durable": q.config.durable,
@@ -137,7 +137,35 @@ pub fn queue(b: &Broker, q: &Arc<Queue>) -> Value {
         "recoverable_slaves": null,
         "backing_queue_status": {"mode": "default", "len": ready, "version": 1},
         "message_stats": message_stats(&snap, &rates, &[]),
-    })
+    });
+    if let (Some(st), Some(m)) = (q.stream(), v.as_object_mut()) {
+        stream_fields(b, st, m);
+    }
+    v
+}
+
+/// What RabbitMQ's `rabbit_stream_queue:format/2` and info keys add for a stream (one
+/// node: it is the leader and the only member).
+fn stream_fields(
+    b: &Broker,
+    s: &crate::queue::stream::Stream,
+    m: &mut serde_json::Map<String, Value>,
+) {
+    let node = node_name(b);
+    let (segments, bytes, first_ts) = s.info();
+    m.insert("type".into(), json!("stream"));
+    m.insert("leader".into(), json!(node));
+    m.insert("members".into(), json!([node]));
+    m.insert("online".into(), json!([node]));
+    m.insert("segments".into(), json!(segments));
+    m.insert("first_offset".into(), json!(s.first_offset()));
+    m.insert(
+        "committed_offset".into(),
+        json!(s.committed().checked_sub(1)),
+    );
+    m.insert("first_timestamp".into(), json!(first_ts));
+    m.insert("message_bytes".into(), json!(bytes));
+    m.insert("messages_persistent".into(), json!(s.message_count()));
 }
 
 pub fn exchange(vhost: &VHost, x: &Exchange) -> Value {
