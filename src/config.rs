@@ -55,6 +55,12 @@ pub struct Config {
     pub tls: Option<crate::tls::TlsConfig>,
     /// How often the memory monitor samples RSS.
     pub memory_monitor_interval: Duration,
+    /// `product` in connection.start's server-properties and management's `product_name`
+    /// (RabbitMQ's `product.name`); "Warren" by default.
+    pub server_product: String,
+    /// `version` in connection.start's server-properties and management's
+    /// `product_version` (RabbitMQ's `product.version`); Warren's version by default.
+    pub server_version: String,
 }
 
 impl Default for Config {
@@ -83,6 +89,8 @@ impl Default for Config {
             memory_monitor_interval: Duration::from_millis(1000),
             tls: None,
             max_connections: None,
+            server_product: "Warren".into(),
+            server_version: env!("CARGO_PKG_VERSION").into(),
         }
     }
 }

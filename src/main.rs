@@ -83,6 +83,13 @@ struct Cli {
     /// Node-wide connection limit (unlimited when absent).
     #[arg(long, env = "WARREN_MAX_CONNECTIONS")]
     max_connections: Option<u64>,
+    /// `product` in connection.start's server-properties (and management's product_name).
+    #[arg(long, env = "WARREN_SERVER_PRODUCT", default_value = "Warren")]
+    server_product: String,
+    /// `version` in connection.start's server-properties (and management's
+    /// product_version).
+    #[arg(long, env = "WARREN_SERVER_VERSION", default_value = env!("CARGO_PKG_VERSION"))]
+    server_version: String,
     /// Log level or filter (error, warn, info, debug, trace, or a tracing filter).
     #[arg(long, env = "WARREN_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -116,6 +123,8 @@ async fn main() {
         loopback_users: warren::auth::parse_tags(&cli.loopback_users),
         vm_memory_high_watermark: cli.vm_memory_high_watermark,
         max_connections: cli.max_connections,
+        server_product: cli.server_product,
+        server_version: cli.server_version,
         tls: match (cli.tls_cert_file, cli.tls_key_file) {
             (Some(cert_file), Some(key_file)) => Some(warren::tls::TlsConfig {
                 port: cli.tls_port,

@@ -607,3 +607,97 @@ async fn kill_9_right_after_declare_keeps_the_confirmed_message() {
     p.child.wait().unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A quorum queue stores every message, transient ones too: after `kill -9` the confirmed
+/// messages it held come back (acked ones do not), while the transient copies that went
+/// to a durable classic queue through the same exchange are gone, as RabbitMQ does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_keeps_a_quorum_queues_transient_messages() {
+    let dir = common::temp_data_dir();
+    let mut p = spawn_warren(&dir);
+    let (_conn, ch) = connect(&p.uri).await;
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    let mut qq = FieldTable::default();
+    qq.insert(
+        "x-queue-type".into(),
+        AMQPValue::LongString("quorum".into()),
+    );
+    ch.queue_declare(
+        "qq".into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        qq,
+    )
+    .await
+    .expect("declare quorum queue");
+    declare(&ch, "classic", true).await;
+    ch.exchange_declare(
+        "both".into(),
+        lapin::ExchangeKind::Fanout,
+        ExchangeDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    for q in ["qq", "classic"] {
+        ch.queue_bind(
+            q.into(),
+            "both".into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    }
+    let transient = BasicProperties::default().with_delivery_mode(1);
+    let mut confirms = Vec::new();
+    for i in 0..10u8 {
+        confirms.push(
+            ch.basic_publish(
+                "both".into(),
+                "".into(),
+                BasicPublishOptions::default(),
+                &[i],
+                transient.clone(),
+            )
+            .await
+            .unwrap(),
+        );
+    }
+    for c in confirms {
+        assert!(matches!(c.await.expect("confirm"), Confirmation::Ack(_)));
+    }
+    // The classic queue's consumer takes its copies: it must not remove the quorum
+    // queue's stored ones. Two quorum messages are acked, so they stay gone.
+    assert_eq!(drain(&ch, "classic").await.len(), 10);
+    for _ in 0..2 {
+        let m = ch
+            .basic_get("qq".into(), BasicGetOptions::default())
+            .await
+            .unwrap()
+            .expect("a message");
+        m.delivery.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    // A confirmed publish after the acks: once it is confirmed, the acks before it are
+    // on disk too (one log, in order).
+    publish_confirmed(&ch, "qq", &[vec![99]], transient).await;
+    p.child.kill().expect("kill -9");
+    p.child.wait().unwrap();
+    let mut p = spawn_warren(&dir);
+    let (_conn, ch) = connect(&p.uri).await;
+    let got: Vec<Vec<u8>> = drain(&ch, "qq").await.into_iter().map(|(b, _)| b).collect();
+    let want: Vec<Vec<u8>> = (2..10u8).map(|i| vec![i]).chain([vec![99]]).collect();
+    assert_eq!(got, want);
+    assert!(drain(&ch, "classic").await.is_empty());
+    p.child.kill().unwrap();
+    p.child.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}

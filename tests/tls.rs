@@ -235,7 +235,7 @@ async fn pika_over_tls() {
             .output(),
     )
     .await
-    .expect("python3 with pika (see .ci/run)");
+    .expect("python3 with pika (see tests/run.sh)");
     let stdout = String::from_utf8_lossy(&out.stdout);
     println!("{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(out.status.success(), "pika over TLS failed");

@@ -102,6 +102,11 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub bindings: usize,
 
+    /// Queue type to declare (`x-queue-type`): classic, quorum or stream. Quorum queues and
+    /// streams are always durable.
+    #[arg(long, default_value = "classic")]
+    pub queue_type: String,
+
     /// Run time in seconds.
     #[arg(short = 'z', long)]
     pub time: Option<f64>,

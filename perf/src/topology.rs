@@ -44,15 +44,26 @@ pub async fn declare(args: &Args) -> lapin::Result<Topology> {
         ch.exchange_declare(exchange.as_str().into(), kind, opts, FieldTable::default())
             .await?;
     }
+    let typed = args.queue_type != "classic";
     let qopts = QueueDeclareOptions {
-        durable: args.persistent(),
+        durable: args.persistent() || typed,
         ..Default::default()
     };
+    let mut qargs = FieldTable::default();
+    if typed {
+        qargs.insert(
+            "x-queue-type".into(),
+            lapin::types::AMQPValue::LongString(args.queue_type.as_str().into()),
+        );
+    }
     for q in &queues {
-        ch.queue_declare(q.as_str().into(), qopts, FieldTable::default())
+        ch.queue_declare(q.as_str().into(), qopts, qargs.clone())
             .await?;
-        ch.queue_purge(q.as_str().into(), QueuePurgeOptions::default())
-            .await?;
+        if args.queue_type != "stream" {
+            // Streams refuse queue.purge (540).
+            ch.queue_purge(q.as_str().into(), QueuePurgeOptions::default())
+                .await?;
+        }
         if !exchange.is_empty() {
             ch.queue_bind(
                 q.as_str().into(),

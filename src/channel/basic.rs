@@ -9,6 +9,7 @@ use crate::error::{AmqpError, AmqpResult};
 use crate::message::Message;
 use crate::protocol::codec::ShortStr;
 use crate::protocol::properties;
+use crate::queue::args::QueueType;
 use crate::queue::consumer::Consumer;
 use crate::queue::{ConsumeRefused, Queue};
 use crate::vhost::REPLY_TO;
@@ -251,17 +252,23 @@ impl Channel {
             cx.permit(Access::Read, Resource::Queue, &name)?;
             cx.vhost.usable_queue(&name, cx.conn_id)?
         };
+        let what = format!("queue '{}' in vhost '{}'", q.name(), cx.vhost.name);
+        q.queue_type()
+            .check_consume_args(&c.arguments, &what)
+            .map_err(|text| AmqpError::precondition_failed(format_args!("{text}")))?;
         if q.is_stream() {
             self.check_stream_consume(&q, &c, cx)?;
         }
-        if let Some(v) = c.arguments.inner().get("x-priority") {
-            if crate::queue::args::int_value(v).is_none() {
-                return Err(AmqpError::precondition_failed(format_args!(
-                    "invalid arg 'x-priority' for queue '{}' in vhost '{}': \"expected integer, got {}\"",
-                    q.name(),
-                    cx.vhost.name,
-                    crate::queue::args::type_name(v)
+        let mut prefetch = self.prefetch;
+        if q.queue_type() != QueueType::Classic {
+            if self.shared.global_prefetch.load(SeqCst) != 0 {
+                return Err(AmqpError::not_implemented(format_args!(
+                    "{what} does not support global qos"
                 )));
+            }
+            if q.is_quorum() && prefetch == 0 {
+                // RabbitMQ caps a quorum queue consumer's "unlimited" prefetch.
+                prefetch = QUORUM_UNLIMITED_PREFETCH;
             }
         }
         let tag = if c.consumer_tag.as_str().is_empty() {
@@ -280,7 +287,7 @@ impl Channel {
             c.no_ack,
             c.exclusive,
             c.arguments,
-            self.prefetch,
+            prefetch,
             self.shared.clone(),
             cx.tx.clone(),
         ));
@@ -314,8 +321,9 @@ impl Channel {
         Ok(())
     }
 
-    /// What RabbitMQ refuses on a stream consumer, in its order: consumer arguments, then
-    /// `rabbit_stream_queue:consume/3`'s prefetch, no-ack and global-qos clauses.
+    /// What RabbitMQ refuses on a stream consumer (after the type's argument check), in its
+    /// order: the `x-stream-offset` value, then `rabbit_stream_queue:consume/3`'s prefetch,
+    /// no-ack and global-qos clauses.
     fn check_stream_consume(&self, q: &Queue, c: &b::Consume, cx: &ConnCtx<'_>) -> AmqpResult<()> {
         let what = format!("queue '{}' in vhost '{}'", q.name(), cx.vhost.name);
         let args = c.arguments.inner();
@@ -325,11 +333,6 @@ impl Channel {
         {
             return Err(AmqpError::precondition_failed(format_args!(
                 "invalid arg 'x-stream-offset' for {what}: {term}"
-            )));
-        }
-        if args.contains_key("x-priority") {
-            return Err(AmqpError::precondition_failed(format_args!(
-                "invalid arg 'x-priority' for {what} of queue type rabbit_stream_queue"
             )));
         }
         if self.prefetch == 0 {
@@ -400,6 +403,13 @@ impl Channel {
                 cx.vhost.name
             )));
         }
+        if q.is_quorum() && q.args.single_active_consumer {
+            return Err(AmqpError::resource_locked(format_args!(
+                "cannot obtain access to locked queue '{}' in vhost '{}'. basic.get operations are not supported by quorum queues with single active consumer",
+                q.name(),
+                cx.vhost.name
+            )));
+        }
         match q.get(g.no_ack) {
             Some((m, remaining)) => {
                 let tag = self.next_tag;
@@ -412,8 +422,12 @@ impl Channel {
                     m.msg.routing_key.as_bytes(),
                     remaining,
                 );
-                cx.out
-                    .content(self.id, &m.msg.properties, &m.msg.body, cx.frame_max);
+                cx.out.content(
+                    self.id,
+                    &m.get_properties(q.is_quorum()),
+                    &m.msg.body,
+                    cx.frame_max,
+                );
                 if !g.no_ack {
                     self.unacked.push(Unacked {
                         tag,
@@ -538,6 +552,10 @@ impl Channel {
         Ok(())
     }
 }
+
+/// What a quorum queue consumer with prefetch 0 gets (rabbit_fifo_client's
+/// `UNLIMITED_PREFETCH_COUNT`).
+const QUORUM_UNLIMITED_PREFETCH: u32 = 2000;
 
 /// The `expiration` property as RabbitMQ reads it (Erlang's `string:to_integer`): an
 /// optionally signed integer, nothing after it, not negative. The error is RabbitMQ's term.

@@ -124,6 +124,16 @@ impl Channel {
         match m {
             q::AMQPMethod::Declare(d) => {
                 let server_named = d.queue.as_str().is_empty() && !d.passive;
+                if server_named {
+                    if let Some(t) = crate::queue::args::QueueType::from_args(&d.arguments)
+                        .filter(|t| !t.allows_server_named())
+                    {
+                        return Err(AmqpError::precondition_failed(format_args!(
+                            "Cannot declare a server-named queue for type {}",
+                            t.module()
+                        )));
+                    }
+                }
                 let name = if server_named {
                     generated_name("amq.gen-")
                 } else {

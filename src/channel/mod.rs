@@ -415,7 +415,7 @@ impl Channel {
                 msg.routing_key.as_bytes(),
             );
             cx.out
-                .content(self.id, &msg.properties, &msg.body, cx.frame_max);
+                .content(self.id, &m.delivery_properties(), &msg.body, cx.frame_max);
             if consumer.no_ack {
                 // Auto-ack: delivered is done.
                 if msg.persist_id != 0 {

@@ -36,8 +36,9 @@ fn lstr(s: &str) -> AMQPValue {
 }
 
 /// connection.start's server-properties: product information and a capabilities table
-/// advertising only what Warren implements.
-pub fn server_properties(cluster_name: &str) -> FieldTable {
+/// advertising only what Warren implements. `product` and `version` are configurable
+/// (`--server-product`, `--server-version`).
+pub fn server_properties(cfg: &crate::Config) -> FieldTable {
     let caps = table(vec![
         ("publisher_confirms", AMQPValue::Boolean(true)),
         ("exchange_exchange_bindings", AMQPValue::Boolean(true)),
@@ -51,7 +52,7 @@ pub fn server_properties(cluster_name: &str) -> FieldTable {
     ]);
     table(vec![
         ("capabilities", AMQPValue::FieldTable(caps)),
-        ("cluster_name", lstr(cluster_name)),
+        ("cluster_name", lstr(&cfg.cluster_name)),
         ("copyright", lstr("Copyright (c) the Warren authors")),
         (
             "information",
@@ -61,8 +62,8 @@ pub fn server_properties(cluster_name: &str) -> FieldTable {
             "platform",
             lstr(&format!("Rust / {}", std::env::consts::OS)),
         ),
-        ("product", lstr("Warren")),
-        ("version", lstr(env!("CARGO_PKG_VERSION"))),
+        ("product", lstr(&cfg.server_product)),
+        ("version", lstr(&cfg.server_version)),
     ])
 }
 
@@ -110,7 +111,7 @@ impl Connection {
             AMQPClass::Connection(cm::AMQPMethod::Start(cm::Start {
                 version_major: 0,
                 version_minor: 9,
-                server_properties: server_properties(&cfg.cluster_name),
+                server_properties: server_properties(&cfg),
                 mechanisms: if self.peer_cn.is_some() {
                     "PLAIN AMQPLAIN EXTERNAL".into()
                 } else {

@@ -43,7 +43,9 @@ const OUT_HIGH_WATER: usize = 1 << 20;
 const OUT_READ_PAUSE: usize = 8 << 20;
 /// Outbound commands handled per loop turn, so input and output stay fair.
 const OUTBOUND_BATCH: usize = 512;
-/// How long we wait for connection.close-ok after sending connection.close.
+/// How long a closing connection lives on: after we sent connection.close, waiting for
+/// close-ok; after we sent close-ok, reading (and discarding) what the client still sends
+/// until it closes its side. RabbitMQ waits up to min(heartbeat, 30 s) in both cases.
 const CLOSE_GRACE: Duration = Duration::from_secs(3);
 
 #[derive(Debug)]
@@ -77,7 +79,8 @@ pub struct Connection {
     confirm_dirty: Vec<u16>,
     /// Queues this read batch published to without dispatching (see `Queue::push_deferred`).
     deferred: Vec<Arc<crate::queue::Queue>>,
-    /// We sent connection.close: only close/close-ok matter now.
+    /// We sent connection.close or connection.close-ok: input is read and discarded (only
+    /// close/close-ok on channel 0 matter) until close-ok, EOF or [`CLOSE_GRACE`].
     closing_since: Option<Instant>,
     last_read: Instant,
     last_write: Instant,
@@ -299,7 +302,21 @@ impl Connection {
         self.release_channels();
         self.send_connection_close(&e);
         self.closing_since = Some(Instant::now());
-        self.inbuf.clear();
+    }
+
+    /// The client's connection.close: answer close-ok and let go of everything the
+    /// connection held at once (its channels, exclusive queues, its place in the
+    /// connection count), but keep reading, as RabbitMQ does: a client that still had
+    /// frames in flight (publishes just before the close) must not have its writes fail
+    /// with EPIPE or ECONNRESET. What it sends is discarded until it closes its side of
+    /// the socket or [`CLOSE_GRACE`] ends.
+    fn accept_close(&mut self) {
+        self.out.method(
+            0,
+            AMQPClass::Connection(conn::AMQPMethod::CloseOk(conn::CloseOk {})),
+        );
+        self.teardown();
+        self.closing_since = Some(Instant::now());
     }
 
     fn release_channels(&mut self) {
@@ -342,7 +359,8 @@ impl Connection {
                 .map(|t| t + CLOSE_GRACE)
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             let want_write = !self.out.is_empty();
-            let can_read = self.out.len() < OUT_READ_PAUSE && self.throttle.can_read();
+            // Closing, input is only drained: read it even when blocked or backed up.
+            let can_read = closing || (self.out.len() < OUT_READ_PAUSE && self.throttle.can_read());
             let can_recv = self.out.len() < OUT_HIGH_WATER && !closing;
             // Small reads while idle (memory per connection), large ones under load: a read
             // that filled the buffer asks for a big one next time.
@@ -405,7 +423,7 @@ impl Connection {
                     if now.duration_since(self.last_read) > hb * 2 {
                         tracing::warn!(conn = self.id, peer = %self.peer, "missed heartbeats from client, timeout: {}s", hb.as_secs());
                         done = true;
-                    } else if now.duration_since(self.last_write) >= hb / 2 && self.out.is_empty() {
+                    } else if now.duration_since(self.last_write) >= hb / 2 && self.out.is_empty() && !closing {
                         self.out.heartbeat();
                     }
                 },
@@ -516,11 +534,15 @@ impl Connection {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
                 Err(e) => {
+                    // The rest of the input cannot be framed: drop it (a close-ok in it
+                    // is lost; the grace period ends the connection then).
                     self.close_with(e);
+                    self.inbuf.clear();
                     break;
                 }
             };
-            let publish = matches!(frame, Frame::Method(_, Method::Publish(_)));
+            let publish = self.closing_since.is_none()
+                && matches!(frame, Frame::Method(_, Method::Publish(_)));
             if publish {
                 // Under a resource alarm a publisher is blocked after this publish: the
                 // rest of the input waits (unread) until the alarm clears.
@@ -535,8 +557,8 @@ impl Connection {
                 Ok(false) => {}
                 Err(e) => {
                     if e.is_connection_level() {
+                        // The frames after it are still read, to find the close-ok.
                         self.close_with(e);
-                        break;
                     }
                 }
             }
@@ -580,7 +602,9 @@ impl Connection {
     /// Handles one frame; `Ok(true)` when the connection is finished.
     fn handle_frame(&mut self, frame: Frame) -> Result<bool, AmqpError> {
         if self.closing_since.is_some() {
-            // Only close / close-ok on channel 0 matter now.
+            // Only close / close-ok on channel 0 matter now, as in RabbitMQ: close-ok ends
+            // the connection; a (crossing) close is answered with close-ok and we go on
+            // waiting for the client's close-ok or EOF. Everything else is discarded.
             if let Frame::Method(0, Method::Other(c)) = frame {
                 match *c {
                     AMQPClass::Connection(conn::AMQPMethod::CloseOk(_)) => return Ok(true),
@@ -589,7 +613,6 @@ impl Connection {
                             0,
                             AMQPClass::Connection(conn::AMQPMethod::CloseOk(conn::CloseOk {})),
                         );
-                        return Ok(true);
                     }
                     _ => {}
                 }
@@ -736,12 +759,8 @@ impl Connection {
             Frame::Heartbeat(_) => Ok(false),
             Frame::Method(_, Method::Other(c)) => match *c {
                 AMQPClass::Connection(conn::AMQPMethod::Close(_)) => {
-                    self.release_channels();
-                    self.out.method(
-                        0,
-                        AMQPClass::Connection(conn::AMQPMethod::CloseOk(conn::CloseOk {})),
-                    );
-                    Ok(true)
+                    self.accept_close();
+                    Ok(false)
                 }
                 AMQPClass::Connection(conn::AMQPMethod::CloseOk(_)) => Ok(true),
                 AMQPClass::Connection(conn::AMQPMethod::UpdateSecret(_)) => {
@@ -831,7 +850,8 @@ impl Connection {
     }
 
     /// Releases everything the connection held: channels (unacked messages go back),
-    /// deliveries still queued to us, exclusive queues.
+    /// deliveries still queued to us, exclusive queues. Idempotent (a client's close
+    /// tears down at once, and again when the socket closes).
     fn teardown(&mut self) {
         self.release_channels();
         self.rx.close();

@@ -39,8 +39,8 @@ fn export_json(b: &Broker, vhost: Option<&str>) -> Value {
     let mut out = Map::new();
     out.insert("rabbit_version".into(), json!(VERSION));
     out.insert("rabbitmq_version".into(), json!(VERSION));
-    out.insert("product_name".into(), json!("Warren"));
-    out.insert("product_version".into(), json!(env!("CARGO_PKG_VERSION")));
+    out.insert("product_name".into(), json!(b.config.server_product));
+    out.insert("product_version".into(), json!(b.config.server_version));
     if vhost.is_none() {
         out.insert("users".into(), d["users"].clone());
         out.insert("vhosts".into(), d["vhosts"].clone());

@@ -102,7 +102,7 @@ pub fn queue(b: &Broker, q: &Arc<Queue>) -> Value {
         "exclusive": q.config.exclusive_owner.is_some(),
         "arguments": field_table(&q.config.arguments),
         "node": node_name(b),
-        "type": "classic",
+        "type": q.queue_type().as_str(),
         "state": "running",
         "policy": policy.as_ref().map(|p| p.name.clone()),
         "operator_policy": null,
@@ -138,25 +138,30 @@ pub fn queue(b: &Broker, q: &Arc<Queue>) -> Value {
         "backing_queue_status": {"mode": "default", "len": ready, "version": 1},
         "message_stats": message_stats(&snap, &rates, &[]),
     });
+    if q.queue_type() != crate::queue::args::QueueType::Classic {
+        // A replicated type's members, as RabbitMQ reports them (one node here).
+        let node = node_name(b);
+        if let Some(m) = v.as_object_mut() {
+            m.insert("leader".into(), json!(node));
+            m.insert("members".into(), json!([node]));
+            m.insert("online".into(), json!([node]));
+            if q.is_quorum() {
+                m.insert(
+                    "delivery_limit".into(),
+                    json!(q.effective_args().delivery_limit),
+                );
+            }
+        }
+    }
     if let (Some(st), Some(m)) = (q.stream(), v.as_object_mut()) {
-        stream_fields(b, st, m);
+        stream_fields(st, m);
     }
     v
 }
 
-/// What RabbitMQ's `rabbit_stream_queue:format/2` and info keys add for a stream (one
-/// node: it is the leader and the only member).
-fn stream_fields(
-    b: &Broker,
-    s: &crate::queue::stream::Stream,
-    m: &mut serde_json::Map<String, Value>,
-) {
-    let node = node_name(b);
+/// What RabbitMQ's stream info keys add (`segments`, the offsets, the first timestamp).
+fn stream_fields(s: &crate::queue::stream::Stream, m: &mut serde_json::Map<String, Value>) {
     let (segments, bytes, first_ts) = s.info();
-    m.insert("type".into(), json!("stream"));
-    m.insert("leader".into(), json!(node));
-    m.insert("members".into(), json!([node]));
-    m.insert("online".into(), json!([node]));
     m.insert("segments".into(), json!(segments));
     m.insert("first_offset".into(), json!(s.first_offset()));
     m.insert(

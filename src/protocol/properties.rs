@@ -183,6 +183,19 @@ pub fn with_headers(props: &[u8], headers: FieldTable) -> Option<bytes::Bytes> {
     reencode(props, |p| p.with_headers(headers))
 }
 
+/// The same properties with one header set (added to the table, or a new table).
+pub fn with_header(
+    props: &[u8],
+    key: &str,
+    value: amq_protocol::types::AMQPValue,
+) -> Option<bytes::Bytes> {
+    reencode(props, |p| {
+        let mut h = p.headers().clone().unwrap_or_default();
+        h.insert(key.into(), value);
+        p.with_headers(h)
+    })
+}
+
 /// The routing keys in a `CC` or `BCC` header (an array of strings).
 pub fn routing_key_list(headers: &FieldTable, key: &str) -> Vec<String> {
     use amq_protocol::types::AMQPValue;

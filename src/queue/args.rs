@@ -36,6 +36,161 @@ pub enum Overflow {
     RejectPublishDlx,
 }
 
+/// The three kinds of queue RabbitMQ offers, chosen by `x-queue-type` at declare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum QueueType {
+    #[default]
+    Classic,
+    /// Replicated (here: single-node, fsynced) FIFO with poison-message handling.
+    Quorum,
+    /// Append-only, replayable log; consumers read at their own offsets.
+    Stream,
+}
+
+/// Dead-lettering strategy of a quorum queue (`x-dead-letter-strategy`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeadLetterStrategy {
+    #[default]
+    AtMostOnce,
+    AtLeastOnce,
+}
+
+/// Each type's `queue_arguments` (RabbitMQ 3.13's `capabilities/0`).
+const CLASSIC_ARGS: &[&str] = &[
+    "x-expires",
+    "x-message-ttl",
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-max-priority",
+    "x-overflow",
+    "x-queue-mode",
+    "x-queue-version",
+    "x-single-active-consumer",
+    "x-queue-type",
+    "x-queue-master-locator",
+    "x-queue-leader-locator",
+];
+const QUORUM_ARGS: &[&str] = &[
+    "x-dead-letter-exchange",
+    "x-dead-letter-routing-key",
+    "x-dead-letter-strategy",
+    "x-expires",
+    "x-max-length",
+    "x-max-length-bytes",
+    "x-max-in-memory-length",
+    "x-max-in-memory-bytes",
+    "x-overflow",
+    "x-single-active-consumer",
+    "x-queue-type",
+    "x-quorum-initial-group-size",
+    "x-delivery-limit",
+    "x-message-ttl",
+    "x-queue-leader-locator",
+];
+const STREAM_ARGS: &[&str] = &[
+    "x-max-length-bytes",
+    "x-queue-type",
+    "x-max-age",
+    "x-stream-max-segment-size-bytes",
+    "x-stream-filter-size-bytes",
+    "x-initial-cluster-size",
+    "x-queue-leader-locator",
+];
+
+/// Each type's consumer (`basic.consume`) arguments, as RabbitMQ 3.13 lists them.
+const CLASSIC_CONSUMER_ARGS: &[&str] = &["x-priority", "x-cancel-on-ha-failover"];
+const QUORUM_CONSUMER_ARGS: &[&str] = &["x-priority", "x-credit"];
+const STREAM_CONSUMER_ARGS: &[&str] = &["x-stream-offset", "x-credit"];
+
+impl QueueType {
+    /// The type an `x-queue-type` argument names; `None` for an unknown name. No argument
+    /// means classic (RabbitMQ 3.13 with no default queue type set on the vhost).
+    pub fn from_args(args: &FieldTable) -> Option<QueueType> {
+        match args.inner().get("x-queue-type") {
+            None => Some(QueueType::Classic),
+            Some(v) => match str_value(v).as_deref() {
+                Some("classic") => Some(QueueType::Classic),
+                Some("quorum") => Some(QueueType::Quorum),
+                Some("stream") => Some(QueueType::Stream),
+                _ => None,
+            },
+        }
+    }
+
+    /// The name management and `x-queue-type` use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Classic => "classic",
+            QueueType::Quorum => "quorum",
+            QueueType::Stream => "stream",
+        }
+    }
+
+    /// RabbitMQ's module name, which its error texts quote.
+    pub fn module(self) -> &'static str {
+        match self {
+            QueueType::Classic => "rabbit_classic_queue",
+            QueueType::Quorum => "rabbit_quorum_queue",
+            QueueType::Stream => "rabbit_stream_queue",
+        }
+    }
+
+    /// The declare arguments this type knows (and compares on redeclare).
+    pub fn arguments(self) -> &'static [&'static str] {
+        match self {
+            QueueType::Classic => CLASSIC_ARGS,
+            QueueType::Quorum => QUORUM_ARGS,
+            QueueType::Stream => STREAM_ARGS,
+        }
+    }
+
+    fn consumer_arguments(self) -> &'static [&'static str] {
+        match self {
+            QueueType::Classic => CLASSIC_CONSUMER_ARGS,
+            QueueType::Quorum => QUORUM_CONSUMER_ARGS,
+            QueueType::Stream => STREAM_CONSUMER_ARGS,
+        }
+    }
+
+    /// An argument some other type knows but this one does not: RabbitMQ refuses it.
+    fn refuses(self, key: &str, other_lists: fn(QueueType) -> &'static [&'static str]) -> bool {
+        let known = |t: QueueType| other_lists(t).contains(&key);
+        !known(self)
+            && [QueueType::Classic, QueueType::Quorum, QueueType::Stream]
+                .into_iter()
+                .any(known)
+    }
+
+    /// Checks basic.consume arguments against this type (`what` is "queue 'Q' in vhost
+    /// 'V'"): an argument another type knows is refused, as is a non-integer x-priority.
+    /// On error, the text after `PRECONDITION_FAILED - `.
+    pub fn check_consume_args(self, args: &FieldTable, what: &str) -> Result<(), String> {
+        for (k, v) in args.inner() {
+            let key = k.as_str();
+            if self.refuses(key, QueueType::consumer_arguments) {
+                return Err(format!(
+                    "invalid arg '{key}' for {what} of queue type {}",
+                    self.module()
+                ));
+            }
+            if key == "x-priority" && int_value(v).is_none() {
+                return Err(format!(
+                    "invalid arg 'x-priority' for {what}: \"expected integer, got {}\"",
+                    type_name(v)
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Quorum queues and streams need a name (406 for a server-named declare).
+    pub fn allows_server_named(self) -> bool {
+        self == QueueType::Classic
+    }
+}
+
 /// The settings a queue's arguments ask for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct QueueArgs {
@@ -53,6 +208,40 @@ pub struct QueueArgs {
     /// x-max-priority: number of priority levels above 0.
     pub max_priority: Option<u8>,
     pub single_active_consumer: bool,
+    pub queue_type: QueueType,
+    /// x-delivery-limit (quorum): a message returned more often than this is dropped or
+    /// dead-lettered with reason `delivery_limit`.
+    pub delivery_limit: Option<u64>,
+    pub dead_letter_strategy: DeadLetterStrategy,
+    /// x-max-age (stream), seconds.
+    pub max_age: Option<u64>,
+    pub stream_max_segment_size_bytes: Option<u64>,
+    pub stream_filter_size_bytes: Option<u64>,
+    pub initial_cluster_size: Option<u64>,
+}
+
+/// RabbitMQ's largest stream segment (`?MAX_STREAM_MAX_SEGMENT_SIZE`).
+pub const MAX_STREAM_SEGMENT_SIZE: u64 = 3_000_000_000;
+
+/// Parses RabbitMQ's `x-max-age` grammar (`^[0-9]+[YMDhms]$`, value > 0) into seconds;
+/// Y is 365 days and M 30 days.
+pub fn parse_max_age(s: &str) -> Option<u64> {
+    let unit = s.chars().last()?;
+    let digits = &s[..s.len() - unit.len_utf8()];
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let n: u64 = digits.parse().ok()?;
+    let mult = match unit {
+        'Y' => 365 * 86_400,
+        'M' => 30 * 86_400,
+        'D' => 86_400,
+        'h' => 3_600,
+        'm' => 60,
+        's' => 1,
+        _ => return None,
+    };
+    (n > 0).then(|| n.saturating_mul(mult))
 }
 
 /// An argument RabbitMQ would refuse: (argument, description as RabbitMQ prints it), or a
@@ -110,86 +299,41 @@ impl QueueArgs {
         exclusive: bool,
         auto_delete: bool,
     ) -> Result<QueueArgs, ArgError> {
-        let mut q = QueueArgs::default();
+        let queue_type = match args.inner().get("x-queue-type") {
+            None => QueueType::Classic,
+            Some(v) => QueueType::from_args(args).ok_or_else(|| {
+                (
+                    "x-queue-type".to_string(),
+                    format!(
+                        "\"unsupported queue type '{}'\"",
+                        str_value(v).unwrap_or_else(|| type_name(v).to_string())
+                    ),
+                )
+            })?,
+        };
+        let mut q = QueueArgs {
+            queue_type,
+            ..QueueArgs::default()
+        };
+        let own = queue_type.arguments();
+        // Values first (only of the arguments this type knows), then the arguments another
+        // type knows, as RabbitMQ's check_declare_arguments.
         for (k, v) in args.inner() {
             let key = k.as_str();
-            match key {
-                "x-message-ttl" => q.message_ttl = Some(non_neg(key, v)?),
-                "x-expires" => {
-                    let n = non_neg(key, v)?;
-                    if n == 0 {
-                        return Err((key.to_string(), "{value_zero,0}".to_string()));
-                    }
-                    q.expires = Some(n);
-                }
-                "x-max-length" => q.max_length = Some(non_neg(key, v)?),
-                "x-max-length-bytes" => q.max_length_bytes = Some(non_neg(key, v)?),
-                "x-max-priority" => {
-                    let n = non_neg(key, v)?;
-                    if n > 255 {
-                        return Err((key.to_string(), format!("{{max_value_exceeded,{n}}}")));
-                    }
-                    q.max_priority = Some(n as u8);
-                }
-                "x-overflow" => {
-                    let s = str_value(v).ok_or_else(|| {
-                        (
-                            key.to_string(),
-                            format!("{{unacceptable_type,{}}}", type_name(v)),
-                        )
-                    })?;
-                    q.overflow_declared = true;
-                    q.overflow = match s.as_str() {
-                        "drop-head" => Overflow::DropHead,
-                        "reject-publish" => Overflow::RejectPublish,
-                        "reject-publish-dlx" => Overflow::RejectPublishDlx,
-                        _ => return Err((key.to_string(), "invalid_overflow".to_string())),
-                    };
-                }
-                "x-dead-letter-exchange" => q.dead_letter_exchange = Some(longstr(key, v)?),
-                "x-dead-letter-routing-key" => q.dead_letter_routing_key = Some(longstr(key, v)?),
-                "x-single-active-consumer" => match v {
-                    AMQPValue::Boolean(b) => q.single_active_consumer = *b,
-                    other => {
-                        return Err((
-                            key.to_string(),
-                            format!("{{unacceptable_type,{}}}", type_name(other)),
-                        ))
-                    }
-                },
-                "x-queue-type" => {
-                    let s = str_value(v).unwrap_or_default();
-                    match s.as_str() {
-                        "classic" => {}
-                        // Quorum queues and streams are not implemented: refuse rather than
-                        // silently give a classic queue. RabbitMQ's own checks come first.
-                        "quorum" | "stream" => {
-                            let why = if exclusive {
-                                "invalid property 'exclusive-owner' for {what}".to_string()
-                            } else if !durable {
-                                "invalid property 'non-durable' for {what}".to_string()
-                            } else if auto_delete {
-                                "invalid property 'auto-delete' for {what}".to_string()
-                            } else {
-                                format!("invalid arg '{key}' for {{what}}: \"queue type '{s}' is not supported by this broker\"")
-                            };
-                            return Err((WHOLE.to_string(), why));
-                        }
-                        other => {
-                            return Err((
-                                key.to_string(),
-                                format!("\"unsupported queue type '{other}'\""),
-                            ))
-                        }
-                    }
-                }
-                "x-queue-mode" => {
-                    let s = str_value(v).unwrap_or_default();
-                    if s != "default" && s != "lazy" {
-                        return Err((key.to_string(), format!("\"unsupported queue mode '{s}'\"")));
-                    }
-                }
-                _ => {}
+            if own.contains(&key) {
+                q.parse_one(key, v)?;
+            }
+        }
+        for k in args.inner().keys() {
+            if queue_type.refuses(k.as_str(), QueueType::arguments) {
+                return Err((
+                    WHOLE.to_string(),
+                    format!(
+                        "invalid arg '{}' for {{what}} of queue type {}",
+                        k.as_str(),
+                        queue_type.module()
+                    ),
+                ));
             }
         }
         if q.dead_letter_routing_key.is_some() && q.dead_letter_exchange.is_none() {
@@ -198,7 +342,162 @@ impl QueueArgs {
                 "routing_key_but_no_dlx_defined".to_string(),
             ));
         }
+        if queue_type != QueueType::Classic {
+            // The type's own declare: rabbit_queue_type_util's property checks, in order.
+            let why = if auto_delete {
+                Some("invalid property 'auto-delete' for {what}")
+            } else if exclusive {
+                Some("invalid property 'exclusive-owner' for {what}")
+            } else if !durable {
+                Some("invalid property 'non-durable' for {what}")
+            } else {
+                None
+            };
+            if let Some(why) = why {
+                return Err((WHOLE.to_string(), why.to_string()));
+            }
+        }
+        if queue_type == QueueType::Quorum && q.overflow == Overflow::RejectPublishDlx {
+            // Accepted, but quorum queues do not support it: RabbitMQ falls back to drop-head.
+            q.overflow = Overflow::DropHead;
+        }
+        if queue_type == QueueType::Stream {
+            if q.stream_max_segment_size_bytes
+                .is_some_and(|n| n > MAX_STREAM_SEGMENT_SIZE)
+            {
+                return Err((
+                    WHOLE.to_string(),
+                    "Exceeded max value for x-stream-max-segment-size-bytes".to_string(),
+                ));
+            }
+            if let Some(v) = args.inner().get("x-stream-filter-size-bytes") {
+                match int_value(v) {
+                    Some(n @ 16..=255) => q.stream_filter_size_bytes = Some(n as u64),
+                    Some(_) => {
+                        return Err((
+                            WHOLE.to_string(),
+                            "Invalid value for x-stream-filter-size-bytes".to_string(),
+                        ))
+                    }
+                    None => {
+                        return Err((
+                            WHOLE.to_string(),
+                            "Invalid type for x-stream-filter-size-bytes".to_string(),
+                        ))
+                    }
+                }
+            }
+        }
         Ok(q)
+    }
+
+    /// Validates one argument the queue's type knows and records its setting.
+    fn parse_one(&mut self, key: &str, v: &AMQPValue) -> Result<(), ArgError> {
+        let unacceptable = |v: &AMQPValue| {
+            (
+                key.to_string(),
+                format!("{{unacceptable_type,{}}}", type_name(v)),
+            )
+        };
+        let positive = |v: &AMQPValue| {
+            let n = non_neg(key, v)?;
+            if n == 0 {
+                return Err((key.to_string(), "{value_zero,0}".to_string()));
+            }
+            Ok(n)
+        };
+        let q = self;
+        match key {
+            "x-message-ttl" => q.message_ttl = Some(non_neg(key, v)?),
+            "x-expires" => q.expires = Some(positive(v)?),
+            "x-max-length" => q.max_length = Some(non_neg(key, v)?),
+            "x-max-length-bytes" => q.max_length_bytes = Some(non_neg(key, v)?),
+            "x-max-in-memory-length" | "x-max-in-memory-bytes" => {
+                // Accepted; without effect, as in RabbitMQ since 3.10.
+                non_neg(key, v)?;
+            }
+            "x-delivery-limit" => {
+                // Any integer; a negative one means no limit (as RabbitMQ 4 spells it).
+                let n = int_value(v).ok_or_else(|| {
+                    (
+                        key.to_string(),
+                        format!("\"expected integer, got {}\"", type_name(v)),
+                    )
+                })?;
+                q.delivery_limit = u64::try_from(n).ok();
+            }
+            "x-quorum-initial-group-size" | "x-initial-cluster-size" => {
+                q.initial_cluster_size = Some(positive(v)?)
+            }
+            "x-stream-max-segment-size-bytes" => {
+                q.stream_max_segment_size_bytes = Some(non_neg(key, v)?)
+            }
+            "x-max-age" => {
+                let s = str_value(v).ok_or_else(|| unacceptable(v))?;
+                q.max_age = Some(
+                    parse_max_age(&s).ok_or((key.to_string(), "invalid_max_age".to_string()))?,
+                );
+            }
+            "x-max-priority" => {
+                let n = non_neg(key, v)?;
+                if n > 255 {
+                    return Err((key.to_string(), format!("{{max_value_exceeded,{n}}}")));
+                }
+                q.max_priority = Some(n as u8);
+            }
+            "x-overflow" => {
+                let s = str_value(v).ok_or_else(|| unacceptable(v))?;
+                q.overflow_declared = true;
+                q.overflow = match s.as_str() {
+                    "drop-head" => Overflow::DropHead,
+                    "reject-publish" => Overflow::RejectPublish,
+                    "reject-publish-dlx" => Overflow::RejectPublishDlx,
+                    _ => return Err((key.to_string(), "invalid_overflow".to_string())),
+                };
+            }
+            "x-dead-letter-strategy" => {
+                let s = str_value(v).ok_or_else(|| unacceptable(v))?;
+                q.dead_letter_strategy = match s.as_str() {
+                    "at-most-once" => DeadLetterStrategy::AtMostOnce,
+                    "at-least-once" => DeadLetterStrategy::AtLeastOnce,
+                    _ => return Err((key.to_string(), "invalid_dlx_strategy".to_string())),
+                };
+            }
+            "x-dead-letter-exchange" => q.dead_letter_exchange = Some(longstr(key, v)?),
+            "x-dead-letter-routing-key" => q.dead_letter_routing_key = Some(longstr(key, v)?),
+            "x-single-active-consumer" => match v {
+                AMQPValue::Boolean(b) => q.single_active_consumer = *b,
+                other => return Err(unacceptable(other)),
+            },
+            "x-queue-leader-locator" | "x-queue-master-locator" => {
+                let s = str_value(v).ok_or_else(|| unacceptable(v))?;
+                let known: &[&str] = if key == "x-queue-leader-locator" {
+                    &["client-local", "balanced", "random", "least-leaders"]
+                } else {
+                    &["client-local", "min-masters", "random"]
+                };
+                if !known.contains(&s.as_str()) {
+                    return Err((key.to_string(), "invalid_queue_locator_arg".to_string()));
+                }
+            }
+            "x-queue-mode" => {
+                let s = str_value(v).unwrap_or_default();
+                if s != "default" && s != "lazy" {
+                    return Err((key.to_string(), format!("\"unsupported queue mode '{s}'\"")));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// RabbitMQ's at-least-once dead-lettering applies only with `reject-publish` and a
+    /// dead-letter exchange; otherwise a quorum queue falls back to at-most-once.
+    pub fn at_least_once(&self) -> bool {
+        self.queue_type == QueueType::Quorum
+            && self.dead_letter_strategy == DeadLetterStrategy::AtLeastOnce
+            && self.overflow == Overflow::RejectPublish
+            && self.dead_letter_exchange.is_some()
     }
 }
 
@@ -220,12 +519,33 @@ impl QueueArgs {
             (Some(a), Some(p)) => Some(a.min(p)),
             (a, p) => a.or(p),
         };
+        if self.queue_type == QueueType::Stream {
+            // Streams take only retention from a policy, and the policy wins
+            // (rabbit_stream_queue's policy_precedence); other keys do not apply.
+            q.max_length_bytes = num("max-length-bytes").or(self.max_length_bytes);
+            q.max_age = text("max-age")
+                .and_then(|s| parse_max_age(&s))
+                .or(self.max_age);
+            return q;
+        }
+        if self.queue_type == QueueType::Quorum {
+            q.delivery_limit = min(self.delivery_limit, num("delivery-limit"));
+        }
         q.message_ttl = min(self.message_ttl, num("message-ttl"));
         q.expires = min(self.expires, num("expires").filter(|n| *n > 0));
         q.max_length = min(self.max_length, num("max-length"));
         q.max_length_bytes = min(self.max_length_bytes, num("max-length-bytes"));
-        if !self.overflow_declared {
-            q.overflow = match def.get("overflow").and_then(|v| v.as_str()) {
+        let policy_overflow = def.get("overflow").and_then(|v| v.as_str());
+        if self.queue_type == QueueType::Quorum {
+            // For quorum queues the policy's overflow wins over the argument
+            // (rabbit_quorum_queue's gather_policy_config); reject-publish-dlx is drop-head.
+            if policy_overflow == Some("reject-publish") {
+                q.overflow = Overflow::RejectPublish;
+            } else if policy_overflow.is_some() {
+                q.overflow = Overflow::DropHead;
+            }
+        } else if !self.overflow_declared {
+            q.overflow = match policy_overflow {
                 Some("reject-publish") => Overflow::RejectPublish,
                 Some("reject-publish-dlx") => Overflow::RejectPublishDlx,
                 _ => Overflow::DropHead,
@@ -347,5 +667,173 @@ mod tests {
             AMQPValue::LongString("classic".into())
         )]))
         .is_ok());
+    }
+
+    fn parse_as(t: FieldTable, durable: bool) -> Result<QueueArgs, String> {
+        QueueArgs::parse(&t, "queue 'q' in vhost '/'", durable, false, false)
+    }
+
+    #[test]
+    fn each_type_refuses_the_arguments_other_types_own() {
+        let qq = |k: &str, v: AMQPValue| {
+            parse_as(
+                table(vec![
+                    ("x-queue-type", AMQPValue::LongString("quorum".into())),
+                    (k, v),
+                ]),
+                true,
+            )
+        };
+        assert_eq!(
+            qq("x-max-priority", AMQPValue::LongInt(5)).unwrap_err(),
+            "invalid arg 'x-max-priority' for queue 'q' in vhost '/' of queue type rabbit_quorum_queue"
+        );
+        let a = qq("x-delivery-limit", AMQPValue::LongInt(3)).unwrap();
+        assert_eq!(
+            (a.queue_type, a.delivery_limit),
+            (QueueType::Quorum, Some(3))
+        );
+        assert_eq!(
+            qq("x-delivery-limit", AMQPValue::LongInt(-1))
+                .unwrap()
+                .delivery_limit,
+            None
+        );
+        // Unknown x- arguments are kept and ignored, whatever the type.
+        assert!(qq("x-custom", AMQPValue::LongInt(1)).is_ok());
+        let classic = parse_as(
+            table(vec![("x-delivery-limit", AMQPValue::LongInt(3))]),
+            true,
+        );
+        assert_eq!(
+            classic.unwrap_err(),
+            "invalid arg 'x-delivery-limit' for queue 'q' in vhost '/' of queue type rabbit_classic_queue"
+        );
+        let stream = parse_as(
+            table(vec![
+                ("x-queue-type", AMQPValue::LongString("stream".into())),
+                ("x-overflow", AMQPValue::LongString("drop-head".into())),
+            ]),
+            true,
+        );
+        assert_eq!(
+            stream.unwrap_err(),
+            "invalid arg 'x-overflow' for queue 'q' in vhost '/' of queue type rabbit_stream_queue"
+        );
+    }
+
+    #[test]
+    fn property_checks_come_in_rabbitmqs_order() {
+        let t = || {
+            table(vec![(
+                "x-queue-type",
+                AMQPValue::LongString("quorum".into()),
+            )])
+        };
+        let w = "queue 'q' in vhost '/'";
+        assert_eq!(
+            QueueArgs::parse(&t(), w, false, true, true).unwrap_err(),
+            "invalid property 'auto-delete' for queue 'q' in vhost '/'"
+        );
+        assert_eq!(
+            QueueArgs::parse(&t(), w, false, true, false).unwrap_err(),
+            "invalid property 'exclusive-owner' for queue 'q' in vhost '/'"
+        );
+        assert_eq!(
+            QueueArgs::parse(&t(), w, false, false, false).unwrap_err(),
+            "invalid property 'non-durable' for queue 'q' in vhost '/'"
+        );
+        assert!(QueueArgs::parse(&t(), w, true, false, false).is_ok());
+    }
+
+    #[test]
+    fn stream_arguments_are_checked() {
+        let s = |k: &str, v: AMQPValue| {
+            parse_as(
+                table(vec![
+                    ("x-queue-type", AMQPValue::LongString("stream".into())),
+                    (k, v),
+                ]),
+                true,
+            )
+        };
+        assert_eq!(
+            s("x-max-age", AMQPValue::LongString("7D".into()))
+                .unwrap()
+                .max_age,
+            Some(7 * 86_400)
+        );
+        assert_eq!(
+            s("x-max-age", AMQPValue::LongString("1A".into())).unwrap_err(),
+            "invalid arg 'x-max-age' for queue 'q' in vhost '/': invalid_max_age"
+        );
+        assert_eq!(
+            s(
+                "x-stream-max-segment-size-bytes",
+                AMQPValue::LongLongInt(3_000_000_001)
+            )
+            .unwrap_err(),
+            "Exceeded max value for x-stream-max-segment-size-bytes"
+        );
+        assert_eq!(
+            s("x-stream-filter-size-bytes", AMQPValue::LongInt(256)).unwrap_err(),
+            "Invalid value for x-stream-filter-size-bytes"
+        );
+        assert_eq!(
+            s("x-stream-filter-size-bytes", AMQPValue::LongInt(32))
+                .unwrap()
+                .stream_filter_size_bytes,
+            Some(32)
+        );
+    }
+
+    #[test]
+    fn max_age_grammar() {
+        assert_eq!(parse_max_age("1Y"), Some(365 * 86_400));
+        assert_eq!(parse_max_age("2M"), Some(60 * 86_400));
+        assert_eq!(parse_max_age("30m"), Some(1800));
+        assert_eq!(parse_max_age("10s"), Some(10));
+        assert_eq!(parse_max_age("0s"), None);
+        assert_eq!(parse_max_age("D"), None);
+        assert_eq!(parse_max_age("1d"), None);
+        assert_eq!(parse_max_age("-1h"), None);
+        assert_eq!(parse_max_age(""), None);
+    }
+
+    #[test]
+    fn consume_arguments_follow_the_queue_type() {
+        let w = "queue 'q' in vhost '/'";
+        let t = table(vec![(
+            "x-stream-offset",
+            AMQPValue::LongString("first".into()),
+        )]);
+        assert_eq!(
+            QueueType::Quorum.check_consume_args(&t, w).unwrap_err(),
+            "invalid arg 'x-stream-offset' for queue 'q' in vhost '/' of queue type rabbit_quorum_queue"
+        );
+        assert!(QueueType::Stream.check_consume_args(&t, w).is_ok());
+        let p = table(vec![("x-priority", AMQPValue::LongInt(1))]);
+        assert!(QueueType::Quorum.check_consume_args(&p, w).is_ok());
+        assert_eq!(
+            QueueType::Stream.check_consume_args(&p, w).unwrap_err(),
+            "invalid arg 'x-priority' for queue 'q' in vhost '/' of queue type rabbit_stream_queue"
+        );
+    }
+
+    #[test]
+    fn quorum_policy_merge() {
+        let declared = parse_as(
+            table(vec![
+                ("x-queue-type", AMQPValue::LongString("quorum".into())),
+                ("x-delivery-limit", AMQPValue::LongInt(10)),
+                ("x-overflow", AMQPValue::LongString("drop-head".into())),
+            ]),
+            true,
+        )
+        .unwrap();
+        let p = serde_json::json!({"delivery-limit": 3, "overflow": "reject-publish"});
+        let e = declared.with_policy(Some(&p));
+        assert_eq!(e.delivery_limit, Some(3));
+        assert_eq!(e.overflow, Overflow::RejectPublish);
     }
 }

@@ -23,6 +23,8 @@ pub enum Reason {
     Rejected,
     Expired,
     Maxlen,
+    /// A quorum queue's message returned more often than `x-delivery-limit`.
+    DeliveryLimit,
 }
 
 impl Reason {
@@ -31,6 +33,7 @@ impl Reason {
             Reason::Rejected => "rejected",
             Reason::Expired => "expired",
             Reason::Maxlen => "maxlen",
+            Reason::DeliveryLimit => "delivery_limit",
         }
     }
 }
@@ -48,21 +51,27 @@ fn text(v: Option<&AMQPValue>) -> Option<String> {
 }
 
 /// Republishes dead messages of `queue` to its dead-letter exchange, if it has one.
+/// Returns which of `msgs` reached no queue (all of them without a dead-letter exchange).
 pub(crate) fn dead_letter(
     queue: &Arc<Queue>,
     vhost: &Weak<VHost>,
     msgs: &[QueuedMessage],
     reason: Reason,
-) {
+) -> Vec<bool> {
+    let mut unrouted = vec![true; msgs.len()];
     let Some((dlx, dlrk)) = queue.dead_letter_target() else {
-        return;
+        return unrouted;
     };
     let dlx = dlx.as_str();
-    let Some(vhost) = vhost.upgrade() else { return };
+    let Some(vhost) = vhost.upgrade() else {
+        return unrouted;
+    };
     // A missing dead-letter exchange drops the message, as RabbitMQ does.
-    let Some(x) = vhost.exchange(dlx) else { return };
+    let Some(x) = vhost.exchange(dlx) else {
+        return unrouted;
+    };
     let mut targets = Vec::new();
-    for m in msgs {
+    for (i, m) in msgs.iter().enumerate() {
         let original = &m.msg;
         let rk = dlrk
             .clone()
@@ -94,8 +103,10 @@ pub(crate) fn dead_letter(
             }
             !cycle
         });
+        unrouted[i] = targets.is_empty();
         super::enqueue(dead, &mut targets, None);
     }
+    unrouted
 }
 
 /// RabbitMQ's cycle rule: a dead letter does not go back to a queue it already died in

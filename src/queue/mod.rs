@@ -25,7 +25,7 @@ use crate::stats::Counters;
 use crate::store::log::{MessageLog, Recovered};
 use crate::vhost::VHost;
 use amq_protocol::types::FieldTable;
-use args::{Overflow, QueueArgs};
+use args::{Overflow, QueueArgs, QueueType};
 use consumer::Consumer;
 use deadletter::Reason;
 use parking_lot::Mutex;
@@ -44,6 +44,35 @@ pub struct QueuedMessage {
     pub redelivered: bool,
     /// When the message expires (queue TTL or per-message expiration), fixed at enqueue.
     pub expires_at: Option<Instant>,
+    /// Times a quorum queue got the message back from a consumer (RabbitMQ 3.13's
+    /// `delivery_count`, sent as `x-delivery-count` once above 0); 0 in other queues.
+    pub delivery_count: u32,
+}
+
+impl QueuedMessage {
+    /// The content properties to deliver: a quorum queue's redelivery carries
+    /// `x-delivery-count` (a `long`, as RabbitMQ's annotation becomes).
+    pub fn delivery_properties(&self) -> bytes::Bytes {
+        self.properties_counted(self.delivery_count > 0)
+    }
+
+    /// The properties for basic.get-ok from a quorum queue: RabbitMQ's dequeue always
+    /// sets `x-delivery-count`, 0 on a first delivery.
+    pub fn get_properties(&self, quorum: bool) -> bytes::Bytes {
+        self.properties_counted(quorum)
+    }
+
+    fn properties_counted(&self, counted: bool) -> bytes::Bytes {
+        if !counted {
+            return self.msg.properties.clone();
+        }
+        crate::protocol::properties::with_header(
+            &self.msg.properties,
+            "x-delivery-count",
+            amq_protocol::types::AMQPValue::LongLongInt(self.delivery_count as i64),
+        )
+        .unwrap_or_else(|| self.msg.properties.clone())
+    }
 }
 
 /// The declared shape of a queue (what a redeclare must match).
@@ -82,11 +111,25 @@ struct State {
     /// When the timer task will next wake by itself; a publish wakes it earlier only when
     /// its message expires sooner (so a TTL queue does not cost a wake-up per publish).
     timer_deadline: Option<Instant>,
+    /// At-least-once dead letters that reached no queue yet, with why they died.
+    dlx_waiting: Vec<(QueuedMessage, Reason)>,
+    /// When they are tried again.
+    dlx_retry_at: Option<Instant>,
 }
 
 impl State {
     /// Appends a message at the tail with the next sequence number.
     fn append(&mut self, msg: Arc<Message>, redelivered: bool, expires_at: Option<Instant>) {
+        self.append_counted(msg, redelivered, expires_at, 0);
+    }
+
+    fn append_counted(
+        &mut self,
+        msg: Arc<Message>,
+        redelivered: bool,
+        expires_at: Option<Instant>,
+        delivery_count: u32,
+    ) {
         let seq = self.next_seq;
         self.next_seq += 1;
         self.ready.push_back(QueuedMessage {
@@ -94,6 +137,7 @@ impl State {
             msg,
             redelivered,
             expires_at,
+            delivery_count,
         });
     }
 }
@@ -123,6 +167,9 @@ pub struct Queue {
 /// The broker's message log, shared with queues before it is open (queues from the
 /// definitions file exist before recovery starts).
 pub type StoreCell = Arc<OnceLock<Arc<MessageLog>>>;
+
+/// How often at-least-once dead letters that reached no queue are tried again.
+pub const DLX_RETRY: Duration = Duration::from_secs(1);
 
 /// Consumers one dispatch collects deliveries for before sending them (bounds the search
 /// for a consumer's batch when many consumers share a queue).
@@ -168,8 +215,10 @@ impl Queue {
             timer_running: false,
             dispatch_pending: false,
             timer_deadline: None,
+            dlx_waiting: Vec::new(),
+            dlx_retry_at: None,
         };
-        let stream = stream::settings_from_args(&config.arguments).map(|settings| {
+        let stream = stream::settings_from_args(&args).map(|settings| {
             let dir = vhost
                 .upgrade()
                 .and_then(|v| v.streams_dir.clone())
@@ -235,11 +284,21 @@ impl Queue {
         let age = crate::store::log::now_ms().saturating_sub(r.at_ms);
         let expires_at = expiry_for(st.eff.message_ttl, &r.msg, now)
             .map(|t| t.checked_sub(Duration::from_millis(age)).unwrap_or(now));
-        st.append(r.msg, r.redelivered, expires_at);
+        // The log keeps a quorum queue's redelivered mark, not its count: at least one.
+        let count = u32::from(r.redelivered && self.is_quorum());
+        st.append_counted(r.msg, r.redelivered, expires_at, count);
         if expires_at.is_some() {
             self.ensure_timer(&mut st);
             self.timer.notify_one();
         }
+    }
+
+    pub fn queue_type(&self) -> QueueType {
+        self.args.queue_type
+    }
+
+    pub fn is_quorum(&self) -> bool {
+        self.args.queue_type == QueueType::Quorum
     }
 
     pub fn is_deleted(&self) -> bool {
@@ -339,6 +398,7 @@ impl Queue {
                         msg,
                         redelivered: false,
                         expires_at,
+                        delivery_count: 0,
                     });
                 } else if msg.persist_id != 0 {
                     self.forget_msg(&msg);
@@ -659,7 +719,9 @@ impl Queue {
     }
 
     /// Puts delivered messages back in their original positions, marked redelivered, and
-    /// delivers again.
+    /// delivers again. A quorum queue counts the return: past `x-delivery-limit` the
+    /// message dies (reason `delivery_limit`); without a limit it goes to the back of the
+    /// queue, as in RabbitMQ 3.13.
     pub fn requeue(self: &Arc<Self>, msgs: impl IntoIterator<Item = QueuedMessage>) {
         if let Some(s) = self.stream() {
             // Requeue on a stream only gives credit back (the reader moves on).
@@ -670,25 +732,40 @@ impl Queue {
         }
         let mut dead = Vec::new();
         let mut dropped = Vec::new();
+        let mut poisoned = Vec::new();
         {
             let mut st = self.state.lock();
             let mut n = 0;
             let mut gone = Vec::new();
             let mut marked = Vec::new();
+            let quorum = self.is_quorum();
+            let limit = st.eff.delivery_limit;
             for mut m in msgs {
                 n += 1;
-                if m.msg.persist_id != 0 {
-                    if self.is_deleted() {
-                        gone.push(m.msg.persist_id);
-                    } else {
-                        marked.push(m.msg.persist_id);
-                    }
-                }
                 if self.is_deleted() {
+                    if m.msg.persist_id != 0 {
+                        gone.push(m.msg.persist_id);
+                    }
                     continue;
                 }
                 m.redelivered = true;
-                st.ready.insert_by_seq(m);
+                if quorum {
+                    m.delivery_count += 1;
+                    if limit.is_some_and(|l| m.delivery_count as u64 > l) {
+                        poisoned.push(m);
+                        continue;
+                    }
+                }
+                if m.msg.persist_id != 0 {
+                    marked.push(m.msg.persist_id);
+                }
+                if quorum && limit.is_none() {
+                    m.seq = st.next_seq;
+                    st.next_seq += 1;
+                    st.ready.push_back(m);
+                } else {
+                    st.ready.insert_by_seq(m);
+                }
             }
             if let Some((log, key)) = self.log() {
                 log.remove(key, gone);
@@ -710,6 +787,7 @@ impl Queue {
         }
         self.dead_letter(dead, Reason::Expired);
         self.dead_letter(dropped, Reason::Maxlen);
+        self.dead_letter(poisoned, Reason::DeliveryLimit);
     }
 
     /// A delivery that never reached its consumer (its channel closed first): back to the
@@ -768,7 +846,13 @@ impl Queue {
             s.delete();
             return (n, std::mem::take(&mut st.consumers));
         }
-        let (n, ids) = st.ready.clear();
+        let (n, mut ids) = st.ready.clear();
+        let held = std::mem::take(&mut st.dlx_waiting);
+        ids.extend(
+            held.iter()
+                .map(|(m, _)| m.msg.persist_id)
+                .filter(|id| *id != 0),
+        );
         self.forget_ids(ids);
         self.timer.notify_one();
         (n as u32, std::mem::take(&mut st.consumers))
@@ -826,10 +910,19 @@ impl Queue {
     fn on_timer(self: &Arc<Self>) -> Option<Instant> {
         let now = Instant::now();
         let mut dead = Vec::new();
+        let mut retry = Vec::new();
         let (next, expire_queue) = {
             let mut st = self.state.lock();
             st.ready.pop_expired(now, &mut dead);
             let mut next = st.ready.next_expiry();
+            match st.dlx_retry_at {
+                Some(t) if t <= now => {
+                    st.dlx_retry_at = None;
+                    retry = std::mem::take(&mut st.dlx_waiting);
+                }
+                Some(t) => next = Some(next.map_or(t, |n| n.min(t))),
+                None => {}
+            }
             let mut expire_queue = false;
             if let Some(ms) = st.eff.expires {
                 if st.consumers.is_empty() {
@@ -845,6 +938,23 @@ impl Queue {
             (next, expire_queue)
         };
         self.dead_letter(dead, Reason::Expired);
+        for reason in [
+            Reason::Rejected,
+            Reason::Expired,
+            Reason::Maxlen,
+            Reason::DeliveryLimit,
+        ] {
+            let again: Vec<QueuedMessage> = retry
+                .iter()
+                .filter(|(_, r)| *r == reason)
+                .map(|(m, _)| m.clone())
+                .collect();
+            self.dead_letter(again, reason);
+        }
+        let next = match self.state.lock().dlx_retry_at {
+            Some(t) => Some(next.map_or(t, |n: Instant| n.min(t))),
+            None => next,
+        };
         if expire_queue {
             if let Some(v) = self.vhost.upgrade() {
                 tracing::debug!(queue = %self.name(), "queue expired (x-expires)");
@@ -879,7 +989,10 @@ impl Queue {
             st.policy = json;
             st.eff = self.args.with_policy(p.as_ref().map(|p| &p.definition));
             if let Some(s) = self.stream() {
-                s.apply_policy(&self.config.arguments, p.as_ref().map(|p| &p.definition));
+                // Retention from the policy wins over the arguments (see `with_policy`).
+                if let Some(settings) = stream::settings_from_args(&st.eff) {
+                    s.set_settings(settings);
+                }
                 return;
             }
             if st.eff.expires.is_some() {
@@ -916,12 +1029,46 @@ impl Queue {
 
     /// Dead-letters (or drops, without a dead-letter exchange) messages that died for
     /// `reason`. Never called with the queue's lock held.
+    /// With at-least-once dead-lettering (a quorum queue with `x-dead-letter-strategy:
+    /// at-least-once`, `reject-publish` and a dead-letter exchange) a message leaves the
+    /// queue only once a target queue has it: one that reached none is kept (still
+    /// stored) and tried again every [`DLX_RETRY`].
     pub(crate) fn dead_letter(self: &Arc<Self>, msgs: Vec<QueuedMessage>, reason: Reason) {
         if msgs.is_empty() {
             return;
         }
-        deadletter::dead_letter(self, &self.vhost, &msgs, reason);
-        self.forget(&msgs);
+        let unrouted = deadletter::dead_letter(self, &self.vhost, &msgs, reason);
+        let at_least_once = self.state.lock().eff.at_least_once();
+        if !at_least_once || self.is_deleted() {
+            self.forget(&msgs);
+            return;
+        }
+        let mut held = Vec::new();
+        let mut done = Vec::new();
+        for (m, unrouted) in msgs.into_iter().zip(unrouted) {
+            if unrouted {
+                held.push((m, reason));
+            } else {
+                done.push(m);
+            }
+        }
+        self.forget(&done);
+        if !held.is_empty() {
+            let mut st = self.state.lock();
+            st.dlx_waiting.extend(held);
+            let due = Instant::now() + DLX_RETRY;
+            if st.timer_deadline.is_none_or(|d| due < d) {
+                st.timer_deadline = Some(due);
+            }
+            st.dlx_retry_at.get_or_insert(due);
+            self.ensure_timer(&mut st);
+            self.timer.notify_one();
+        }
+    }
+
+    /// Dead letters held by at-least-once dead-lettering (management's `messages_dlx`).
+    pub fn dlx_waiting(&self) -> usize {
+        self.state.lock().dlx_waiting.len()
     }
 }
 
@@ -947,17 +1094,29 @@ pub fn enqueue(
     mut deferred: Option<&mut Vec<Arc<Queue>>>,
 ) -> (bool, Option<u64>) {
     let mut lsn = None;
-    if msg.persistent {
+    // A quorum queue stores every message, persistent or not. A transient message is
+    // stored for its quorum queues only, under a copy of its own, so that the classic
+    // queues it also went to never remove a log id they were not given.
+    let mut stored = None;
+    {
         let mut log = None;
         let mut keys = Vec::new();
-        for q in queues.iter().filter(|q| !q.is_stream()) {
-            if let Some((l, k)) = q.log() {
-                keys.push(k.clone());
-                log = Some(l.clone());
+        for q in queues.iter() {
+            if msg.persistent || q.is_quorum() {
+                if let Some((l, k)) = q.log() {
+                    keys.push(k.clone());
+                    log = Some(l.clone());
+                }
             }
         }
         if let Some(log) = log {
-            lsn = Some(log.append_publish(&mut msg, keys));
+            if msg.persistent {
+                lsn = Some(log.append_publish(&mut msg, keys));
+            } else {
+                let mut copy = Arc::new((*msg).clone());
+                lsn = Some(log.append_publish(&mut copy, keys));
+                stored = Some(copy);
+            }
         }
     }
     let mut rejected = false;
@@ -967,8 +1126,12 @@ pub fn enqueue(
             lsn = lsn.max(q.stream_append(&msg));
             continue;
         }
+        let msg = match &stored {
+            Some(copy) if q.is_quorum() => copy,
+            _ => &msg,
+        };
         if let Some(later) = deferred.as_deref_mut() {
-            match q.push_deferred(&msg) {
+            match q.push_deferred(msg) {
                 Some(true) => {
                     later.push(q);
                     continue;

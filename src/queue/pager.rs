@@ -49,6 +49,7 @@ struct PagedEntry {
     redelivered: bool,
     expires_at: Option<Instant>,
     persist_id: u64,
+    delivery_count: u32,
 }
 
 /// What a message in memory costs besides its body (queue entry, `Message`, property
@@ -151,6 +152,7 @@ impl Pager {
             redelivered: m.redelivered,
             expires_at: m.expires_at,
             persist_id: m.msg.persist_id,
+            delivery_count: m.delivery_count,
         });
         self.end += len as u64;
         self.bytes += m.msg.size();
@@ -211,6 +213,7 @@ impl Pager {
                     msg: Arc::new(msg),
                     redelivered: e.redelivered,
                     expires_at: e.expires_at,
+                    delivery_count: e.delivery_count,
                 }),
                 _ => {
                     tracing::error!(file = %self.path.display(), offset = e.off, "unreadable page record: message lost")

@@ -9,6 +9,7 @@
 pub mod exchange;
 
 use crate::error::{AmqpError, AmqpResult};
+use crate::queue::args::QueueArgs;
 use crate::queue::{Queue, QueueConfig};
 use crate::routing::ExchangeKind;
 use amq_protocol::types::{AMQPValue, FieldTable};
@@ -376,21 +377,17 @@ impl VHost {
                 d.name
             )));
         }
-        let what = format!("queue '{}' in vhost '{}'", d.name, self.name);
-        let args = crate::queue::args::QueueArgs::parse(
-            &d.arguments,
-            &what,
-            d.durable,
-            d.exclusive,
-            d.auto_delete,
-        )
-        .map_err(|text| AmqpError::precondition_failed(format_args!("{text}")))?;
+        // As RabbitMQ: an existing queue is only compared with the declare; the arguments
+        // are validated for a new one.
         if let Some(q) = self.queue(&d.name) {
             self.check_exclusive(&q, conn)?;
             self.assert_queue_equivalent(&q, d, conn)?;
             q.touch();
             return Ok((q, false));
         }
+        let what = format!("queue '{}' in vhost '{}'", d.name, self.name);
+        let args = QueueArgs::parse(&d.arguments, &what, d.durable, d.exclusive, d.auto_delete)
+            .map_err(|text| AmqpError::precondition_failed(format_args!("{text}")))?;
         let config = QueueConfig {
             name: d.name.clone(),
             vhost: self.name.clone(),
@@ -451,7 +448,12 @@ impl VHost {
                 self.name
             )));
         }
-        assert_args_equivalent(&what, &d.arguments, &c.arguments, QUEUE_EQUIVALENCE_ARGS)
+        assert_args_equivalent(
+            &what,
+            &classic_unmarked(&d.arguments),
+            &classic_unmarked(&c.arguments),
+            q.args.queue_type.arguments(),
+        )
     }
 
     /// Deletes a queue by name; returns the number of ready messages it held.
@@ -710,21 +712,24 @@ impl VHost {
     }
 }
 
-/// Queue arguments whose values must match on redeclare (RabbitMQ checks these; others are
-/// ignored on redeclare).
-const QUEUE_EQUIVALENCE_ARGS: &[&str] = &[
-    "x-expires",
-    "x-message-ttl",
-    "x-dead-letter-exchange",
-    "x-dead-letter-routing-key",
-    "x-max-length",
-    "x-max-length-bytes",
-    "x-max-priority",
-    "x-overflow",
-    "x-queue-mode",
-    "x-queue-type",
-    "x-single-active-consumer",
-];
+/// The arguments without `x-queue-type: classic`: RabbitMQ treats that the same as no
+/// `x-queue-type` when comparing a redeclare.
+fn classic_unmarked(args: &FieldTable) -> std::borrow::Cow<'_, FieldTable> {
+    let classic = args
+        .inner()
+        .get("x-queue-type")
+        .is_some_and(|v| value_text(v) == "classic");
+    if !classic {
+        return std::borrow::Cow::Borrowed(args);
+    }
+    let mut t = FieldTable::default();
+    for (k, v) in args.inner() {
+        if k.as_str() != "x-queue-type" {
+            t.insert(k.clone(), v.clone());
+        }
+    }
+    std::borrow::Cow::Owned(t)
+}
 
 fn inequivalent(arg: &str, what: &str, received: &str, current: &str) -> AmqpError {
     AmqpError::precondition_failed(format_args!(

@@ -1,6 +1,6 @@
 """A real Celery worker runs tasks through a broker (RabbitMQ or Warren).
 
-Usage: <python with celery> tests/interop/celery_check.py --port PORT
+Usage: <python with celery> tests/interop/celery_check.py --port PORT [--quorum]
 
 Starts `celery -A celery_app worker --pool=solo ...` as a subprocess against
 amqp://guest:guest@127.0.0.1:PORT// with the rpc:// result backend, waits (bounded)
@@ -8,6 +8,13 @@ until it answers a ping, sends 20 add(i, i) tasks and checks every result, check
 that a failing task's exception is reported, then stops the worker (SIGTERM, then
 SIGKILL after a bounded grace).  Prints `pass NAME` / `FAIL NAME: ...` lines and
 finally `N passed, N failed`; exit status 1 if anything failed.
+
+With --quorum the task queue is a quorum queue (Celery >= 5.5, task_default_queue_type
+"quorum", behind a topic exchange): the check also makes sure the broker holds it as a
+quorum queue (redeclaring it as classic fails with 406), that the worker set up native
+delayed delivery (exchanges celery_delayed_27..0 and celery_delayed_delivery, queues
+celery_delayed_27..0), and that a countdown task and an eta task wait in the broker's
+delay queues and run no earlier than asked.
 """
 
 import argparse
@@ -48,13 +55,16 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--port", type=int, required=True)
     ap.add_argument("--tasks", type=int, default=20)
+    ap.add_argument("--quorum", action="store_true",
+                    help="quorum task queue and native delayed delivery")
     args = ap.parse_args()
 
     queue = "warren-celery-" + uuid.uuid4().hex[:10]
     os.environ["WARREN_CELERY_PORT"] = str(args.port)
     os.environ["WARREN_CELERY_QUEUE"] = queue
+    os.environ["WARREN_CELERY_QUORUM"] = "1" if args.quorum else ""
     sys.path.insert(0, HERE)
-    from celery_app import add, app, fail  # noqa: E402  (needs the env above)
+    from celery_app import add, app, fail, now  # noqa: E402  (needs the env above)
 
     log = tempfile.NamedTemporaryFile(prefix="warren-celery-worker-", suffix=".log",
                                       delete=False)
@@ -69,6 +79,8 @@ def main():
     signal.alarm(OVERALL_SECONDS)
     try:
         run_checks(app, add, fail, worker, args.tasks)
+        if args.quorum:
+            run_quorum_checks(app, add, now, queue)
     except Exception as e:
         report("checks completed", "expected no exception, observed %r\n%s"
                % (e, traceback.format_exc()))
@@ -142,6 +154,115 @@ def run_checks(app, add, fail, worker, ntasks):
         report("failing task reported", "expected ValueError, observed %r" % (e,))
     else:
         report("failing task reported", "expected ValueError, observed result %r" % (v,))
+
+
+COUNTDOWN = 4  # seconds; one delay level (celery_delayed_2, TTL 4 s)
+ETA = 3  # seconds; celery_delayed_1 (2 s) for int(2.99...) = 2 s
+DELAY_LEVELS = 28  # celery_delayed_27 .. celery_delayed_0
+
+
+def passive_queue(app, name):
+    """(message_count, consumer_count) of queue `name`; raises if it does not exist."""
+    with app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1)
+        ch = conn.channel()
+        try:
+            _, messages, consumers = ch.queue_declare(queue=name, passive=True)
+            return messages, consumers
+        finally:
+            ch.close()
+
+
+def run_quorum_checks(app, add, now, queue):
+    import datetime
+
+    from amqp.exceptions import PreconditionFailed
+
+    # 4. the broker holds the task queue as a quorum queue: the same declare with
+    # x-queue-type classic is refused (406 PRECONDITION_FAILED, inequivalent arg)
+    with app.connection_for_write() as conn:
+        conn.ensure_connection(max_retries=1)
+        ch = conn.channel()
+        try:
+            ch.queue_declare(queue=queue, durable=True, auto_delete=False,
+                             arguments={"x-queue-type": "classic"})
+        except PreconditionFailed as e:
+            if "x-queue-type" in str(e):
+                report("task queue is a quorum queue")
+            else:
+                report("task queue is a quorum queue",
+                       "expected 406 about x-queue-type, observed %r" % (e,))
+        except Exception as e:
+            report("task queue is a quorum queue",
+                   "expected PreconditionFailed, observed %r" % (e,))
+        else:
+            report("task queue is a quorum queue",
+                   "expected 406 redeclaring it classic, observed declare-ok")
+            ch.close()
+
+    # 5. the worker declared native delayed delivery's topology (bounded wait: the
+    # DelayedDelivery bootstep runs while the worker starts)
+    deadline = time.monotonic() + READY_SECONDS
+    missing = None
+    while time.monotonic() < deadline:
+        missing = None
+        for level in range(DELAY_LEVELS):
+            try:
+                passive_queue(app, "celery_delayed_%d" % level)
+            except Exception as e:
+                missing = "celery_delayed_%d: %r" % (level, e)
+                break
+        if missing is None:
+            break
+        time.sleep(0.2)
+    if missing is None:
+        report("native delayed delivery queues")
+    else:
+        report("native delayed delivery queues", "expected celery_delayed_27..0, observed "
+               "%s" % missing)
+
+    # 6. a countdown task and an eta task are parked in the broker's delay queues and run
+    # no earlier than asked
+    sent = time.time()
+    delayed = now.apply_async(countdown=COUNTDOWN)
+    eta = add.apply_async((40, 2), eta=datetime.datetime.now(datetime.timezone.utc)
+                          + datetime.timedelta(seconds=ETA))
+    parked = None
+    deadline = time.monotonic() + COUNTDOWN - 1
+    while time.monotonic() < deadline:
+        try:
+            parked = passive_queue(app, "celery_delayed_2")[0]
+        except Exception as e:
+            parked = e
+            break
+        if parked:
+            break
+        time.sleep(0.1)
+    if parked and not isinstance(parked, Exception):
+        report("countdown task waits in celery_delayed_2")
+    else:
+        report("countdown task waits in celery_delayed_2", "expected a message there "
+               "within %d s, observed %r" % (COUNTDOWN - 1, parked))
+    try:
+        ran = delayed.get(timeout=COUNTDOWN + RESULT_SECONDS)
+        if ran - sent >= COUNTDOWN - 0.5:
+            report("countdown task runs after %d s" % COUNTDOWN)
+        else:
+            report("countdown task runs after %d s" % COUNTDOWN,
+                   "expected it to run no earlier, observed %.2f s" % (ran - sent))
+    except Exception as e:
+        report("countdown task runs after %d s" % COUNTDOWN, "expected a result, observed "
+               "%r" % (e,))
+    try:
+        v = eta.get(timeout=ETA + RESULT_SECONDS)
+        took = time.time() - sent
+        if v == 42 and took >= ETA - 1:
+            report("eta task")
+        else:
+            report("eta task", "expected 42 after >= %d s, observed %r after %.2f s"
+                   % (ETA - 1, v, took))
+    except Exception as e:
+        report("eta task", "expected a result, observed %r" % (e,))
 
 
 def stop_worker(worker):

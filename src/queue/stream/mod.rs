@@ -309,30 +309,6 @@ impl Stream {
         *self.settings.lock() = s;
     }
 
-    /// Applies a policy: its `max-length-bytes` and `max-age` take precedence over the
-    /// declared arguments (RabbitMQ's `policy_precedence` for streams); the segment size
-    /// stays as declared.
-    pub fn apply_policy(
-        &self,
-        args: &amq_protocol::types::FieldTable,
-        policy: Option<&serde_json::Value>,
-    ) {
-        let mut s = settings_from_args(args).unwrap_or_default();
-        if let Some(d) = policy.and_then(|d| d.as_object()) {
-            if let Some(n) = d.get("max-length-bytes").and_then(|v| v.as_u64()) {
-                s.max_bytes = Some(n);
-            }
-            if let Some(secs) = d
-                .get("max-age")
-                .and_then(|v| v.as_str())
-                .and_then(offset::parse_interval)
-            {
-                s.max_age_ms = Some(secs * 1000);
-            }
-        }
-        self.set_settings(s);
-    }
-
     /// The offset after the last committed message.
     pub fn committed(&self) -> u64 {
         *self.committed.borrow()
@@ -636,37 +612,16 @@ impl Stream {
     }
 }
 
-/// The stream settings of a queue declared with `args`, when it is a stream
-/// (`x-queue-type: stream`). The arguments were validated at declare.
-pub fn settings_from_args(args: &amq_protocol::types::FieldTable) -> Option<Settings> {
-    use crate::queue::args::int_value;
-    use amq_protocol::types::AMQPValue;
-    let a = args.inner();
-    let is_stream = match a.get("x-queue-type") {
-        Some(AMQPValue::LongString(s)) => s.as_bytes() == b"stream",
-        Some(AMQPValue::ShortString(s)) => s.as_str() == "stream",
-        _ => false,
-    };
-    if !is_stream {
-        return None;
-    }
-    let num = |k: &str| {
-        a.get(k)
-            .and_then(int_value)
-            .and_then(|i| u64::try_from(i).ok())
-    };
-    let max_age_ms = match a.get("x-max-age") {
-        Some(AMQPValue::LongString(s)) => {
-            offset::parse_interval(&String::from_utf8_lossy(s.as_bytes())).map(|s| s * 1000)
-        }
-        _ => None,
-    };
-    Some(Settings {
-        max_segment_size: num("x-stream-max-segment-size-bytes")
+/// The storage settings of a stream with these (validated, policy-merged) arguments; `None`
+/// when the queue is not a stream.
+pub fn settings_from_args(a: &crate::queue::args::QueueArgs) -> Option<Settings> {
+    (a.queue_type == crate::queue::args::QueueType::Stream).then(|| Settings {
+        max_segment_size: a
+            .stream_max_segment_size_bytes
             .unwrap_or(DEFAULT_SEGMENT_SIZE)
             .max(1),
-        max_bytes: num("x-max-length-bytes"),
-        max_age_ms,
+        max_bytes: a.max_length_bytes,
+        max_age_ms: a.max_age.map(|s| s.saturating_mul(1000)),
     })
 }
 

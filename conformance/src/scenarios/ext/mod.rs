@@ -28,6 +28,7 @@ pub mod dlx;
 pub mod expires;
 pub mod maxlen;
 pub mod priority;
+pub mod quorum;
 pub mod reply_to;
 pub mod sac;
 pub mod stream;
@@ -45,6 +46,7 @@ pub fn scenarios() -> Vec<Scenario> {
     v.extend(reply_to::scenarios());
     v.extend(args::scenarios());
     v.extend(cancel::scenarios());
+    v.extend(quorum::scenarios());
     v.extend(stream::scenarios());
     v
 }
