@@ -94,13 +94,14 @@ impl Broker {
         let store = self.store.clone();
         let paging = self.paging.clone();
         let policies = self.policies.clone();
+        let streams = Some(self.config.data_dir.join("streams"));
         let mut created = false;
         let v = self
             .vhosts
             .entry(name.to_string())
             .or_insert_with(|| {
                 created = true;
-                VHost::new(name, changed, store, paging, policies)
+                VHost::new(name, changed, store, paging, streams, policies)
             })
             .clone();
         if created {

@@ -256,6 +256,9 @@ impl Channel {
         q.queue_type()
             .check_consume_args(&c.arguments, &what)
             .map_err(|text| AmqpError::precondition_failed(format_args!("{text}")))?;
+        if q.is_stream() {
+            self.check_stream_consume(&q, &c, cx)?;
+        }
         let mut prefetch = self.prefetch;
         if q.queue_type() != QueueType::Classic {
             if self.shared.global_prefetch.load(SeqCst) != 0 {
@@ -318,6 +321,38 @@ impl Channel {
         Ok(())
     }
 
+    /// What RabbitMQ refuses on a stream consumer (after the type's argument check), in its
+    /// order: the `x-stream-offset` value, then `rabbit_stream_queue:consume/3`'s prefetch,
+    /// no-ack and global-qos clauses.
+    fn check_stream_consume(&self, q: &Queue, c: &b::Consume, cx: &ConnCtx<'_>) -> AmqpResult<()> {
+        let what = format!("queue '{}' in vhost '{}'", q.name(), cx.vhost.name);
+        let args = c.arguments.inner();
+        let now = crate::store::log::now_ms();
+        if let Err(term) =
+            crate::queue::stream::offset::parse_start(args.get("x-stream-offset"), now)
+        {
+            return Err(AmqpError::precondition_failed(format_args!(
+                "invalid arg 'x-stream-offset' for {what}: {term}"
+            )));
+        }
+        if self.prefetch == 0 {
+            return Err(AmqpError::precondition_failed(format_args!(
+                "consumer prefetch count is not set for stream {what}"
+            )));
+        }
+        if c.no_ack {
+            return Err(AmqpError::not_implemented(format_args!(
+                "automatic acknowledgement not supported by stream {what}"
+            )));
+        }
+        if self.shared.global_prefetch.load(SeqCst) != 0 {
+            return Err(AmqpError::not_implemented(format_args!(
+                "{what} does not support global qos"
+            )));
+        }
+        Ok(())
+    }
+
     fn cancel(&mut self, c: b::Cancel, cx: &mut ConnCtx<'_>) {
         let tag = ShortStr::copy_from(c.consumer_tag.as_str());
         match self.consumers.get_mut(&tag) {
@@ -361,6 +396,13 @@ impl Channel {
         let name = self.queue_name(g.queue.as_str())?;
         cx.permit(Access::Read, Resource::Queue, &name)?;
         let q = cx.vhost.usable_queue(&name, cx.conn_id)?;
+        if q.is_stream() {
+            return Err(AmqpError::not_implemented(format_args!(
+                "basic.get not supported by stream queues queue '{}' in vhost '{}'",
+                q.name(),
+                cx.vhost.name
+            )));
+        }
         if q.is_quorum() && q.args.single_active_consumer {
             return Err(AmqpError::resource_locked(format_args!(
                 "cannot obtain access to locked queue '{}' in vhost '{}'. basic.get operations are not supported by quorum queues with single active consumer",

@@ -169,6 +169,10 @@ impl Channel {
                         // As RabbitMQ: the pseudo-queue reports one consumer.
                         consumers = 1;
                     }
+                    if queue.is_stream() {
+                        // As RabbitMQ (`rabbit_stream_queue:stat/1`): always 0.
+                        consumers = 0;
+                    }
                     self.reply(
                         cx,
                         AMQPClass::Queue(q::AMQPMethod::DeclareOk(q::DeclareOk {
@@ -218,6 +222,13 @@ impl Channel {
                 let name = self.queue_name(p.queue.as_str())?;
                 cx.permit(Access::Read, Resource::Queue, &name)?;
                 let queue = cx.vhost.usable_queue(&name, cx.conn_id)?;
+                if queue.is_stream() {
+                    return Err(AmqpError::not_implemented(format_args!(
+                        "queue.purge not supported by stream queues queue '{}' in vhost '{}'",
+                        queue.name(),
+                        cx.vhost.name
+                    )));
+                }
                 let n = queue.purge();
                 if !p.nowait {
                     self.reply(

@@ -153,7 +153,24 @@ pub fn queue(b: &Broker, q: &Arc<Queue>) -> Value {
             }
         }
     }
+    if let (Some(st), Some(m)) = (q.stream(), v.as_object_mut()) {
+        stream_fields(st, m);
+    }
     v
+}
+
+/// What RabbitMQ's stream info keys add (`segments`, the offsets, the first timestamp).
+fn stream_fields(s: &crate::queue::stream::Stream, m: &mut serde_json::Map<String, Value>) {
+    let (segments, bytes, first_ts) = s.info();
+    m.insert("segments".into(), json!(segments));
+    m.insert("first_offset".into(), json!(s.first_offset()));
+    m.insert(
+        "committed_offset".into(),
+        json!(s.committed().checked_sub(1)),
+    );
+    m.insert("first_timestamp".into(), json!(first_ts));
+    m.insert("message_bytes".into(), json!(bytes));
+    m.insert("messages_persistent".into(), json!(s.message_count()));
 }
 
 pub fn exchange(vhost: &VHost, x: &Exchange) -> Value {

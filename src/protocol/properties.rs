@@ -105,6 +105,60 @@ pub fn summary(props: &[u8]) -> Option<Summary> {
     Some(s)
 }
 
+/// The same properties with a header `key` of type long (`l`, value 0) appended to the
+/// headers table (created when absent), and the position of its 8 value bytes, for the
+/// caller to fill in. Byte-level, so the other headers keep their order and type letters.
+/// `None` when the bytes are malformed or the table may already hold `key` (the caller
+/// then re-encodes).
+pub fn with_long_header(props: &[u8], key: &str) -> Option<(bytes::Bytes, usize)> {
+    if props.len() < 2 || key.len() > 255 {
+        return None;
+    }
+    let flags = u16::from_be_bytes([props[0], props[1]]);
+    if flags & 1 != 0 {
+        return None;
+    }
+    let mut at = 2usize;
+    for f in [CONTENT_TYPE, CONTENT_ENCODING] {
+        if flags & f != 0 {
+            at += 1 + *props.get(at)? as usize;
+            if at > props.len() {
+                return None;
+            }
+        }
+    }
+    let mut entry = Vec::with_capacity(key.len() + 10);
+    entry.push(key.len() as u8);
+    entry.extend_from_slice(key.as_bytes());
+    entry.push(b'l');
+    let value_in_entry = entry.len();
+    entry.extend_from_slice(&[0u8; 8]);
+    let mut out = Vec::with_capacity(props.len() + entry.len() + 4);
+    let value_at;
+    if flags & HEADERS != 0 {
+        let len = u32::from_be_bytes(props.get(at..at + 4)?.try_into().ok()?) as usize;
+        let end = at.checked_add(4 + len)?;
+        let table = props.get(at + 4..end)?;
+        if table.windows(key.len()).any(|w| w == key.as_bytes()) {
+            return None;
+        }
+        out.extend_from_slice(&props[..at]);
+        out.extend_from_slice(&u32::try_from(len + entry.len()).ok()?.to_be_bytes());
+        out.extend_from_slice(table);
+        value_at = out.len() + value_in_entry;
+        out.extend_from_slice(&entry);
+        out.extend_from_slice(&props[end..]);
+    } else {
+        out.extend_from_slice(&(flags | HEADERS).to_be_bytes());
+        out.extend_from_slice(&props[2..at]);
+        out.extend_from_slice(&(entry.len() as u32).to_be_bytes());
+        value_at = out.len() + value_in_entry;
+        out.extend_from_slice(&entry);
+        out.extend_from_slice(&props[at..]);
+    }
+    Some((out.into(), value_at))
+}
+
 /// Decodes, changes and re-encodes properties (off the hot path: direct reply-to, BCC).
 fn reencode(
     props: &[u8],
@@ -202,6 +256,51 @@ mod tests {
         assert_eq!(s.user_id.as_deref(), Some("guest"));
         assert!(s.has_headers);
         assert!(headers(&encode(&p)).unwrap().contains_key("k"));
+    }
+
+    #[test]
+    fn long_header_appended_in_place() {
+        use amq_protocol::types::AMQPValue;
+        let mut h = FieldTable::default();
+        h.insert("b".into(), AMQPValue::LongString("x".into()));
+        let cases = [
+            AMQPProperties::default(),
+            AMQPProperties::default()
+                .with_content_type("text/plain".into())
+                .with_delivery_mode(2)
+                .with_user_id("guest".into()),
+            AMQPProperties::default()
+                .with_content_encoding("gzip".into())
+                .with_headers(h)
+                .with_priority(3),
+        ];
+        for p in cases {
+            let raw = encode(&p);
+            let (mut out, at) = with_long_header(&raw, "x-stream-offset").unwrap();
+            let mut v = out.to_vec();
+            v[at..at + 8].copy_from_slice(&42i64.to_be_bytes());
+            out = v.into();
+            let d = decode(&out).unwrap();
+            let hd = d.headers().clone().unwrap();
+            assert_eq!(
+                hd.inner().get("x-stream-offset"),
+                Some(&AMQPValue::LongLongInt(42))
+            );
+            assert_eq!(d.delivery_mode(), p.delivery_mode());
+            assert_eq!(d.priority(), p.priority());
+            assert_eq!(d.user_id(), p.user_id());
+            assert_eq!(d.content_type(), p.content_type());
+            assert_eq!(d.content_encoding(), p.content_encoding());
+            if let Some(orig) = p.headers() {
+                assert_eq!(hd.inner().len(), orig.inner().len() + 1);
+            }
+            // Already there: the caller re-encodes instead.
+            assert!(with_long_header(&out, "x-stream-offset").is_none());
+        }
+        assert!(
+            with_long_header(&[0x20, 0], "k").is_none(),
+            "truncated headers"
+        );
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod consumer;
 pub mod deadletter;
 pub mod pager;
 mod ready;
+pub mod stream;
 
 use crate::connection::outbound::Outbound;
 use crate::message::Message;
@@ -158,6 +159,9 @@ pub struct Queue {
     /// The broker's message log (set once it is open) and this queue's key in it, for a
     /// durable queue: its persistent messages are recorded there.
     store: Option<(StoreCell, Arc<str>)>,
+    /// A stream's log (`x-queue-type: stream`): its messages live there, not in `state`;
+    /// with the broker's message log, whose writer syncs the stream's records.
+    stream: Option<(Arc<stream::Stream>, StoreCell)>,
 }
 
 /// The broker's message log, shared with queues before it is open (queues from the
@@ -214,6 +218,24 @@ impl Queue {
             dlx_waiting: Vec::new(),
             dlx_retry_at: None,
         };
+        let stream = stream::settings_from_args(&args).map(|settings| {
+            let dir = vhost
+                .upgrade()
+                .and_then(|v| v.streams_dir.clone())
+                .unwrap_or_else(|| {
+                    std::env::temp_dir().join(format!("warren-streams-{}", std::process::id()))
+                })
+                .join(stream::dir_name(&config.vhost, &config.name));
+            let s = stream::Stream::open_or_empty(dir, settings);
+            let _ = std::fs::write(
+                s.dir().join("name"),
+                format!("{}\n{}\n", config.vhost, config.name),
+            );
+            let cell = vhost.upgrade().map(|v| v.store.clone()).unwrap_or_default();
+            (s, cell)
+        });
+        // A stream stores every message itself, never in the message log.
+        let store = if stream.is_some() { None } else { store };
         let q = Arc::new(Queue {
             config,
             args,
@@ -224,6 +246,7 @@ impl Queue {
             counters: Default::default(),
             timer: Arc::new(Notify::new()),
             store,
+            stream,
         });
         if q.args.expires.is_some() {
             q.ensure_timer(&mut q.state.lock());
@@ -283,7 +306,35 @@ impl Queue {
     }
 
     pub fn message_count(&self) -> u32 {
+        if let Some(s) = self.stream() {
+            return s.message_count().min(u32::MAX as u64) as u32;
+        }
         self.state.lock().ready.len() as u32
+    }
+
+    /// The stream's log, when this queue is a stream.
+    pub fn stream(&self) -> Option<&Arc<stream::Stream>> {
+        self.stream.as_ref().map(|(s, _)| s)
+    }
+
+    pub fn is_stream(&self) -> bool {
+        self.stream.is_some()
+    }
+
+    /// A stream reader sent `n` deliveries (they are unacknowledged until settled).
+    pub(crate) fn stream_delivered(&self, n: u64) {
+        self.unacked.fetch_add(n, SeqCst);
+        Counters::bump(&self.counters.deliver, n);
+    }
+
+    /// Appends to the stream; the message log sequence number its confirm waits for.
+    fn stream_append(&self, msg: &Message) -> Option<u64> {
+        let (s, cell) = self.stream.as_ref()?;
+        if self.is_deleted() {
+            return None;
+        }
+        Counters::bump(&self.counters.publish, 1);
+        s.append(msg, cell.get())
     }
 
     pub fn consumer_count(&self) -> u32 {
@@ -297,6 +348,13 @@ impl Queue {
     /// (ready messages, ready bytes, consumers)
     pub fn stats(&self) -> (usize, usize, usize) {
         let st = self.state.lock();
+        if let Some(s) = self.stream() {
+            return (
+                s.message_count() as usize,
+                s.info().1 as usize,
+                st.consumers.len(),
+            );
+        }
         (st.ready.len(), st.ready.bytes(), st.consumers.len())
     }
 
@@ -307,6 +365,10 @@ impl Queue {
 
     /// Appends a message and delivers what can be delivered.
     pub fn publish(self: &Arc<Self>, msg: Arc<Message>) -> PublishOutcome {
+        if self.is_stream() {
+            self.stream_append(&msg);
+            return PublishOutcome::Enqueued;
+        }
         if self.is_deleted() {
             if msg.persist_id != 0 {
                 self.forget_msg(&msg);
@@ -388,7 +450,7 @@ impl Queue {
     /// (a length limit, a TTL) or is deleted; the caller then uses `publish`. `Some(true)`
     /// asks the caller to dispatch later; `Some(false)` means another publisher will.
     pub fn push_deferred(&self, msg: &Arc<Message>) -> Option<bool> {
-        if msg.expiration.is_some() {
+        if msg.expiration.is_some() || self.is_stream() {
             return None;
         }
         let mut st = self.state.lock();
@@ -405,6 +467,10 @@ impl Queue {
 
     /// Delivers ready messages to consumers with credit.
     pub fn dispatch(self: &Arc<Self>) {
+        if let Some(s) = self.stream() {
+            s.wake_readers();
+            return;
+        }
         let mut dead = Vec::new();
         {
             let mut st = self.state.lock();
@@ -536,6 +602,13 @@ impl Queue {
 
     /// Adds a consumer; deliveries may start at once.
     pub fn consume(self: &Arc<Self>, consumer: Arc<Consumer>) -> Result<(), ConsumeRefused> {
+        if let Some(s) = self.stream() {
+            let mut st = self.state.lock();
+            st.consumers.push(consumer.clone());
+            st.had_consumer = true;
+            stream::reader::spawn(self.clone(), s.clone(), consumer);
+            return Ok(());
+        }
         let mut dead = Vec::new();
         {
             let mut st = self.state.lock();
@@ -575,6 +648,9 @@ impl Queue {
                 .is_some_and(|c| Arc::ptr_eq(c, consumer));
             st.consumers.retain(|c| !Arc::ptr_eq(c, consumer));
             st.last_used = Instant::now();
+            if let Some(s) = self.stream() {
+                s.remove_reader(consumer);
+            }
             if dispatch && was_active && self.args.single_active_consumer {
                 // The next consumer in line becomes the active one.
                 self.dispatch_locked(&mut st, &mut dead, None);
@@ -593,6 +669,9 @@ impl Queue {
 
     /// Takes the head message for basic.get; with the number of messages left.
     pub fn get(self: &Arc<Self>, no_ack: bool) -> Option<(QueuedMessage, u32)> {
+        if self.is_stream() {
+            return None;
+        }
         let mut dead = Vec::new();
         let r = {
             let mut st = self.state.lock();
@@ -632,6 +711,10 @@ impl Queue {
     /// Rejected deliveries (requeue=false): dead-letter them.
     pub fn rejected(self: &Arc<Self>, msgs: Vec<QueuedMessage>) {
         self.unacked.fetch_sub(msgs.len() as u64, SeqCst);
+        if self.is_stream() {
+            // A stream settles by giving credit back; nothing is removed or dead-lettered.
+            return;
+        }
         self.dead_letter(msgs, Reason::Rejected);
     }
 
@@ -640,6 +723,13 @@ impl Queue {
     /// message dies (reason `delivery_limit`); without a limit it goes to the back of the
     /// queue, as in RabbitMQ 3.13.
     pub fn requeue(self: &Arc<Self>, msgs: impl IntoIterator<Item = QueuedMessage>) {
+        if let Some(s) = self.stream() {
+            // Requeue on a stream only gives credit back (the reader moves on).
+            self.unacked
+                .fetch_sub(msgs.into_iter().count() as u64, SeqCst);
+            s.wake_readers();
+            return;
+        }
         let mut dead = Vec::new();
         let mut dropped = Vec::new();
         let mut poisoned = Vec::new();
@@ -703,6 +793,12 @@ impl Queue {
     /// A delivery that never reached its consumer (its channel closed first): back to the
     /// queue as it was, without the redelivered mark.
     pub fn return_undelivered(self: &Arc<Self>, m: QueuedMessage, counted_unacked: bool) {
+        if self.is_stream() {
+            if counted_unacked {
+                self.unacked.fetch_sub(1, SeqCst);
+            }
+            return;
+        }
         let mut dead = Vec::new();
         {
             let mut st = self.state.lock();
@@ -721,6 +817,9 @@ impl Queue {
 
     /// Drops every ready message; returns how many.
     pub fn purge(&self) -> u32 {
+        if self.is_stream() {
+            return 0;
+        }
         let (n, ids) = self.state.lock().ready.clear();
         self.forget_ids(ids);
         n as u32
@@ -742,6 +841,11 @@ impl Queue {
     pub fn delete(&self) -> (u32, Vec<Arc<Consumer>>) {
         let mut st = self.state.lock();
         self.deleted.store(true, SeqCst);
+        if let Some(s) = self.stream() {
+            let n = s.message_count().min(u32::MAX as u64) as u32;
+            s.delete();
+            return (n, std::mem::take(&mut st.consumers));
+        }
         let (n, mut ids) = st.ready.clear();
         let held = std::mem::take(&mut st.dlx_waiting);
         ids.extend(
@@ -884,6 +988,13 @@ impl Queue {
             }
             st.policy = json;
             st.eff = self.args.with_policy(p.as_ref().map(|p| &p.definition));
+            if let Some(s) = self.stream() {
+                // Retention from the policy wins over the arguments (see `with_policy`).
+                if let Some(settings) = stream::settings_from_args(&st.eff) {
+                    s.set_settings(settings);
+                }
+                return;
+            }
             if st.eff.expires.is_some() {
                 st.last_used = Instant::now();
                 self.ensure_timer(&mut st);
@@ -1010,6 +1121,11 @@ pub fn enqueue(
     }
     let mut rejected = false;
     for q in queues.drain(..) {
+        if q.is_stream() {
+            // Streams keep every message, persistent or not, and sync it before confirming.
+            lsn = lsn.max(q.stream_append(&msg));
+            continue;
+        }
         let msg = match &stored {
             Some(copy) if q.is_quorum() => copy,
             _ => &msg,

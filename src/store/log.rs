@@ -31,6 +31,7 @@
 use super::record::{self, Read, Record, KIND_REDELIVERED, KIND_REMOVE};
 use crate::message::Message;
 use crate::protocol::codec::ShortStr;
+use crate::queue::stream::{Chunk, Stream};
 use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -58,6 +59,8 @@ enum Op {
         queue: Arc<str>,
         ids: Vec<u64>,
     },
+    /// Records for a stream's own segment files, written and synced in the same batch.
+    Stream { stream: Arc<Stream>, chunk: Chunk },
 }
 
 #[derive(Debug, Default)]
@@ -288,6 +291,7 @@ impl MessageLog {
             live,
             starts,
             buf: Vec::with_capacity(1 << 20),
+            streams: Vec::new(),
             flush_definitions,
         };
         // Segments nobody needs any more go now (after a crash, or queues deleted meanwhile).
@@ -336,6 +340,20 @@ impl MessageLog {
             queues,
             msg: msg.clone(),
         });
+        p.lsn += 1;
+        let lsn = p.lsn;
+        drop(p);
+        self.wake.notify_one();
+        lsn
+    }
+
+    /// Records for a stream's segment: written and fdatasynced by the writer thread with
+    /// the next batch, before the returned log sequence number counts as synced (so a
+    /// publisher confirm waiting for it means the stream has the message on disk). The
+    /// caller holds the stream's numbering lock, which keeps its records in offset order.
+    pub fn append_stream(&self, stream: Arc<Stream>, chunk: Chunk) -> u64 {
+        let mut p = self.pending.lock();
+        p.ops.push(Op::Stream { stream, chunk });
         p.lsn += 1;
         let lsn = p.lsn;
         drop(p);
@@ -416,6 +434,8 @@ struct Writer {
     /// (deleted ones stay, so an id never maps to the wrong segment).
     starts: Vec<(u64, u32)>,
     buf: Vec<u8>,
+    /// Stream records of the batch being written, merged per stream.
+    streams: Vec<(Arc<Stream>, Chunk)>,
     flush_definitions: DefinitionsFlush,
 }
 
@@ -430,9 +450,9 @@ impl Writer {
                 (std::mem::take(&mut p.ops), p.lsn, p.closing)
             };
             if !ops.is_empty() {
-                self.encode(&ops);
-                drop(ops);
+                self.encode(ops);
                 self.write_batch_retrying();
+                self.write_streams_retrying();
                 self.log.synced.send_replace(lsn);
                 if self.head_bytes >= self.segment_size {
                     self.file = None;
@@ -452,7 +472,7 @@ impl Writer {
         (i > 0).then(|| self.starts[i - 1].1)
     }
 
-    fn encode(&mut self, ops: &[Op]) {
+    fn encode(&mut self, ops: Vec<Op>) {
         for op in ops {
             match op {
                 Op::Publish {
@@ -462,14 +482,24 @@ impl Writer {
                     msg,
                 } => {
                     if self.starts.last().is_none_or(|(_, s)| *s != self.head) {
-                        self.starts.push((*id, self.head));
+                        self.starts.push((id, self.head));
                     }
                     *self.live.entry(self.head).or_default() += queues.len() as u64;
-                    record::encode_publish(&mut self.buf, *id, *at_ms, queues, msg);
+                    record::encode_publish(&mut self.buf, id, at_ms, &queues, &msg);
+                }
+                Op::Stream { stream, chunk } => {
+                    match self
+                        .streams
+                        .iter_mut()
+                        .find(|(s, _)| Arc::ptr_eq(s, &stream))
+                    {
+                        Some((_, c)) => c.extend(chunk),
+                        None => self.streams.push((stream, chunk)),
+                    }
                 }
                 Op::Ids { kind, queue, ids } => {
-                    if *kind == KIND_REMOVE {
-                        for id in ids {
+                    if kind == KIND_REMOVE {
+                        for id in &ids {
                             if let Some(s) = self.segment_of(*id) {
                                 if let Some(n) = self.live.get_mut(&s) {
                                     *n = n.saturating_sub(1);
@@ -477,8 +507,26 @@ impl Writer {
                             }
                         }
                     }
-                    record::encode_ids(&mut self.buf, *kind, queue, ids);
+                    record::encode_ids(&mut self.buf, kind, &queue, &ids);
                 }
+            }
+        }
+    }
+
+    /// Writes and syncs each stream's records of the batch (one write and one fdatasync
+    /// per stream), retrying like the log itself: nothing is confirmed that is not on disk.
+    fn write_streams_retrying(&mut self) {
+        for (stream, chunk) in std::mem::take(&mut self.streams) {
+            let mut delay = Duration::from_millis(100);
+            while let Err(e) = stream.write_chunk(&chunk) {
+                if !self.log.failing.swap(true, Ordering::Relaxed) {
+                    tracing::error!(error = %e, dir = %stream.dir().display(), "cannot write a stream segment; confirms wait until it works again");
+                }
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            if self.log.failing.swap(false, Ordering::Relaxed) {
+                tracing::warn!("stream segment writes work again");
             }
         }
     }
@@ -513,6 +561,10 @@ impl Writer {
                 self.log.definitions_dirty.store(true, Ordering::SeqCst);
                 return Err(e);
             }
+        }
+        if self.buf.is_empty() {
+            // Only stream records in this batch: the log file has nothing to sync.
+            return Ok(());
         }
         if self.file.is_none() {
             let path = segment_path(&self.dir, self.head);

@@ -9,7 +9,7 @@
 pub mod exchange;
 
 use crate::error::{AmqpError, AmqpResult};
-use crate::queue::args::{QueueArgs, QueueType};
+use crate::queue::args::QueueArgs;
 use crate::queue::{Queue, QueueConfig};
 use crate::routing::ExchangeKind;
 use amq_protocol::types::{AMQPValue, FieldTable};
@@ -72,6 +72,8 @@ pub struct VHost {
     pub(crate) store: crate::queue::StoreCell,
     /// Where queues page their tails out, and their memory budget.
     pub(crate) paging: Option<Arc<crate::queue::pager::Paging>>,
+    /// Where streams keep their segment files (`<data>/streams`).
+    pub(crate) streams_dir: Option<std::path::PathBuf>,
     /// The broker's policies: applied to each queue and exchange declared here (and to
     /// existing ones on a change, by [`crate::policy::apply_all`]).
     policies: Arc<crate::policy::Policies>,
@@ -98,6 +100,7 @@ impl VHost {
         changed: Arc<tokio::sync::Notify>,
         store: crate::queue::StoreCell,
         paging: Option<Arc<crate::queue::pager::Paging>>,
+        streams_dir: Option<std::path::PathBuf>,
         policies: Arc<crate::policy::Policies>,
     ) -> Arc<VHost> {
         Arc::new_cyclic(|me| {
@@ -110,6 +113,7 @@ impl VHost {
                 changed,
                 store,
                 paging,
+                streams_dir,
                 policies,
             };
             for (n, kind, internal) in BUILTIN_EXCHANGES {
@@ -384,11 +388,6 @@ impl VHost {
         let what = format!("queue '{}' in vhost '{}'", d.name, self.name);
         let args = QueueArgs::parse(&d.arguments, &what, d.durable, d.exclusive, d.auto_delete)
             .map_err(|text| AmqpError::precondition_failed(format_args!("{text}")))?;
-        if args.queue_type == QueueType::Stream {
-            return Err(AmqpError::precondition_failed(format_args!(
-                "invalid arg 'x-queue-type' for {what}: \"queue type 'stream' is not supported by this broker\""
-            )));
-        }
         let config = QueueConfig {
             name: d.name.clone(),
             vhost: self.name.clone(),
@@ -411,7 +410,9 @@ impl VHost {
             // to this queue by `policy::apply_all`.
             q.apply_policy(&self.policies);
             self.changed.notify_one();
-            if q.is_stored() {
+            // A stream's messages are confirmed by the same writer: its definition must
+            // be on disk first too.
+            if q.is_stored() || q.is_stream() {
                 if let Some(log) = self.store.get() {
                     log.definitions_changed();
                 }

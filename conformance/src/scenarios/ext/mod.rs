@@ -31,6 +31,7 @@ pub mod priority;
 pub mod quorum;
 pub mod reply_to;
 pub mod sac;
+pub mod stream;
 pub mod ttl;
 
 pub fn scenarios() -> Vec<Scenario> {
@@ -46,6 +47,7 @@ pub fn scenarios() -> Vec<Scenario> {
     v.extend(args::scenarios());
     v.extend(cancel::scenarios());
     v.extend(quorum::scenarios());
+    v.extend(stream::scenarios());
     v
 }
 
