@@ -34,6 +34,7 @@ SCENARIO_TABLE=(
   "s7|topic, 100 000 extra bindings, 16 B, confirms (window 100), auto-ack|-t topic --bindings 100000 -x 1 -y 1 -s 16 -c 100 -a"
   "s10|1p1c 1 KiB, confirms (window 100), manual ack (qos 100), at 20 000 msg/s|-x 1 -y 1 -s 1024 -c 100 -q 100 -r 20000"
   "q1|quorum queue 1p1c 1 KiB, confirms (window 100), manual ack (qos 100)|-x 1 -y 1 -s 1024 -c 100 -q 100 --queue-type quorum"
+  "t1|stream 1p1c 100 B, confirms (window 1000), manual ack (qos 1000), consumer from next|-x 1 -y 1 -s 100 -c 1000 -q 1000 --queue-type stream"
   "s8|memory: 500 idle connections (one channel each)|--idle-connections 500"
   "s9|memory: 1 000 000 queued 16 B messages, no consumer|-x 1 -y 0 -s 16 -C 1000000"
 )
