@@ -16,8 +16,11 @@ pub mod args;
 pub mod consumer;
 pub mod deadletter;
 pub mod pager;
+mod policy;
+pub mod quorum;
 mod ready;
 pub mod stream;
+mod timer;
 
 use crate::connection::outbound::Outbound;
 use crate::message::Message;
@@ -749,17 +752,19 @@ impl Queue {
                     continue;
                 }
                 m.redelivered = true;
-                if quorum {
-                    m.delivery_count += 1;
-                    if limit.is_some_and(|l| m.delivery_count as u64 > l) {
-                        poisoned.push(m);
-                        continue;
-                    }
+                let to = if quorum {
+                    quorum::on_return(&mut m, limit)
+                } else {
+                    quorum::Return::InPlace
+                };
+                if to == quorum::Return::Poisoned {
+                    poisoned.push(m);
+                    continue;
                 }
                 if m.msg.persist_id != 0 {
                     marked.push(m.msg.persist_id);
                 }
-                if quorum && limit.is_none() {
+                if to == quorum::Return::ToBack {
                     m.seq = st.next_seq;
                     st.next_seq += 1;
                     st.ready.push_back(m);
@@ -870,205 +875,6 @@ impl Queue {
             .consumers
             .iter()
             .any(|c| Arc::ptr_eq(c, consumer))
-    }
-
-    // ---------- timers: message TTL and x-expires ----------
-
-    /// Starts the timer task if it is not running (needs a tokio runtime; queues made
-    /// outside one, in unit tests, simply expire lazily).
-    fn ensure_timer(self: &Arc<Self>, st: &mut State) {
-        if st.timer_running || tokio::runtime::Handle::try_current().is_err() {
-            return;
-        }
-        st.timer_running = true;
-        let weak = Arc::downgrade(self);
-        let notify = self.timer.clone();
-        tokio::spawn(async move {
-            loop {
-                let notified = notify.notified();
-                let next = {
-                    let Some(q) = weak.upgrade() else { return };
-                    if q.is_deleted() {
-                        return;
-                    }
-                    q.on_timer()
-                };
-                match next {
-                    Some(t) => {
-                        tokio::select! {
-                            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(t)) => {}
-                            _ = notified => {}
-                        }
-                    }
-                    None => notified.await,
-                }
-            }
-        });
-    }
-
-    /// Expires due head messages and an unused queue; returns the next deadline.
-    fn on_timer(self: &Arc<Self>) -> Option<Instant> {
-        let now = Instant::now();
-        let mut dead = Vec::new();
-        let mut retry = Vec::new();
-        let (next, expire_queue) = {
-            let mut st = self.state.lock();
-            st.ready.pop_expired(now, &mut dead);
-            let mut next = st.ready.next_expiry();
-            match st.dlx_retry_at {
-                Some(t) if t <= now => {
-                    st.dlx_retry_at = None;
-                    retry = std::mem::take(&mut st.dlx_waiting);
-                }
-                Some(t) => next = Some(next.map_or(t, |n| n.min(t))),
-                None => {}
-            }
-            let mut expire_queue = false;
-            if let Some(ms) = st.eff.expires {
-                if st.consumers.is_empty() {
-                    let due = st.last_used + Duration::from_millis(ms);
-                    if due <= now {
-                        expire_queue = true;
-                    } else {
-                        next = Some(next.map_or(due, |n| n.min(due)));
-                    }
-                }
-            }
-            st.timer_deadline = next;
-            (next, expire_queue)
-        };
-        self.dead_letter(dead, Reason::Expired);
-        for reason in [
-            Reason::Rejected,
-            Reason::Expired,
-            Reason::Maxlen,
-            Reason::DeliveryLimit,
-        ] {
-            let again: Vec<QueuedMessage> = retry
-                .iter()
-                .filter(|(_, r)| *r == reason)
-                .map(|(m, _)| m.clone())
-                .collect();
-            self.dead_letter(again, reason);
-        }
-        let next = match self.state.lock().dlx_retry_at {
-            Some(t) => Some(next.map_or(t, |n: Instant| n.min(t))),
-            None => next,
-        };
-        if expire_queue {
-            if let Some(v) = self.vhost.upgrade() {
-                tracing::debug!(queue = %self.name(), "queue expired (x-expires)");
-                v.remove_queue(self);
-            }
-            return None;
-        }
-        next
-    }
-
-    // ---------- policies ----------
-
-    /// Applies the queue's current policy (the best match in `policies`, looked up under
-    /// the queue's lock so concurrent policy changes cannot leave a stale one applied), as
-    /// RabbitMQ's `process_args_policy`: the settings change at once, a lower length limit
-    /// drops (dead-letters) the head, and an x-expires idle timer restarts from now.
-    /// Messages already queued keep the expiry they were given when enqueued, as in
-    /// RabbitMQ, where a message's expiry is fixed at publish.
-    pub fn apply_policy(self: &Arc<Self>, policies: &crate::policy::Policies) {
-        let mut dropped = Vec::new();
-        let mut expired = Vec::new();
-        {
-            let mut st = self.state.lock();
-            if self.is_deleted() {
-                return;
-            }
-            let p = policies.matching(&self.config.vhost, self.name(), "queues");
-            let json = p.as_ref().map(|p| p.to_json());
-            if json == st.policy {
-                return;
-            }
-            st.policy = json;
-            st.eff = self.args.with_policy(p.as_ref().map(|p| &p.definition));
-            if let Some(s) = self.stream() {
-                // Retention from the policy wins over the arguments (see `with_policy`).
-                if let Some(settings) = stream::settings_from_args(&st.eff) {
-                    s.set_settings(settings);
-                }
-                return;
-            }
-            if st.eff.expires.is_some() {
-                st.last_used = Instant::now();
-                self.ensure_timer(&mut st);
-            }
-            self.timer.notify_one();
-            while st.eff.overflow == Overflow::DropHead && Self::over_limit(&st) {
-                match st.ready.pop_front() {
-                    Some(m) => dropped.push(m),
-                    None => break,
-                }
-            }
-            st.ready.pop_expired(Instant::now(), &mut expired);
-        }
-        self.dead_letter(dropped, Reason::Maxlen);
-        self.dead_letter(expired, Reason::Expired);
-    }
-
-    /// The effective dead-letter exchange and routing key, if there is a dead-letter
-    /// exchange.
-    pub(crate) fn dead_letter_target(&self) -> Option<(String, Option<String>)> {
-        let st = self.state.lock();
-        let x = st.eff.dead_letter_exchange.clone()?;
-        Some((x, st.eff.dead_letter_routing_key.clone()))
-    }
-
-    /// The effective settings (declared arguments merged with the policy).
-    pub fn effective_args(&self) -> QueueArgs {
-        self.state.lock().eff.clone()
-    }
-
-    // ---------- dead-lettering ----------
-
-    /// Dead-letters (or drops, without a dead-letter exchange) messages that died for
-    /// `reason`. Never called with the queue's lock held.
-    /// With at-least-once dead-lettering (a quorum queue with `x-dead-letter-strategy:
-    /// at-least-once`, `reject-publish` and a dead-letter exchange) a message leaves the
-    /// queue only once a target queue has it: one that reached none is kept (still
-    /// stored) and tried again every [`DLX_RETRY`].
-    pub(crate) fn dead_letter(self: &Arc<Self>, msgs: Vec<QueuedMessage>, reason: Reason) {
-        if msgs.is_empty() {
-            return;
-        }
-        let unrouted = deadletter::dead_letter(self, &self.vhost, &msgs, reason);
-        let at_least_once = self.state.lock().eff.at_least_once();
-        if !at_least_once || self.is_deleted() {
-            self.forget(&msgs);
-            return;
-        }
-        let mut held = Vec::new();
-        let mut done = Vec::new();
-        for (m, unrouted) in msgs.into_iter().zip(unrouted) {
-            if unrouted {
-                held.push((m, reason));
-            } else {
-                done.push(m);
-            }
-        }
-        self.forget(&done);
-        if !held.is_empty() {
-            let mut st = self.state.lock();
-            st.dlx_waiting.extend(held);
-            let due = Instant::now() + DLX_RETRY;
-            if st.timer_deadline.is_none_or(|d| due < d) {
-                st.timer_deadline = Some(due);
-            }
-            st.dlx_retry_at.get_or_insert(due);
-            self.ensure_timer(&mut st);
-            self.timer.notify_one();
-        }
-    }
-
-    /// Dead letters held by at-least-once dead-lettering (management's `messages_dlx`).
-    pub fn dlx_waiting(&self) -> usize {
-        self.state.lock().dlx_waiting.len()
     }
 }
 

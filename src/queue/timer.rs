@@ -1,0 +1,101 @@
+//! A queue's timer task: message TTL, queue expiry (`x-expires`) and the retry of held
+//! at-least-once dead letters, one small task per queue that needs one.
+
+use super::deadletter::Reason;
+use super::Queue;
+use super::{QueuedMessage, State};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+impl Queue {
+    /// Starts the timer task if it is not running (needs a tokio runtime; queues made
+    /// outside one, in unit tests, simply expire lazily).
+    pub(super) fn ensure_timer(self: &Arc<Self>, st: &mut State) {
+        if st.timer_running || tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        st.timer_running = true;
+        let weak = Arc::downgrade(self);
+        let notify = self.timer.clone();
+        tokio::spawn(async move {
+            loop {
+                let notified = notify.notified();
+                let next = {
+                    let Some(q) = weak.upgrade() else { return };
+                    if q.is_deleted() {
+                        return;
+                    }
+                    q.on_timer()
+                };
+                match next {
+                    Some(t) => {
+                        tokio::select! {
+                            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(t)) => {}
+                            _ = notified => {}
+                        }
+                    }
+                    None => notified.await,
+                }
+            }
+        });
+    }
+
+    /// Expires due head messages and an unused queue; returns the next deadline.
+    fn on_timer(self: &Arc<Self>) -> Option<Instant> {
+        let now = Instant::now();
+        let mut dead = Vec::new();
+        let mut retry = Vec::new();
+        let (next, expire_queue) = {
+            let mut st = self.state.lock();
+            st.ready.pop_expired(now, &mut dead);
+            let mut next = st.ready.next_expiry();
+            match st.dlx_retry_at {
+                Some(t) if t <= now => {
+                    st.dlx_retry_at = None;
+                    retry = std::mem::take(&mut st.dlx_waiting);
+                }
+                Some(t) => next = Some(next.map_or(t, |n| n.min(t))),
+                None => {}
+            }
+            let mut expire_queue = false;
+            if let Some(ms) = st.eff.expires {
+                if st.consumers.is_empty() {
+                    let due = st.last_used + Duration::from_millis(ms);
+                    if due <= now {
+                        expire_queue = true;
+                    } else {
+                        next = Some(next.map_or(due, |n| n.min(due)));
+                    }
+                }
+            }
+            st.timer_deadline = next;
+            (next, expire_queue)
+        };
+        self.dead_letter(dead, Reason::Expired);
+        for reason in [
+            Reason::Rejected,
+            Reason::Expired,
+            Reason::Maxlen,
+            Reason::DeliveryLimit,
+        ] {
+            let again: Vec<QueuedMessage> = retry
+                .iter()
+                .filter(|(_, r)| *r == reason)
+                .map(|(m, _)| m.clone())
+                .collect();
+            self.dead_letter(again, reason);
+        }
+        let next = match self.state.lock().dlx_retry_at {
+            Some(t) => Some(next.map_or(t, |n: Instant| n.min(t))),
+            None => next,
+        };
+        if expire_queue {
+            if let Some(v) = self.vhost.upgrade() {
+                tracing::debug!(queue = %self.name(), "queue expired (x-expires)");
+                v.remove_queue(self);
+            }
+            return None;
+        }
+        next
+    }
+}
