@@ -6,16 +6,20 @@
 //! RwLock. No lock is held across `.await`, and no DashMap reference is held while touching
 //! the same map.
 
+mod equivalence;
 pub mod exchange;
+mod queues;
 
 use crate::error::{AmqpError, AmqpResult};
 use crate::queue::args::QueueArgs;
 use crate::queue::{Queue, QueueConfig};
 use crate::routing::ExchangeKind;
-use amq_protocol::types::{AMQPValue, FieldTable};
+use amq_protocol::types::FieldTable;
 use dashmap::DashMap;
 pub use exchange::{Dest, Exchange};
 use std::sync::Arc;
+
+use equivalence::{assert_args_equivalent, inequivalent};
 
 /// The exchanges every vhost has: (name, kind, internal).
 const BUILTIN_EXCHANGES: &[(&str, ExchangeKind, bool)] = &[
@@ -341,185 +345,6 @@ impl VHost {
         }
     }
 
-    // ---------- queues ----------
-
-    /// Declares (or checks) a queue. Returns the queue and whether it was created.
-    pub fn declare_queue(&self, d: &QueueDeclare, conn: u64) -> AmqpResult<(Arc<Queue>, bool)> {
-        if d.passive {
-            if d.name == REPLY_TO {
-                // RabbitMQ answers declare-ok for the pseudo-queue.
-                let config = QueueConfig {
-                    name: REPLY_TO.to_string(),
-                    vhost: self.name.clone(),
-                    durable: false,
-                    auto_delete: false,
-                    exclusive_owner: None,
-                    arguments: FieldTable::default(),
-                };
-                return Ok((
-                    Queue::new(config, Default::default(), std::sync::Weak::new()),
-                    false,
-                ));
-            }
-            if d.name.starts_with(REPLY_TO) {
-                if let Some(q) = self.reply_queues.get(&d.name) {
-                    return Ok((q.clone(), false));
-                }
-            }
-            let q = self.queue(&d.name).ok_or_else(|| self.no_queue(&d.name))?;
-            self.check_exclusive(&q, conn)?;
-            q.touch();
-            return Ok((q, false));
-        }
-        if d.name.starts_with("amq.") && !d.server_named {
-            return Err(AmqpError::access_refused(format_args!(
-                "queue name '{}' contains reserved prefix 'amq.*'",
-                d.name
-            )));
-        }
-        // As RabbitMQ: an existing queue is only compared with the declare; the arguments
-        // are validated for a new one.
-        if let Some(q) = self.queue(&d.name) {
-            self.check_exclusive(&q, conn)?;
-            self.assert_queue_equivalent(&q, d, conn)?;
-            q.touch();
-            return Ok((q, false));
-        }
-        let what = format!("queue '{}' in vhost '{}'", d.name, self.name);
-        let args = QueueArgs::parse(&d.arguments, &what, d.durable, d.exclusive, d.auto_delete)
-            .map_err(|text| AmqpError::precondition_failed(format_args!("{text}")))?;
-        let config = QueueConfig {
-            name: d.name.clone(),
-            vhost: self.name.clone(),
-            durable: d.durable,
-            auto_delete: d.auto_delete,
-            exclusive_owner: d.exclusive.then_some(conn),
-            arguments: d.arguments.clone(),
-        };
-        let mut created = false;
-        let q = self
-            .queues
-            .entry(d.name.clone())
-            .or_insert_with(|| {
-                created = true;
-                Queue::new(config, args, self.me.clone())
-            })
-            .clone();
-        if created {
-            // After the insert: a policy added meanwhile is either seen here or applied
-            // to this queue by `policy::apply_all`.
-            q.apply_policy(&self.policies);
-            self.changed.notify_one();
-            // A stream's messages are confirmed by the same writer: its definition must
-            // be on disk first too.
-            if q.is_stored() || q.is_stream() {
-                if let Some(log) = self.store.get() {
-                    log.definitions_changed();
-                }
-            }
-        } else {
-            self.check_exclusive(&q, conn)?;
-            self.assert_queue_equivalent(&q, d, conn)?;
-        }
-        Ok((q, created))
-    }
-
-    fn assert_queue_equivalent(&self, q: &Queue, d: &QueueDeclare, conn: u64) -> AmqpResult<()> {
-        let what = format!("queue '{}' in vhost '{}'", q.name(), self.name);
-        let c = &q.config;
-        if c.durable != d.durable {
-            return Err(inequivalent("durable", &what, tf(d.durable), tf(c.durable)));
-        }
-        if c.auto_delete != d.auto_delete {
-            return Err(inequivalent(
-                "auto_delete",
-                &what,
-                tf(d.auto_delete),
-                tf(c.auto_delete),
-            ));
-        }
-        let exclusive_now = c.exclusive_owner.is_some();
-        if exclusive_now != d.exclusive {
-            // RabbitMQ reports an exclusivity mismatch as a lock, not an inequivalence.
-            let _ = conn;
-            return Err(AmqpError::resource_locked(format_args!(
-                "cannot obtain exclusive access to locked queue '{}' in vhost '{}'. It could be originally declared on another connection or the exclusive property value does not match that of the original declaration.",
-                q.name(),
-                self.name
-            )));
-        }
-        assert_args_equivalent(
-            &what,
-            &classic_unmarked(&d.arguments),
-            &classic_unmarked(&c.arguments),
-            q.args.queue_type.arguments(),
-        )
-    }
-
-    /// Deletes a queue by name; returns the number of ready messages it held.
-    pub fn delete_queue(
-        &self,
-        name: &str,
-        if_unused: bool,
-        if_empty: bool,
-        conn: u64,
-    ) -> AmqpResult<u32> {
-        let Some(q) = self.queue(name) else {
-            // RabbitMQ answers delete-ok with 0 for a missing queue.
-            return Ok(0);
-        };
-        self.check_exclusive(&q, conn)?;
-        let (ready, _, consumers) = q.stats();
-        if if_unused && consumers > 0 {
-            return Err(AmqpError::precondition_failed(format_args!(
-                "queue '{name}' in vhost '{}' in use",
-                self.name
-            )));
-        }
-        if if_empty && ready > 0 {
-            return Err(AmqpError::precondition_failed(format_args!(
-                "queue '{name}' in vhost '{}' not empty",
-                self.name
-            )));
-        }
-        Ok(self.remove_queue(&q))
-    }
-
-    /// Removes a queue: unbinds it, tells its consumers, drops its messages.
-    pub fn remove_queue(&self, q: &Arc<Queue>) -> u32 {
-        if self
-            .queues
-            .remove_if(q.name(), |_, v| Arc::ptr_eq(v, q))
-            .is_none()
-        {
-            return 0;
-        }
-        self.changed.notify_one();
-        let (n, consumers) = q.delete();
-        self.remove_destination(&Dest::Queue(q.clone()));
-        for c in consumers {
-            let _ = c
-                .conn
-                .send(crate::connection::outbound::Outbound::ServerCancel {
-                    consumer: c.clone(),
-                });
-        }
-        n
-    }
-
-    /// Deletes the exclusive queues of a closing connection.
-    pub fn remove_exclusive_queues(&self, conn: u64) {
-        let owned: Vec<Arc<Queue>> = self
-            .queues
-            .iter()
-            .filter(|q| q.config.exclusive_owner == Some(conn))
-            .map(|q| q.clone())
-            .collect();
-        for q in owned {
-            self.remove_queue(&q);
-        }
-    }
-
     // ---------- bindings ----------
 
     pub fn bind_queue(
@@ -710,111 +535,4 @@ impl VHost {
         }
         DESTS.with(|d| *d.borrow_mut() = dests);
     }
-}
-
-/// The arguments without `x-queue-type: classic`: RabbitMQ treats that the same as no
-/// `x-queue-type` when comparing a redeclare.
-fn classic_unmarked(args: &FieldTable) -> std::borrow::Cow<'_, FieldTable> {
-    let classic = args
-        .inner()
-        .get("x-queue-type")
-        .is_some_and(|v| value_text(v) == "classic");
-    if !classic {
-        return std::borrow::Cow::Borrowed(args);
-    }
-    let mut t = FieldTable::default();
-    for (k, v) in args.inner() {
-        if k.as_str() != "x-queue-type" {
-            t.insert(k.clone(), v.clone());
-        }
-    }
-    std::borrow::Cow::Owned(t)
-}
-
-fn inequivalent(arg: &str, what: &str, received: &str, current: &str) -> AmqpError {
-    AmqpError::precondition_failed(format_args!(
-        "inequivalent arg '{arg}' for {what}: received '{received}' but current is '{current}'"
-    ))
-}
-
-pub(crate) fn value_text(v: &AMQPValue) -> String {
-    match v {
-        AMQPValue::Boolean(b) => tf(*b).to_string(),
-        AMQPValue::ShortShortInt(i) => i.to_string(),
-        AMQPValue::ShortShortUInt(i) => i.to_string(),
-        AMQPValue::ShortInt(i) => i.to_string(),
-        AMQPValue::ShortUInt(i) => i.to_string(),
-        AMQPValue::LongInt(i) => i.to_string(),
-        AMQPValue::LongUInt(i) => i.to_string(),
-        AMQPValue::LongLongInt(i) => i.to_string(),
-        AMQPValue::Float(f) => f.to_string(),
-        AMQPValue::Double(f) => f.to_string(),
-        AMQPValue::ShortString(s) => s.as_str().to_string(),
-        AMQPValue::LongString(s) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
-        AMQPValue::Timestamp(t) => t.to_string(),
-        other => format!("{other:?}"),
-    }
-}
-
-/// Integer-valued arguments compare by value whatever their width, as RabbitMQ does.
-fn args_value_eq(a: &AMQPValue, b: &AMQPValue) -> bool {
-    fn string(v: &AMQPValue) -> Option<&[u8]> {
-        match v {
-            AMQPValue::ShortString(s) => Some(s.as_str().as_bytes()),
-            AMQPValue::LongString(s) => Some(s.as_bytes()),
-            _ => None,
-        }
-    }
-    use crate::queue::args::int_value;
-    match (int_value(a), int_value(b)) {
-        (Some(x), Some(y)) => return x == y,
-        (None, None) => {}
-        _ => return false,
-    }
-    match (string(a), string(b)) {
-        (Some(x), Some(y)) => x == y,
-        _ => a == b,
-    }
-}
-
-fn assert_args_equivalent(
-    what: &str,
-    received: &FieldTable,
-    current: &FieldTable,
-    keys: &[&str],
-) -> AmqpResult<()> {
-    for key in keys {
-        let r = received.inner().get(*key);
-        let c = current.inner().get(*key);
-        let same = match (r, c) {
-            (None, None) => true,
-            (Some(a), Some(b)) => args_value_eq(a, b),
-            _ => false,
-        };
-        if !same {
-            // RabbitMQ quotes plain values when both sides have one, and spells out the
-            // type when one side is missing.
-            let (rt, ct) = match (r, c) {
-                (Some(r), Some(c)) => (
-                    format!("'{}'", value_text(r)),
-                    format!("'{}'", value_text(c)),
-                ),
-                _ => {
-                    let fmt = |v: Option<&AMQPValue>| match v {
-                        None => "none".to_string(),
-                        Some(v) => format!(
-                            "the value '{}' of type '{}'",
-                            value_text(v),
-                            crate::queue::args::type_name(v)
-                        ),
-                    };
-                    (fmt(r), fmt(c))
-                }
-            };
-            return Err(AmqpError::precondition_failed(format_args!(
-                "inequivalent arg '{key}' for {what}: received {rt} but current is {ct}"
-            )));
-        }
-    }
-    Ok(())
 }
