@@ -88,6 +88,31 @@ pub(crate) async fn declare_with(
     .await
 }
 
+/// queue.declare durable (not exclusive, not auto-delete) with `args`; the result unchecked.
+/// Quorum queues and streams must be declared so.
+pub(crate) async fn declare_durable(
+    ch: &Channel,
+    q: &str,
+    args: FieldTable,
+) -> Result<lapin::Queue, lapin::Error> {
+    ch.queue_declare(
+        q.into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        args,
+    )
+    .await
+}
+
+/// `x-queue-type: kind` plus `extra`.
+pub(crate) fn typed_args(kind: &str, extra: Vec<(&str, AMQPValue)>) -> FieldTable {
+    let mut t = table(extra);
+    t.insert("x-queue-type".into(), lstr(kind));
+    t
+}
+
 /// Exclusive queue.declare with arguments that must succeed.
 pub(crate) async fn declare_x(
     ch: &Channel,

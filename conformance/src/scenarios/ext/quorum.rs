@@ -120,26 +120,8 @@ pub fn scenarios() -> Vec<Scenario> {
     ]
 }
 
-fn qq_args(mut kv: Vec<(&str, AMQPValue)>) -> FieldTable {
-    kv.push(("x-queue-type", lstr("quorum")));
-    table(kv)
-}
-
-/// queue.declare durable, not exclusive, not auto-delete.
-async fn declare_durable(
-    ch: &Channel,
-    q: &str,
-    args: FieldTable,
-) -> Result<lapin::Queue, lapin::Error> {
-    ch.queue_declare(
-        q.into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        args,
-    )
-    .await
+fn qq_args(kv: Vec<(&str, AMQPValue)>) -> FieldTable {
+    typed_args("quorum", kv)
 }
 
 async fn declare_qq(ch: &Channel, q: &str, kv: Vec<(&str, AMQPValue)>) -> Result<(), Failure> {

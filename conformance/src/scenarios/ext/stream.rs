@@ -150,23 +150,14 @@ pub fn scenarios() -> Vec<Scenario> {
 
 /// `x-queue-type: stream` plus `extra`.
 fn stream_args(extra: Vec<(&str, AMQPValue)>) -> FieldTable {
-    let mut t = table(extra);
-    t.insert("x-queue-type".into(), lstr("stream"));
-    t
+    typed_args("stream", extra)
 }
 
 /// Declares a durable stream.
 async fn declare_stream(ch: &Channel, q: &str) -> Result<lapin::Queue, Failure> {
-    ch.queue_declare(
-        q.into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        stream_args(vec![]),
-    )
-    .await
-    .step(&format!("queue.declare {q} (stream)"))
+    declare_durable(ch, q, stream_args(vec![]))
+        .await
+        .step(&format!("queue.declare {q} (stream)"))
 }
 
 /// Deletes the stream on a fresh channel of `conn`.
@@ -275,15 +266,7 @@ async fn declare_stream_with(
     q: &str,
     extra: Vec<(&str, AMQPValue)>,
 ) -> Result<lapin::Queue, lapin::Error> {
-    ch.queue_declare(
-        q.into(),
-        QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        },
-        stream_args(extra),
-    )
-    .await
+    declare_durable(ch, q, stream_args(extra)).await
 }
 
 async fn declare_arguments(ctx: Ctx) -> Outcome {
