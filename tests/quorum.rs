@@ -181,3 +181,232 @@ async fn management_reports_the_queue_type() {
     assert_eq!(v["members"].as_array().map(|a| a.len()), Some(1));
     assert_eq!(v["leader"], v["node"]);
 }
+
+async fn publish_n(ch: &Channel, q: &str, n: usize) {
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    for i in 0..n {
+        ch.basic_publish(
+            "".into(),
+            q.into(),
+            BasicPublishOptions::default(),
+            format!("m{i}").as_bytes(),
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+}
+
+async fn open(uri: &str) -> (Connection, Channel) {
+    let conn = Connection::connect(uri, ConnectionProperties::default())
+        .await
+        .unwrap();
+    let ch = conn.create_channel().await.unwrap();
+    (conn, ch)
+}
+
+/// A no-ack consumer takes far more than its starting credit (the in-flight window of
+/// 2048): its credit is topped up as its connection writes, and every message arrives
+/// once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_no_ack_consumer_gets_a_backlog_larger_than_its_credit_in_order() {
+    let broker = common::start_broker().await;
+    let (_conn, ch) = open(&broker.uri()).await;
+    declare_qq(&ch, "big", &[]).await;
+    const N: usize = 6000;
+    publish_n(&ch, "big", N).await;
+    let mut c = ch
+        .basic_consume(
+            "big".into(),
+            "".into(),
+            BasicConsumeOptions {
+                no_ack: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    for i in 0..N {
+        let d = common::within(T, c.next()).await.unwrap().unwrap();
+        assert_eq!(d.data, format!("m{i}").as_bytes());
+    }
+    let q = broker.broker.vhost("/").unwrap().queue("big").unwrap();
+    assert_eq!(q.message_count(), 0);
+}
+
+/// Message TTL on a quorum queue dead-letters with reason `expired` (Celery's native
+/// delayed delivery is built on this).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_message_is_dead_lettered() {
+    let broker = common::start_broker().await;
+    let (_conn, ch) = open(&broker.uri()).await;
+    ch.queue_declare(
+        "after".into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    declare_qq(
+        &ch,
+        "delay",
+        &[
+            ("x-message-ttl", AMQPValue::LongInt(200)),
+            ("x-dead-letter-exchange", lstr("")),
+            ("x-dead-letter-routing-key", lstr("after")),
+        ],
+    )
+    .await;
+    publish_n(&ch, "delay", 3).await;
+    let mut c = ch
+        .basic_consume(
+            "after".into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    for i in 0..3 {
+        let d = common::within(T, c.next()).await.unwrap().unwrap();
+        assert_eq!(d.data, format!("m{i}").as_bytes());
+        let headers = d.properties.headers().clone().unwrap_or_default();
+        let death = headers.inner().get("x-first-death-reason").cloned();
+        assert_eq!(death, Some(lstr("expired")));
+        d.ack(BasicAckOptions::default()).await.unwrap();
+    }
+}
+
+/// x-max-length with drop-head keeps the newest messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_length_drops_the_head() {
+    let broker = common::start_broker().await;
+    let (_conn, ch) = open(&broker.uri()).await;
+    declare_qq(&ch, "short", &[("x-max-length", AMQPValue::LongInt(2))]).await;
+    publish_n(&ch, "short", 5).await;
+    for want in ["m3", "m4"] {
+        let m = ch
+            .basic_get("short".into(), BasicGetOptions { no_ack: true })
+            .await
+            .unwrap()
+            .expect("a message");
+        assert_eq!(m.delivery.data, want.as_bytes());
+    }
+    assert!(ch
+        .basic_get("short".into(), BasicGetOptions { no_ack: true })
+        .await
+        .unwrap()
+        .is_none());
+}
+
+/// Single active consumer: the second consumer gets nothing until the first cancels,
+/// then gets what the first had not acknowledged, first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_active_consumer_hands_over_on_cancel() {
+    let broker = common::start_broker().await;
+    let (_c1, ch1) = open(&broker.uri()).await;
+    let (_c2, ch2) = open(&broker.uri()).await;
+    declare_qq(
+        &ch1,
+        "sac",
+        &[("x-single-active-consumer", AMQPValue::Boolean(true))],
+    )
+    .await;
+    let mut first = ch1
+        .basic_consume(
+            "sac".into(),
+            "first".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let mut second = ch2
+        .basic_consume(
+            "sac".into(),
+            "second".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    publish_n(&ch1, "sac", 2).await;
+    let a = common::within(T, first.next()).await.unwrap().unwrap();
+    let b = common::within(T, first.next()).await.unwrap().unwrap();
+    assert_eq!((&a.data[..], &b.data[..]), (&b"m0"[..], &b"m1"[..]));
+    a.ack(BasicAckOptions::default()).await.unwrap();
+    // Closing the channel cancels `first`; m1 (unacked) goes to `second`, redelivered.
+    ch1.close(200, "bye".into()).await.unwrap();
+    let d = common::within(T, second.next()).await.unwrap().unwrap();
+    assert_eq!(d.data, b"m1");
+    assert!(d.redelivered);
+}
+
+/// The delivery count survives a restart (kill -9): each return is in the message log.
+#[test]
+fn the_delivery_count_survives_kill_9() {
+    let dir = common::temp_data_dir();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let w = common::spawn_warren(&dir, &[]);
+    rt.block_on(async {
+        let (_conn, ch) = open(&w.uri).await;
+        declare_qq(&ch, "counted", &[]).await;
+        publish_n(&ch, "counted", 1).await;
+        for _ in 0..2 {
+            let m = ch
+                .basic_get("counted".into(), BasicGetOptions { no_ack: false })
+                .await
+                .unwrap()
+                .expect("a message");
+            m.delivery
+                .nack(BasicNackOptions {
+                    requeue: true,
+                    ..Default::default()
+                })
+                .await
+                .unwrap();
+        }
+        // The returns are in the message log ahead of a later confirmed publish, so once
+        // that is confirmed they are on disk too.
+        ch.basic_publish(
+            "".into(),
+            "counted".into(),
+            BasicPublishOptions::default(),
+            b"barrier",
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    });
+    drop(w); // SIGKILL
+    let w = common::spawn_warren(&dir, &[]);
+    rt.block_on(async {
+        let (_conn, ch) = open(&w.uri).await;
+        let m = common::within(T, async {
+            loop {
+                if let Some(m) = ch
+                    .basic_get("counted".into(), BasicGetOptions { no_ack: true })
+                    .await
+                    .unwrap()
+                {
+                    return m;
+                }
+                tokio::task::yield_now().await;
+            }
+        })
+        .await;
+        assert!(m.delivery.redelivered);
+        let headers = m.delivery.properties.headers().clone().unwrap_or_default();
+        assert_eq!(
+            headers.inner().get("x-delivery-count"),
+            Some(&AMQPValue::LongLongInt(2))
+        );
+    });
+}

@@ -509,11 +509,16 @@ impl Channel {
                 // Runs of the same queue, with the message-log ids of stored messages.
                 let mut run: Option<(Arc<Queue>, u64, Vec<u64>)> = None;
                 for u in list {
-                    let id = u.msg.msg.persist_id;
+                    // A quorum queue settles by its own message ids.
+                    let id = if u.queue.is_quorum() {
+                        u.msg.seq
+                    } else {
+                        u.msg.msg.persist_id
+                    };
                     match &mut run {
                         Some((q, n, ids)) if Arc::ptr_eq(q, &u.queue) => {
                             *n += 1;
-                            if id != 0 && q.is_stored() {
+                            if id != 0 && (q.is_stored() || q.is_quorum()) {
                                 ids.push(id);
                             }
                         }
@@ -521,7 +526,7 @@ impl Channel {
                             if let Some((q, n, ids)) = run.take() {
                                 q.acked(n, ids);
                             }
-                            let ids = if id != 0 && u.queue.is_stored() {
+                            let ids = if id != 0 && (u.queue.is_stored() || u.queue.is_quorum()) {
                                 vec![id]
                             } else {
                                 Vec::new()

@@ -418,7 +418,8 @@ impl Channel {
                 .content(self.id, &m.delivery_properties(), &msg.body, cx.frame_max);
             if consumer.no_ack {
                 // Auto-ack: delivered is done.
-                if msg.persist_id != 0 {
+                // (A quorum queue forgot it when it decided the delivery.)
+                if msg.persist_id != 0 && !queue.is_quorum() {
                     forget.push(m);
                 }
             } else {

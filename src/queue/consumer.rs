@@ -54,6 +54,8 @@ impl ChannelShared {
 /// A consumer (basic.consume) as shared between its queue and its connection.
 #[derive(Debug)]
 pub struct Consumer {
+    /// Unique in this broker's run (a quorum queue's key for the consumer).
+    pub id: u64,
     pub tag: ShortStr,
     pub no_ack: bool,
     pub exclusive: bool,
@@ -84,7 +86,9 @@ impl Consumer {
             .get("x-priority")
             .and_then(super::args::int_value)
             .unwrap_or(0);
+        static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         Consumer {
+            id: NEXT_ID.fetch_add(1, SeqCst),
             tag,
             no_ack,
             exclusive,
@@ -132,6 +136,16 @@ impl Consumer {
             return true;
         }
         false
+    }
+
+    /// Counts `n` deliveries a quorum queue decided on (its state machine keeps the
+    /// consumer's credit; this keeps the channel's own accounting in step).
+    pub(crate) fn reserved_n(&self, n: u32) {
+        self.inflight.fetch_add(n, SeqCst);
+        if !self.no_ack {
+            self.unacked.fetch_add(n, SeqCst);
+            self.channel.unacked.fetch_add(n, SeqCst);
+        }
     }
 
     /// Undoes a reservation whose delivery could not be sent.

@@ -114,10 +114,10 @@ struct State {
     /// When the timer task will next wake by itself; a publish wakes it earlier only when
     /// its message expires sooner (so a TTL queue does not cost a wake-up per publish).
     timer_deadline: Option<Instant>,
-    /// At-least-once dead letters that reached no queue yet, with why they died.
-    dlx_waiting: Vec<(QueuedMessage, Reason)>,
-    /// When they are tried again.
+    /// When a quorum queue's held at-least-once dead letters are tried again.
     dlx_retry_at: Option<Instant>,
+    /// A quorum queue's state machine (its messages live there, not in `ready`).
+    quorum: Option<quorum::QuorumState>,
 }
 
 impl State {
@@ -218,8 +218,8 @@ impl Queue {
             timer_running: false,
             dispatch_pending: false,
             timer_deadline: None,
-            dlx_waiting: Vec::new(),
             dlx_retry_at: None,
+            quorum: (args.queue_type == QueueType::Quorum).then(|| quorum::QuorumState::new(&args)),
         };
         let stream = stream::settings_from_args(&args).map(|settings| {
             let dir = vhost
@@ -282,14 +282,15 @@ impl Queue {
 
     /// A message read back from the message log at start.
     pub fn restore(self: &Arc<Self>, r: Recovered) {
+        if self.is_quorum() {
+            return self.q_restore(r);
+        }
         let mut st = self.state.lock();
         let now = Instant::now();
         let age = crate::store::log::now_ms().saturating_sub(r.at_ms);
         let expires_at = expiry_for(st.eff.message_ttl, &r.msg, now)
             .map(|t| t.checked_sub(Duration::from_millis(age)).unwrap_or(now));
-        // The log keeps a quorum queue's redelivered mark, not its count: at least one.
-        let count = u32::from(r.redelivered && self.is_quorum());
-        st.append_counted(r.msg, r.redelivered, expires_at, count);
+        st.append(r.msg, r.redelivered, expires_at);
         if expires_at.is_some() {
             self.ensure_timer(&mut st);
             self.timer.notify_one();
@@ -312,7 +313,11 @@ impl Queue {
         if let Some(s) = self.stream() {
             return s.message_count().min(u32::MAX as u64) as u32;
         }
-        self.state.lock().ready.len() as u32
+        let st = self.state.lock();
+        match &st.quorum {
+            Some(q) => q.fifo.ready_len() as u32,
+            None => st.ready.len() as u32,
+        }
     }
 
     /// The stream's log, when this queue is a stream.
@@ -358,6 +363,9 @@ impl Queue {
                 st.consumers.len(),
             );
         }
+        if let Some(q) = &st.quorum {
+            return (q.fifo.ready_len(), q.fifo.ready_bytes(), st.consumers.len());
+        }
         (st.ready.len(), st.ready.bytes(), st.consumers.len())
     }
 
@@ -371,6 +379,9 @@ impl Queue {
         if self.is_stream() {
             self.stream_append(&msg);
             return PublishOutcome::Enqueued;
+        }
+        if self.is_quorum() {
+            return self.q_publish(msg);
         }
         if self.is_deleted() {
             if msg.persist_id != 0 {
@@ -453,7 +464,7 @@ impl Queue {
     /// (a length limit, a TTL) or is deleted; the caller then uses `publish`. `Some(true)`
     /// asks the caller to dispatch later; `Some(false)` means another publisher will.
     pub fn push_deferred(&self, msg: &Arc<Message>) -> Option<bool> {
-        if msg.expiration.is_some() || self.is_stream() {
+        if msg.expiration.is_some() || self.is_stream() || self.is_quorum() {
             return None;
         }
         let mut st = self.state.lock();
@@ -473,6 +484,9 @@ impl Queue {
         if let Some(s) = self.stream() {
             s.wake_readers();
             return;
+        }
+        if self.is_quorum() {
+            return self.q_dispatch();
         }
         let mut dead = Vec::new();
         {
@@ -612,6 +626,9 @@ impl Queue {
             stream::reader::spawn(self.clone(), s.clone(), consumer);
             return Ok(());
         }
+        if self.is_quorum() {
+            return self.q_consume(consumer);
+        }
         let mut dead = Vec::new();
         {
             let mut st = self.state.lock();
@@ -642,6 +659,9 @@ impl Queue {
     /// With `dispatch` false the caller dispatches later (a closing channel first gives its
     /// unacked messages back, so the next single active consumer sees them in order).
     pub fn cancel(self: &Arc<Self>, consumer: &Arc<Consumer>, dispatch: bool) -> bool {
+        if self.is_quorum() {
+            return self.q_cancel(consumer, dispatch);
+        }
         let mut dead = Vec::new();
         let auto_delete = {
             let mut st = self.state.lock();
@@ -675,6 +695,9 @@ impl Queue {
         if self.is_stream() {
             return None;
         }
+        if self.is_quorum() {
+            return self.q_get(no_ack);
+        }
         let mut dead = Vec::new();
         let r = {
             let mut st = self.state.lock();
@@ -705,7 +728,11 @@ impl Queue {
     }
 
     /// Acknowledged deliveries: forget them (`ids`: their message-log ids, if stored).
-    pub fn acked(&self, n: u64, ids: Vec<u64>) {
+    /// For a quorum queue, `ids` are the messages' ids in the queue (`QueuedMessage::seq`).
+    pub fn acked(self: &Arc<Self>, n: u64, ids: Vec<u64>) {
+        if self.is_quorum() {
+            return self.q_acked(n, ids);
+        }
         self.unacked.fetch_sub(n, SeqCst);
         self.forget_ids(ids);
         Counters::bump(&self.counters.ack, n);
@@ -713,6 +740,9 @@ impl Queue {
 
     /// Rejected deliveries (requeue=false): dead-letter them.
     pub fn rejected(self: &Arc<Self>, msgs: Vec<QueuedMessage>) {
+        if self.is_quorum() {
+            return self.q_rejected(msgs);
+        }
         self.unacked.fetch_sub(msgs.len() as u64, SeqCst);
         if self.is_stream() {
             // A stream settles by giving credit back; nothing is removed or dead-lettered.
@@ -733,16 +763,16 @@ impl Queue {
             s.wake_readers();
             return;
         }
+        if self.is_quorum() {
+            return self.q_requeue(msgs.into_iter().collect());
+        }
         let mut dead = Vec::new();
         let mut dropped = Vec::new();
-        let mut poisoned = Vec::new();
         {
             let mut st = self.state.lock();
             let mut n = 0;
             let mut gone = Vec::new();
             let mut marked = Vec::new();
-            let quorum = self.is_quorum();
-            let limit = st.eff.delivery_limit;
             for mut m in msgs {
                 n += 1;
                 if self.is_deleted() {
@@ -752,25 +782,10 @@ impl Queue {
                     continue;
                 }
                 m.redelivered = true;
-                let to = if quorum {
-                    quorum::on_return(&mut m, limit)
-                } else {
-                    quorum::Return::InPlace
-                };
-                if to == quorum::Return::Poisoned {
-                    poisoned.push(m);
-                    continue;
-                }
                 if m.msg.persist_id != 0 {
                     marked.push(m.msg.persist_id);
                 }
-                if to == quorum::Return::ToBack {
-                    m.seq = st.next_seq;
-                    st.next_seq += 1;
-                    st.ready.push_back(m);
-                } else {
-                    st.ready.insert_by_seq(m);
-                }
+                st.ready.insert_by_seq(m);
             }
             if let Some((log, key)) = self.log() {
                 log.remove(key, gone);
@@ -792,12 +807,14 @@ impl Queue {
         }
         self.dead_letter(dead, Reason::Expired);
         self.dead_letter(dropped, Reason::Maxlen);
-        self.dead_letter(poisoned, Reason::DeliveryLimit);
     }
 
     /// A delivery that never reached its consumer (its channel closed first): back to the
     /// queue as it was, without the redelivered mark.
     pub fn return_undelivered(self: &Arc<Self>, m: QueuedMessage, counted_unacked: bool) {
+        if self.is_quorum() {
+            return self.q_return_undelivered(m, counted_unacked);
+        }
         if self.is_stream() {
             if counted_unacked {
                 self.unacked.fetch_sub(1, SeqCst);
@@ -821,13 +838,26 @@ impl Queue {
     }
 
     /// Drops every ready message; returns how many.
-    pub fn purge(&self) -> u32 {
+    pub fn purge(self: &Arc<Self>) -> u32 {
         if self.is_stream() {
             return 0;
+        }
+        if self.is_quorum() {
+            return self.q_purge();
         }
         let (n, ids) = self.state.lock().ready.clear();
         self.forget_ids(ids);
         n as u32
+    }
+
+    /// Dead-letters (or drops, without a dead-letter exchange) messages that died for
+    /// `reason`. Never called with the queue's lock held.
+    pub(crate) fn dead_letter(self: &Arc<Self>, msgs: Vec<QueuedMessage>, reason: Reason) {
+        if msgs.is_empty() {
+            return;
+        }
+        deadletter::dead_letter(self, &self.vhost, &msgs, reason);
+        self.forget(&msgs);
     }
 
     fn forget_ids(&self, ids: Vec<u64>) {
@@ -838,6 +868,7 @@ impl Queue {
 
     /// Ready messages whose bytes are in the page file.
     pub fn paged_count(&self) -> usize {
+        // A quorum queue keeps its messages in its state machine, in memory.
         self.state.lock().ready.paged()
     }
 
@@ -851,13 +882,15 @@ impl Queue {
             s.delete();
             return (n, std::mem::take(&mut st.consumers));
         }
-        let (n, mut ids) = st.ready.clear();
-        let held = std::mem::take(&mut st.dlx_waiting);
-        ids.extend(
-            held.iter()
-                .map(|(m, _)| m.msg.persist_id)
-                .filter(|id| *id != 0),
-        );
+        if let Some(q) = st.quorum.as_mut() {
+            let n = q.fifo.ready_len() as u32;
+            let all = q.fifo.drain_all();
+            let ids = all.iter().map(|m| m.persist_id).filter(|id| *id != 0);
+            self.forget_ids(ids.collect());
+            self.timer.notify_one();
+            return (n, std::mem::take(&mut st.consumers));
+        }
+        let (n, ids) = st.ready.clear();
         self.forget_ids(ids);
         self.timer.notify_one();
         (n as u32, std::mem::take(&mut st.consumers))

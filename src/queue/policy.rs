@@ -39,6 +39,14 @@ impl Queue {
                 st.last_used = Instant::now();
                 self.ensure_timer(&mut st);
             }
+            if st.quorum.is_some() {
+                let mut after = Default::default();
+                self.q_apply_config(&mut st, &mut after);
+                self.timer.notify_one();
+                drop(st);
+                self.q_finish(after);
+                return;
+            }
             self.timer.notify_one();
             while st.eff.overflow == Overflow::DropHead && Self::over_limit(&st) {
                 match st.ready.pop_front() {

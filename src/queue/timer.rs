@@ -3,7 +3,7 @@
 
 use super::deadletter::Reason;
 use super::Queue;
-use super::{QueuedMessage, State};
+use super::State;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -44,19 +44,15 @@ impl Queue {
     fn on_timer(self: &Arc<Self>) -> Option<Instant> {
         let now = Instant::now();
         let mut dead = Vec::new();
-        let mut retry = Vec::new();
+        let quorum_next = if self.is_quorum() {
+            self.q_on_timer(now)
+        } else {
+            None
+        };
         let (next, expire_queue) = {
             let mut st = self.state.lock();
             st.ready.pop_expired(now, &mut dead);
-            let mut next = st.ready.next_expiry();
-            match st.dlx_retry_at {
-                Some(t) if t <= now => {
-                    st.dlx_retry_at = None;
-                    retry = std::mem::take(&mut st.dlx_waiting);
-                }
-                Some(t) => next = Some(next.map_or(t, |n| n.min(t))),
-                None => {}
-            }
+            let mut next = st.ready.next_expiry().into_iter().chain(quorum_next).min();
             let mut expire_queue = false;
             if let Some(ms) = st.eff.expires {
                 if st.consumers.is_empty() {
@@ -72,23 +68,6 @@ impl Queue {
             (next, expire_queue)
         };
         self.dead_letter(dead, Reason::Expired);
-        for reason in [
-            Reason::Rejected,
-            Reason::Expired,
-            Reason::Maxlen,
-            Reason::DeliveryLimit,
-        ] {
-            let again: Vec<QueuedMessage> = retry
-                .iter()
-                .filter(|(_, r)| *r == reason)
-                .map(|(m, _)| m.clone())
-                .collect();
-            self.dead_letter(again, reason);
-        }
-        let next = match self.state.lock().dlx_retry_at {
-            Some(t) => Some(next.map_or(t, |n: Instant| n.min(t))),
-            None => next,
-        };
         if expire_queue {
             if let Some(v) = self.vhost.upgrade() {
                 tracing::debug!(queue = %self.name(), "queue expired (x-expires)");

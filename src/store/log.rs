@@ -100,6 +100,8 @@ pub struct RecoveryReport {
 pub struct Recovered {
     pub msg: Arc<Message>,
     pub redelivered: bool,
+    /// How many times it was requeued after a delivery (a quorum queue's delivery count).
+    pub returns: u32,
     /// When it was published (milliseconds since the Unix epoch), for TTLs.
     pub at_ms: u64,
 }
@@ -173,7 +175,8 @@ impl MessageLog {
         };
         // Pass 1: what was removed or marked redelivered, per queue.
         let mut removed: HashMap<Arc<str>, HashSet<u64>> = HashMap::new();
-        let mut marked: HashMap<Arc<str>, HashSet<u64>> = HashMap::new();
+        // How often each message was marked: a quorum queue's delivery count.
+        let mut marked: HashMap<Arc<str>, HashMap<u64, u32>> = HashMap::new();
         for (_, path) in &segs {
             let data = Bytes::from(std::fs::read(path)?);
             let mut at = 0usize;
@@ -185,7 +188,10 @@ impl MessageLog {
                                 removed.entry(queue).or_default().extend(ids)
                             }
                             Record::Redelivered { queue, ids } => {
-                                marked.entry(queue).or_default().extend(ids)
+                                let counts = marked.entry(queue).or_default();
+                                for id in ids {
+                                    *counts.entry(id).or_default() += 1;
+                                }
                             }
                             Record::Publish { .. } => {}
                         }
@@ -245,11 +251,15 @@ impl MessageLog {
                     if removed.get(&q).is_some_and(|s| s.contains(&id)) {
                         continue;
                     }
-                    let redelivered =
-                        report.after_crash || marked.get(&q).is_some_and(|s| s.contains(&id));
+                    let returns = marked
+                        .get(&q)
+                        .and_then(|s| s.get(&id))
+                        .copied()
+                        .unwrap_or(0);
                     let r = Recovered {
                         msg: msg.clone(),
-                        redelivered,
+                        redelivered: report.after_crash || returns > 0,
+                        returns,
                         at_ms,
                     };
                     if deliver(&q, r) {

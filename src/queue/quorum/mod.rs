@@ -1,0 +1,527 @@
+//! Quorum queues: the queue's state is the [`fifo`] state machine, changed only by
+//! commands; this module is the driver that turns what channels ask of the queue into
+//! commands, applies them under the queue's lock, and carries out the effects (deliveries
+//! to consumers' connections, dead letters, forgetting stored messages).
+//!
+//! # Durability on one node
+//!
+//! Every quorum-queue message is stored in the broker's message log before it is
+//! confirmed, whatever its delivery mode, and the log shares one group commit with every
+//! other queue. What the log keeps of a quorum queue is the compacted form of its command
+//! history: each live message's enqueue (in order) with its delivery marks; settled,
+//! discarded and purged messages are removed. Replaying that as `Enqueue` commands at start
+//! rebuilds the state (consumers do not survive a restart, so what they had checked out
+//! comes back ready). A cluster replicates the commands themselves through Raft and applies
+//! them to the same machine on every member.
+//!
+//! # Time
+//!
+//! Commands are applied at the wall-clock time of the node that applies them
+//! (milliseconds since the Unix epoch), as `rabbit_fifo` takes it from the Raft entry.
+
+pub mod fifo;
+
+use super::consumer::{Consumer, INFLIGHT_WINDOW};
+use super::deadletter::{self, Reason};
+use super::{ConsumeRefused, PublishOutcome, Queue, QueuedMessage, State, DLX_RETRY};
+use crate::connection::outbound::Outbound;
+use crate::message::Message;
+use crate::stats::Counters;
+use crate::store::log::{now_ms, Recovered};
+use fifo::{Command, ConsumerKey, ConsumerSpec, Effect, Entry, Fifo, FifoMsg, MsgId, Reply};
+use std::collections::HashMap;
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+impl FifoMsg for Arc<Message> {
+    fn size(&self) -> usize {
+        Message::size(self)
+    }
+    fn expiration_ms(&self) -> Option<u64> {
+        self.expiration
+    }
+}
+
+/// A quorum queue's state machine and the consumers its keys stand for.
+#[derive(Debug)]
+pub(crate) struct QuorumState {
+    pub(crate) fifo: Fifo<Arc<Message>>,
+    consumers: HashMap<ConsumerKey, Arc<Consumer>>,
+}
+
+impl QuorumState {
+    pub(crate) fn new(eff: &super::args::QueueArgs) -> Self {
+        QuorumState {
+            fifo: Fifo::new(config_of(eff)),
+            consumers: HashMap::new(),
+        }
+    }
+}
+
+/// The state machine's settings from the queue's effective arguments.
+fn config_of(eff: &super::args::QueueArgs) -> fifo::Config {
+    fifo::Config {
+        delivery_limit: eff.delivery_limit,
+        max_length: eff.max_length,
+        max_length_bytes: eff.max_length_bytes,
+        overflow: eff.overflow,
+        message_ttl: eff.message_ttl,
+        single_active_consumer: eff.single_active_consumer,
+        at_least_once: eff.at_least_once(),
+    }
+}
+
+/// A quorum queue's entry: a stored message.
+type QEntry = Entry<Arc<Message>>;
+
+/// What must be done once the queue's lock is released: dead-lettering publishes to other
+/// queues (maybe this one), and a consumer whose connection is gone is removed.
+#[derive(Debug, Default)]
+pub(crate) struct After {
+    dead: Vec<(Reason, Vec<QEntry>, bool)>,
+    gone: Vec<(Arc<Consumer>, Vec<MsgId>)>,
+}
+
+impl After {
+    fn is_empty(&self) -> bool {
+        self.dead.is_empty() && self.gone.is_empty()
+    }
+}
+
+fn to_queued(e: Entry<Arc<Message>>) -> QueuedMessage {
+    QueuedMessage {
+        seq: e.id,
+        msg: e.msg,
+        redelivered: e.redelivered,
+        expires_at: None,
+        delivery_count: e.delivery_count,
+    }
+}
+
+impl Queue {
+    /// Applies a command to the quorum queue's state machine under the held lock and
+    /// carries out the effects that need no other lock; the rest is left in `after`.
+    fn q_apply(
+        self: &Arc<Self>,
+        st: &mut State,
+        cmd: Command<Arc<Message>>,
+        after: &mut After,
+    ) -> Reply<Arc<Message>> {
+        let Some(q) = st.quorum.as_mut() else {
+            return Reply::Ok;
+        };
+        let mut fx = Vec::new();
+        let reply = q.fifo.apply(now_ms(), cmd, &mut fx);
+        for effect in fx {
+            match effect {
+                Effect::Deliver { key, msgs } => self.q_deliver(q, key, msgs, after),
+                Effect::Release { msgs } => {
+                    let ids: Vec<u64> = msgs
+                        .iter()
+                        .map(|m| m.persist_id)
+                        .filter(|id| *id != 0)
+                        .collect();
+                    self.forget_ids(ids);
+                }
+                Effect::DeadLetter { reason, msgs, held } => after.dead.push((reason, msgs, held)),
+            }
+        }
+        self.q_arm_timer(st);
+        reply
+    }
+
+    /// Sends a consumer its deliveries; a consumer whose connection is gone gets them
+    /// taken back (after the lock is released).
+    fn q_deliver(
+        self: &Arc<Self>,
+        q: &mut QuorumState,
+        key: ConsumerKey,
+        msgs: Vec<Entry<Arc<Message>>>,
+        after: &mut After,
+    ) {
+        let Some(c) = q.consumers.get(&key).cloned() else {
+            // Not ours (cannot happen: keys are registered with their consumer).
+            return;
+        };
+        let n = msgs.len() as u32;
+        c.reserved_n(n);
+        if c.no_ack {
+            Counters::bump(&self.counters.deliver_no_ack, n as u64);
+            if q.fifo.out_of_credit(key) {
+                // Its connection asks for more once it has written these.
+                c.blocked.store(true, SeqCst);
+            }
+        } else {
+            self.unacked.fetch_add(n as u64, SeqCst);
+            Counters::bump(&self.counters.deliver, n as u64);
+        }
+        let redelivered = msgs.iter().filter(|m| m.redelivered).count();
+        Counters::bump(&self.counters.redeliver, redelivered as u64);
+        let out = Outbound::Deliver {
+            consumer: c.clone(),
+            queue: self.clone(),
+            msgs: msgs.into_iter().map(to_queued).collect(),
+        };
+        if let Err(returned) = c.conn.send(out) {
+            if let Outbound::Deliver { msgs, .. } = returned.0 {
+                for _ in &msgs {
+                    c.unreserve();
+                }
+                if !c.no_ack {
+                    self.unacked.fetch_sub(msgs.len() as u64, SeqCst);
+                }
+                after
+                    .gone
+                    .push((c, msgs.into_iter().map(|m| m.seq).collect()));
+            }
+        }
+    }
+
+    /// Arms the timer for the head's expiry.
+    fn q_arm_timer(self: &Arc<Self>, st: &mut State) {
+        let Some(at) = st.quorum.as_ref().and_then(|q| q.fifo.next_expiry()) else {
+            return;
+        };
+        let t = Instant::now() + Duration::from_millis(at.saturating_sub(now_ms()));
+        if st.timer_deadline.is_none_or(|d| t < d) {
+            st.timer_deadline = Some(t);
+            self.ensure_timer(st);
+            self.timer.notify_one();
+        }
+    }
+
+    /// Runs a command and everything it leads to.
+    fn q_run(self: &Arc<Self>, cmd: Command<Arc<Message>>) -> Reply<Arc<Message>> {
+        let mut after = After::default();
+        let reply = {
+            let mut st = self.state.lock();
+            self.q_apply(&mut st, cmd, &mut after)
+        };
+        self.q_after(after);
+        reply
+    }
+
+    /// Carries out what had to wait for the lock's release.
+    fn q_after(self: &Arc<Self>, mut after: After) {
+        while !after.is_empty() {
+            let mut next = After::default();
+            for (c, ids) in std::mem::take(&mut after.gone) {
+                let mut st = self.state.lock();
+                st.consumers.retain(|o| !Arc::ptr_eq(o, &c));
+                if let Some(q) = st.quorum.as_mut() {
+                    q.consumers.remove(&c.id);
+                }
+                let cancel = Command::Cancel {
+                    key: c.id,
+                    dispatch: false,
+                };
+                self.q_apply(&mut st, cancel, &mut next);
+                self.q_apply(
+                    &mut st,
+                    Command::Return {
+                        ids,
+                        counted: false,
+                    },
+                    &mut next,
+                );
+            }
+            for (reason, msgs, held) in std::mem::take(&mut after.dead) {
+                self.q_dead_letter(reason, msgs, held, &mut next);
+            }
+            after = next;
+        }
+    }
+
+    /// Republishes dead letters. Held (at-least-once) ones leave the queue only once a
+    /// target queue has them; the rest are tried again every [`DLX_RETRY`].
+    fn q_dead_letter(
+        self: &Arc<Self>,
+        reason: Reason,
+        msgs: Vec<Entry<Arc<Message>>>,
+        held: bool,
+        after: &mut After,
+    ) {
+        let msgs: Vec<QueuedMessage> = msgs.into_iter().map(to_queued).collect();
+        let unrouted = deadletter::dead_letter(self, &self.vhost, &msgs, reason);
+        if !held || self.is_deleted() {
+            let ids = msgs.iter().map(|m| m.msg.persist_id).filter(|id| *id != 0);
+            self.forget_ids(ids.collect());
+            return;
+        }
+        let routed: Vec<MsgId> = msgs
+            .iter()
+            .zip(&unrouted)
+            .filter(|(_, u)| !**u)
+            .map(|(m, _)| m.seq)
+            .collect();
+        let mut st = self.state.lock();
+        if !routed.is_empty() {
+            self.q_apply(&mut st, Command::DlxSettle { ids: routed }, after);
+        }
+        if unrouted.iter().any(|u| *u) && st.dlx_retry_at.is_none() {
+            let due = Instant::now() + DLX_RETRY;
+            st.dlx_retry_at = Some(due);
+            if st.timer_deadline.is_none_or(|d| due < d) {
+                st.timer_deadline = Some(due);
+            }
+            self.ensure_timer(&mut st);
+            self.timer.notify_one();
+        }
+    }
+
+    /// The timer fired: expire due head messages, retry held dead letters when due.
+    /// Returns the next deadline.
+    pub(super) fn q_on_timer(self: &Arc<Self>, now: Instant) -> Option<Instant> {
+        let mut after = After::default();
+        let next = {
+            let mut st = self.state.lock();
+            st.timer_deadline = None;
+            self.q_apply(&mut st, Command::Tick, &mut after);
+            if st.dlx_retry_at.is_some_and(|t| t <= now) {
+                st.dlx_retry_at = None;
+                self.q_apply(&mut st, Command::DlxRetry, &mut after);
+            }
+            let expiry = st.quorum.as_ref().and_then(|q| q.fifo.next_expiry());
+            let next = expiry
+                .map(|at| now + Duration::from_millis(at.saturating_sub(now_ms())))
+                .into_iter()
+                .chain(st.dlx_retry_at)
+                .min();
+            st.timer_deadline = next;
+            next
+        };
+        self.q_after(after);
+        // Dead-lettering may have set a retry.
+        let retry = self.state.lock().dlx_retry_at;
+        next.into_iter().chain(retry).min()
+    }
+
+    /// A message read back from the message log at start.
+    pub(super) fn q_restore(self: &Arc<Self>, r: Recovered) {
+        // The log holds one redelivered mark per return: the delivery count.
+        self.q_run(Command::Enqueue {
+            msg: r.msg,
+            enqueued_at: r.at_ms,
+            redelivered: r.redelivered,
+            delivery_count: r.returns,
+        });
+    }
+
+    pub(super) fn q_publish(self: &Arc<Self>, msg: Arc<Message>) -> PublishOutcome {
+        if self.is_deleted() {
+            if msg.persist_id != 0 {
+                self.forget_ids(vec![msg.persist_id]);
+            }
+            return PublishOutcome::Enqueued;
+        }
+        let id = msg.persist_id;
+        let reply = self.q_run(Command::Enqueue {
+            msg,
+            enqueued_at: now_ms(),
+            redelivered: false,
+            delivery_count: 0,
+        });
+        if matches!(reply, Reply::Rejected) {
+            if id != 0 {
+                self.forget_ids(vec![id]);
+            }
+            return PublishOutcome::Rejected;
+        }
+        Counters::bump(&self.counters.publish, 1);
+        PublishOutcome::Enqueued
+    }
+
+    /// A no-ack consumer wrote what it had: top its credit up.
+    pub(super) fn q_dispatch(self: &Arc<Self>) {
+        let mut after = After::default();
+        {
+            let mut st = self.state.lock();
+            let want: Vec<(ConsumerKey, u32)> = st
+                .quorum
+                .as_ref()
+                .map(|q| {
+                    q.consumers
+                        .values()
+                        .filter(|c| c.no_ack && q.fifo.out_of_credit(c.id))
+                        .map(|c| {
+                            (
+                                c.id,
+                                INFLIGHT_WINDOW.saturating_sub(c.inflight.load(SeqCst)),
+                            )
+                        })
+                        .filter(|(_, n)| *n > 0)
+                        .collect()
+                })
+                .unwrap_or_default();
+            for (key, credit) in want {
+                self.q_apply(&mut st, Command::Credit { key, credit }, &mut after);
+            }
+        }
+        self.q_after(after);
+    }
+
+    pub(super) fn q_consume(
+        self: &Arc<Self>,
+        consumer: Arc<Consumer>,
+    ) -> Result<(), ConsumeRefused> {
+        let mut after = After::default();
+        {
+            let mut st = self.state.lock();
+            if st.consumers.iter().any(|c| c.exclusive)
+                || (consumer.exclusive && !st.consumers.is_empty())
+            {
+                return Err(ConsumeRefused::ExclusiveUse);
+            }
+            let at = if self.args.single_active_consumer {
+                st.consumers.len()
+            } else {
+                st.consumers
+                    .iter()
+                    .position(|c| c.priority < consumer.priority)
+                    .unwrap_or(st.consumers.len())
+            };
+            st.consumers.insert(at, consumer.clone());
+            st.had_consumer = true;
+            st.last_used = Instant::now();
+            let spec = ConsumerSpec {
+                priority: consumer.priority,
+                prefetch: if consumer.no_ack {
+                    INFLIGHT_WINDOW
+                } else {
+                    consumer.prefetch
+                },
+                no_ack: consumer.no_ack,
+            };
+            if let Some(q) = st.quorum.as_mut() {
+                q.consumers.insert(consumer.id, consumer.clone());
+            }
+            let key = consumer.id;
+            self.q_apply(&mut st, Command::Checkout { key, spec }, &mut after);
+        }
+        self.q_after(after);
+        Ok(())
+    }
+
+    pub(super) fn q_cancel(self: &Arc<Self>, consumer: &Arc<Consumer>, dispatch: bool) -> bool {
+        let mut after = After::default();
+        let auto_delete = {
+            let mut st = self.state.lock();
+            st.consumers.retain(|c| !Arc::ptr_eq(c, consumer));
+            st.last_used = Instant::now();
+            if let Some(q) = st.quorum.as_mut() {
+                q.consumers.remove(&consumer.id);
+            }
+            let key = consumer.id;
+            self.q_apply(&mut st, Command::Cancel { key, dispatch }, &mut after);
+            if st.eff.expires.is_some() {
+                self.timer.notify_one();
+            }
+            self.config.auto_delete
+                && st.had_consumer
+                && st.consumers.is_empty()
+                && !self.is_deleted()
+        };
+        self.q_after(after);
+        auto_delete
+    }
+
+    pub(super) fn q_get(self: &Arc<Self>, no_ack: bool) -> Option<(QueuedMessage, u32)> {
+        let mut after = After::default();
+        let r = {
+            let mut st = self.state.lock();
+            st.last_used = Instant::now();
+            match self.q_apply(&mut st, Command::Dequeue { no_ack }, &mut after) {
+                Reply::Dequeued(Some((e, left))) => {
+                    if no_ack {
+                        Counters::bump(&self.counters.get_no_ack, 1);
+                    } else {
+                        self.unacked.fetch_add(1, SeqCst);
+                        Counters::bump(&self.counters.get, 1);
+                    }
+                    if e.redelivered {
+                        Counters::bump(&self.counters.redeliver, 1);
+                    }
+                    Some((to_queued(e), left))
+                }
+                _ => None,
+            }
+        };
+        self.q_after(after);
+        r
+    }
+
+    /// Acknowledged deliveries (`ids`: their ids in the queue).
+    pub(super) fn q_acked(self: &Arc<Self>, n: u64, ids: Vec<u64>) {
+        self.unacked.fetch_sub(n, SeqCst);
+        Counters::bump(&self.counters.ack, n);
+        self.q_run(Command::Settle { ids });
+    }
+
+    pub(super) fn q_rejected(self: &Arc<Self>, msgs: Vec<QueuedMessage>) {
+        self.unacked.fetch_sub(msgs.len() as u64, SeqCst);
+        let ids = msgs.iter().map(|m| m.seq).collect();
+        self.q_run(Command::Discard { ids });
+    }
+
+    /// Returned by consumers: counted (`x-delivery-count`, `x-delivery-limit`).
+    pub(super) fn q_requeue(self: &Arc<Self>, msgs: Vec<QueuedMessage>) {
+        self.unacked.fetch_sub(msgs.len() as u64, SeqCst);
+        let ids: Vec<MsgId> = msgs.iter().map(|m| m.seq).collect();
+        let mut after = After::default();
+        {
+            let mut st = self.state.lock();
+            if self.is_deleted() {
+                return;
+            }
+            // Written to the log so a restart still sees the message as redelivered.
+            let marked: Vec<u64> = msgs
+                .iter()
+                .map(|m| m.msg.persist_id)
+                .filter(|id| *id != 0)
+                .collect();
+            if let Some((log, key)) = self.log() {
+                log.mark_redelivered(key, marked);
+            }
+            let cmd = Command::Return { ids, counted: true };
+            self.q_apply(&mut st, cmd, &mut after);
+        }
+        self.q_after(after);
+    }
+
+    /// Never reached the consumer: back as it was.
+    pub(super) fn q_return_undelivered(self: &Arc<Self>, m: QueuedMessage, counted_unacked: bool) {
+        if counted_unacked {
+            self.unacked.fetch_sub(1, SeqCst);
+        }
+        self.q_run(Command::Return {
+            ids: vec![m.seq],
+            counted: false,
+        });
+    }
+
+    pub(super) fn q_purge(self: &Arc<Self>) -> u32 {
+        match self.q_run(Command::Purge) {
+            Reply::Purged(n) => n,
+            _ => 0,
+        }
+    }
+
+    pub(super) fn q_apply_config(self: &Arc<Self>, st: &mut State, after: &mut After) {
+        let config = config_of(&st.eff);
+        self.q_apply(st, Command::SetConfig(config), after);
+    }
+
+    pub(super) fn q_finish(self: &Arc<Self>, after: After) {
+        self.q_after(after);
+    }
+
+    /// Held at-least-once dead letters (management's `messages_dlx`).
+    pub fn dlx_waiting(&self) -> usize {
+        self.state
+            .lock()
+            .quorum
+            .as_ref()
+            .map_or(0, |q| q.fifo.dlx_len())
+    }
+}
