@@ -138,8 +138,13 @@ pub async fn start(config: Config) -> std::io::Result<BrokerHandle> {
         broker.definitions_changed.clone(),
     ));
     tokio::spawn(store::disk::monitor(
-        Arc::downgrade(&broker),
-        broker.config.disk_monitor_interval,
+        Arc::downgrade(&broker.alarms),
+        store::disk::DiskWatch {
+            data_dir: broker.config.data_dir.clone(),
+            free_limit: broker.config.disk_free_limit,
+            log: Arc::downgrade(&broker.store),
+            interval: broker.config.disk_monitor_interval,
+        },
     ));
     tokio::spawn(stats::sampler(Arc::downgrade(&broker)));
     let mgmt_addr = match broker.config.management_port {
@@ -147,7 +152,7 @@ pub async fn start(config: Config) -> std::io::Result<BrokerHandle> {
         None => None,
     };
     tokio::spawn(alarm::memory_monitor(
-        Arc::downgrade(&broker),
+        Arc::downgrade(&broker.alarms),
         broker.config.memory_monitor_interval,
     ));
     let plain = server::run(broker.clone(), listener, None);

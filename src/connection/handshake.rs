@@ -230,7 +230,8 @@ impl Connection {
             .auth
             .check_vhost(&self.user, vhost_name)
             .map_err(|e| HandshakeEnd::Close(e.with_method(10, 40)))?;
-        crate::limits::check_connection(&self.broker, &self.user, vhost_name)
+        self.broker
+            .check_connection_limits(&self.user, vhost_name)
             .map_err(|e| HandshakeEnd::Close(e.with_method(10, 40)))?;
         self.vhost = Some(vhost);
         // Counted before open-ok goes out, so that a client that connects again as soon as

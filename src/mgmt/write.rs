@@ -623,7 +623,7 @@ pub async fn put_policy(
     let p = crate::policy::Policy::new(&v, &name, pattern, apply_to, priority, definition)
         .map_err(bad_request)?;
     let created = b.policies.put(p);
-    crate::policy::apply_all(&b, &v);
+    b.apply_policies(&v);
     Ok(created_or_updated(created))
 }
 
@@ -635,7 +635,7 @@ pub async fn delete_policy(
     if !b.policies.delete(&v, &name) {
         return Err(not_found());
     }
-    crate::policy::apply_all(&b, &v);
+    b.apply_policies(&v);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

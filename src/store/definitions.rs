@@ -408,7 +408,7 @@ fn import_policies(broker: &Broker, d: &Definitions) -> Vec<String> {
         }
     }
     for v in vhosts {
-        crate::policy::apply_all(broker, &v);
+        broker.apply_policies(&v);
     }
     errors
 }
