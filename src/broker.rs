@@ -1,6 +1,8 @@
 //! Broker-wide registries: virtual hosts, users and permissions ([`crate::auth`]), and the
 //! shutdown signal.
 
+pub mod definitions;
+
 use crate::auth::{Auth, AuthError, Permission, User};
 use crate::config::Config;
 use crate::vhost::VHost;

@@ -92,7 +92,7 @@ impl BrokerHandle {
     pub async fn shutdown(self) {
         self.broker.begin_shutdown();
         let _ = self.task.await;
-        if let Err(e) = store::definitions::save_now(&self.broker) {
+        if let Err(e) = store::definitions::save_now(&*self.broker) {
             tracing::error!(error = %e, "cannot write definitions at shutdown");
         }
         if let Some(log) = self.broker.message_log() {
@@ -124,7 +124,7 @@ pub async fn start(config: Config) -> std::io::Result<BrokerHandle> {
     let tls_addr = tls.as_ref().map(|t| t.0);
     let broker = broker::Broker::new(config);
     if let Some(d) = &saved {
-        store::definitions::restore(&broker, d);
+        broker::definitions::restore(&broker, d);
         tracing::info!(
             exchanges = d.exchanges.len(),
             queues = d.queues.len(),
@@ -179,7 +179,7 @@ fn open_message_log(broker: &Arc<broker::Broker>) -> std::io::Result<()> {
     let c = &broker.config;
     let weak = Arc::downgrade(broker);
     let flush: store::log::DefinitionsFlush = Box::new(move || match weak.upgrade() {
-        Some(b) => store::definitions::save_now(&b),
+        Some(b) => store::definitions::save_now(&*b),
         None => Ok(()),
     });
     let log = store::log::MessageLog::open(&c.data_dir, c.segment_size, flush, |key, r| {
