@@ -144,7 +144,7 @@ impl Channel {
                     cx.permit(Access::Configure, Resource::Queue, &name)?;
                     if cx.vhost.queue(&name).is_none() {
                         crate::limits::check_new_queue(
-                            &cx.broker.limits,
+                            cx.broker.limits,
                             &cx.vhost.name,
                             || cx.vhost.queues().len(),
                             &name,
