@@ -128,7 +128,9 @@ impl Connection {
             _ => return Err(HandshakeEnd::Silent),
         };
         self.read_client_capabilities(&start_ok.client_properties);
-        self.client_properties = crate::mgmt::json::field_table(&start_ok.client_properties);
+        self.client_properties = serde_json::Value::Object(
+            crate::store::definitions::table_to_json(&start_ok.client_properties),
+        );
         let mechanism = start_ok.mechanism.as_str();
         let external = mechanism == "EXTERNAL" && self.peer_cn.is_some();
         if mechanism != "PLAIN" && mechanism != "AMQPLAIN" && !external {
