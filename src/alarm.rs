@@ -13,7 +13,6 @@
 //! and unit-tested; [`memory_monitor`] is the task that sets and clears the memory alarm
 //! from the process's resident set size against `--vm-memory-high-watermark`.
 
-use crate::broker::Broker;
 use parking_lot::Mutex;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -301,25 +300,26 @@ fn meminfo_kib(text: &str, key: &str) -> Option<u64> {
 }
 
 /// Sets the memory alarm while RSS is above the watermark, clears it below. Checks every
-/// `interval` and at once after a watermark change; ends with the broker.
-pub async fn memory_monitor(broker: Weak<Broker>, interval: Duration) {
+/// `interval` and at once after a watermark change; ends when the alarms are dropped (with
+/// the broker that owns them).
+pub async fn memory_monitor(alarms: Weak<Alarms>, interval: Duration) {
     let total = total_memory().unwrap_or(u64::MAX);
     loop {
-        let Some(b) = broker.upgrade() else { return };
-        let limit = b.alarms.watermark().limit(total);
+        let Some(a) = alarms.upgrade() else { return };
+        let limit = a.watermark().limit(total);
         if let Some(rss) = process_rss() {
             if rss > limit {
-                if !b.alarms.current().memory {
+                if !a.current().memory {
                     tracing::warn!(rss, limit, "memory resource limit alarm set");
                 }
-                b.alarms.set(Resource::Memory);
+                a.set(Resource::Memory);
             } else {
-                b.alarms.clear(Resource::Memory);
+                a.clear(Resource::Memory);
             }
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
-            _ = b.alarms.recheck.notified() => {}
+            _ = a.recheck.notified() => {}
         }
     }
 }

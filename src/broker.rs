@@ -1,6 +1,8 @@
 //! Broker-wide registries: virtual hosts, users and permissions ([`crate::auth`]), and the
 //! shutdown signal.
 
+pub mod definitions;
+
 use crate::auth::{Auth, AuthError, Permission, User};
 use crate::config::Config;
 use crate::vhost::VHost;
@@ -22,8 +24,9 @@ pub struct Broker {
     pub connections: DashMap<u64, ConnectionInfo>,
     /// Per-vhost limits (max-connections, max-queues).
     pub limits: crate::limits::Limits,
-    /// Resource alarms (memory, disk): set/clear/active; connections watch it.
-    pub alarms: crate::alarm::Alarms,
+    /// Resource alarms (memory, disk): set/clear/active; connections watch it. Shared with
+    /// the memory and disk monitors, which hold it weakly and end with the broker.
+    pub alarms: Arc<crate::alarm::Alarms>,
     /// Woken whenever definitions change; the definitions writer waits on it.
     pub definitions_changed: Arc<tokio::sync::Notify>,
     /// The message log, once open (after the definitions are restored).
@@ -53,7 +56,7 @@ impl Broker {
             vhosts: DashMap::new(),
             auth: Auth::new(),
             limits: Default::default(),
-            alarms: crate::alarm::Alarms::new(config.vm_memory_high_watermark),
+            alarms: Arc::new(crate::alarm::Alarms::new(config.vm_memory_high_watermark)),
             next_connection_id: AtomicU64::new(1),
             shutdown,
             connections: DashMap::new(),
@@ -150,6 +153,28 @@ impl Broker {
         self.limits.set(vhost, limits);
         self.definitions_changed.notify_one();
         Ok(())
+    }
+
+    /// connection.open: the node-wide `--max-connections` and the vhost's connection limit,
+    /// against the connections open now.
+    pub fn check_connection_limits(&self, user: &str, vhost: &str) -> crate::error::AmqpResult<()> {
+        crate::limits::check_connection(
+            &self.limits,
+            self.config.max_connections,
+            self.connections.len(),
+            || self.connections.iter().filter(|c| c.vhost == vhost).count(),
+            user,
+            vhost,
+        )
+    }
+
+    /// Re-evaluates the effective policy of every queue and exchange in `vhost` after a
+    /// policy change, and has the definitions file rewritten (policies are saved there).
+    pub fn apply_policies(&self, vhost: &str) {
+        if let Some(v) = self.vhost(vhost) {
+            v.apply_policies();
+        }
+        self.definitions_changed.notify_one();
     }
 
     // ---------- users and permissions ----------
@@ -267,5 +292,15 @@ impl Broker {
     pub fn begin_shutdown(&self) {
         // send_replace stores the value even while no task has subscribed yet.
         self.shutdown.send_replace(true);
+    }
+}
+
+impl crate::stats::Sampled for Broker {
+    fn registry(&self) -> &crate::stats::Registry {
+        &self.stats
+    }
+
+    fn queues(&self) -> Vec<Arc<crate::queue::Queue>> {
+        self.vhosts().iter().flat_map(|v| v.queues()).collect()
     }
 }

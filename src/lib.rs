@@ -28,6 +28,35 @@
 //! - [`policy`]: policies per vhost, matched against queue and exchange names; a queue acts
 //!   on its declare arguments merged with its policy, re-applied whenever a policy changes.
 //!
+//! # Layers
+//!
+//! Imports go top-down; no module below [`broker`] names it:
+//!
+//! ```text
+//! server, connection, mgmt, ctl       the listeners, per-connection tasks, HTTP API
+//!   └─ broker                         registries: vhosts, users, limits, alarms, policies,
+//!        │                            open connections, stats, the store cell, shutdown
+//!        └─ channel, vhost            a connection's channels; a vhost's objects
+//!             └─ queue, routing       queues, consumers, binding indexes
+//!                  └─ store, alarm, limits, stats, policy, auth, protocol, message
+//! ```
+//!
+//! The lower layers get narrow handles instead of the whole [`broker::Broker`]:
+//! [`alarm::memory_monitor`] and [`store::disk::monitor`] a weak [`alarm::Alarms`] (and a
+//! [`store::disk::DiskWatch`]); the definitions writer a
+//! [`store::definitions::DefinitionsSource`] (the broker's snapshot and import live in
+//! [`broker::definitions`]); the stats sampler a [`stats::Sampled`]; [`limits`] the counts
+//! it checks; channel handlers a [`channel::BrokerCtx`] (permissions, limits,
+//! `max_message_size`). Policy changes are applied by [`broker::Broker::apply_policies`].
+//! [`connection::outbound`] is the connections' mailbox: queues, vhosts and the broker send
+//! to it without depending on the connection task. The test
+//! `lower_layers_do_not_name_the_broker` below keeps the broker and the top layers out of
+//! the lower ones.
+//!
+//! Still looping below the broker: `queue` ⇄ `vhost`, `queue` ⇄ `stats` (the sampler reads
+//! queues), `queue` ⇄ `store` (the message log holds `queue::stream` chunks), `queue` ⇄
+//! `connection::outbound` (deliveries), and `vhost` → `channel` (`generated_name`).
+//!
 //! # Who owns what
 //!
 //! A publish is routed in the publisher's connection task and appended to each queue under
@@ -92,7 +121,7 @@ impl BrokerHandle {
     pub async fn shutdown(self) {
         self.broker.begin_shutdown();
         let _ = self.task.await;
-        if let Err(e) = store::definitions::save_now(&self.broker) {
+        if let Err(e) = store::definitions::save_now(&*self.broker) {
             tracing::error!(error = %e, "cannot write definitions at shutdown");
         }
         if let Some(log) = self.broker.message_log() {
@@ -124,7 +153,7 @@ pub async fn start(config: Config) -> std::io::Result<BrokerHandle> {
     let tls_addr = tls.as_ref().map(|t| t.0);
     let broker = broker::Broker::new(config);
     if let Some(d) = &saved {
-        store::definitions::restore(&broker, d);
+        broker::definitions::restore(&broker, d);
         tracing::info!(
             exchanges = d.exchanges.len(),
             queues = d.queues.len(),
@@ -138,8 +167,13 @@ pub async fn start(config: Config) -> std::io::Result<BrokerHandle> {
         broker.definitions_changed.clone(),
     ));
     tokio::spawn(store::disk::monitor(
-        Arc::downgrade(&broker),
-        broker.config.disk_monitor_interval,
+        Arc::downgrade(&broker.alarms),
+        store::disk::DiskWatch {
+            data_dir: broker.config.data_dir.clone(),
+            free_limit: broker.config.disk_free_limit,
+            log: Arc::downgrade(&broker.store),
+            interval: broker.config.disk_monitor_interval,
+        },
     ));
     tokio::spawn(stats::sampler(Arc::downgrade(&broker)));
     let mgmt_addr = match broker.config.management_port {
@@ -147,7 +181,7 @@ pub async fn start(config: Config) -> std::io::Result<BrokerHandle> {
         None => None,
     };
     tokio::spawn(alarm::memory_monitor(
-        Arc::downgrade(&broker),
+        Arc::downgrade(&broker.alarms),
         broker.config.memory_monitor_interval,
     ));
     let plain = server::run(broker.clone(), listener, None);
@@ -174,7 +208,7 @@ fn open_message_log(broker: &Arc<broker::Broker>) -> std::io::Result<()> {
     let c = &broker.config;
     let weak = Arc::downgrade(broker);
     let flush: store::log::DefinitionsFlush = Box::new(move || match weak.upgrade() {
-        Some(b) => store::definitions::save_now(&b),
+        Some(b) => store::definitions::save_now(&*b),
         None => Ok(()),
     });
     let log = store::log::MessageLog::open(&c.data_dir, c.segment_size, flush, |key, r| {
@@ -203,4 +237,70 @@ fn open_message_log(broker: &Arc<broker::Broker>) -> std::io::Result<()> {
     }
     let _ = broker.store.set(log);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    /// Every `.rs` file under `path` (or `path` itself), with its text.
+    fn sources(path: &Path, out: &mut Vec<(String, String)>) {
+        if path.is_dir() {
+            for e in std::fs::read_dir(path).unwrap() {
+                sources(&e.unwrap().path(), out);
+            }
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let text = std::fs::read_to_string(path).unwrap();
+            out.push((path.display().to_string(), text));
+        }
+    }
+
+    /// The layering of the crate docs: modules below the broker never name it, nor the
+    /// top layers (server, management, ctl); they get narrow handles instead.
+    #[test]
+    fn lower_layers_do_not_name_the_broker() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let lower = [
+            "alarm.rs",
+            "auth",
+            "channel",
+            "config.rs",
+            "error.rs",
+            "limits.rs",
+            "message.rs",
+            "policy.rs",
+            "protocol",
+            "queue",
+            "routing",
+            "stats.rs",
+            "store",
+            "tls.rs",
+            "vhost",
+        ];
+        let mut files = Vec::new();
+        for l in lower {
+            sources(&src.join(l), &mut files);
+        }
+        assert!(files.len() > 20);
+        let mut offenders = Vec::new();
+        for (path, text) in &files {
+            for (n, line) in text.lines().enumerate() {
+                let code = line.trim_start();
+                if code.starts_with("//") {
+                    continue;
+                }
+                for top in [
+                    "crate::broker",
+                    "crate::server",
+                    "crate::mgmt",
+                    "crate::ctl",
+                ] {
+                    if code.contains(top) {
+                        offenders.push(format!("{path}:{}: {top}", n + 1));
+                    }
+                }
+            }
+        }
+        assert!(offenders.is_empty(), "{offenders:#?}");
+    }
 }

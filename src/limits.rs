@@ -8,7 +8,6 @@
 //! connection itself (`channel_max`, `frame_max`, `max_message_size`,
 //! `handshake_timeout` in [`crate::Config`]).
 
-use crate::broker::Broker;
 use crate::error::{AmqpError, AmqpResult};
 use parking_lot::RwLock;
 use serde_json::{Map, Value};
@@ -102,22 +101,25 @@ impl Limits {
     }
 }
 
-/// connection.open: the node-wide and the vhost connection limits.
-pub fn check_connection(broker: &Broker, user: &str, vhost: &str) -> AmqpResult<()> {
-    if let Some(max) = broker.config.max_connections {
-        if broker.connections.len() as u64 >= max {
+/// connection.open: the node-wide limit (`node_max`, against the `open` connections of the
+/// node) and the vhost's (against `open_in_vhost`, counted only when the vhost has one).
+pub fn check_connection(
+    limits: &Limits,
+    node_max: Option<u64>,
+    open: usize,
+    open_in_vhost: impl FnOnce() -> usize,
+    user: &str,
+    vhost: &str,
+) -> AmqpResult<()> {
+    if let Some(max) = node_max {
+        if open as u64 >= max {
             return Err(AmqpError::not_allowed(format_args!(
                 "connection refused: node connection limit ({max}) is reached"
             )));
         }
     }
-    if let Some(max) = broker.limits.get(vhost).max_connections {
-        let open = broker
-            .connections
-            .iter()
-            .filter(|c| c.vhost == vhost)
-            .count() as u64;
-        if open >= max {
+    if let Some(max) = limits.get(vhost).max_connections {
+        if open_in_vhost() as u64 >= max {
             return Err(AmqpError::not_allowed(format_args!(
                 "access to vhost '{vhost}' refused for user '{user}': connection limit ({max}) is reached"
             )));
@@ -126,15 +128,20 @@ pub fn check_connection(broker: &Broker, user: &str, vhost: &str) -> AmqpResult<
     Ok(())
 }
 
-/// queue.declare of a new queue: the vhost's queue limit.
-pub fn check_new_queue(broker: &Broker, vhost: &crate::vhost::VHost, name: &str) -> AmqpResult<()> {
-    let Some(max) = broker.limits.get(&vhost.name).max_queues else {
+/// queue.declare of a new queue `name` in `vhost`: the vhost's queue limit, against its
+/// `queues` (counted only when the vhost has a limit).
+pub fn check_new_queue(
+    limits: &Limits,
+    vhost: &str,
+    queues: impl FnOnce() -> usize,
+    name: &str,
+) -> AmqpResult<()> {
+    let Some(max) = limits.get(vhost).max_queues else {
         return Ok(());
     };
-    if vhost.queues().len() as u64 >= max {
+    if queues() as u64 >= max {
         return Err(AmqpError::precondition_failed(format_args!(
-            "cannot declare queue '{name}': queue limit in vhost '{}' ({max}) is reached",
-            vhost.name
+            "cannot declare queue '{name}': queue limit in vhost '{vhost}' ({max}) is reached"
         )));
     }
     Ok(())

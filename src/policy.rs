@@ -5,7 +5,7 @@
 //! Queues merge their policy's definition with their declare arguments
 //! ([`crate::queue::args::QueueArgs::with_policy`]) and act on the result; exchanges take
 //! `alternate-exchange` from theirs. A policy change is applied to every queue and exchange
-//! of its vhost at once ([`apply_all`]); objects declared later pick theirs up at declare.
+//! of its vhost at once ([`crate::broker::Broker::apply_policies`]); objects declared later pick theirs up at declare.
 
 use parking_lot::RwLock;
 use serde_json::{json, Value};
@@ -197,15 +197,6 @@ impl Policies {
         }
         best.cloned()
     }
-}
-
-/// Re-evaluates the effective policy of every queue and exchange in `vhost` after a policy
-/// change, and has the definitions file rewritten (policies are saved there).
-pub fn apply_all(broker: &crate::broker::Broker, vhost: &str) {
-    if let Some(v) = broker.vhost(vhost) {
-        v.apply_policies();
-    }
-    broker.definitions_changed.notify_one();
 }
 
 #[cfg(test)]

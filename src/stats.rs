@@ -7,7 +7,6 @@
 //! keeps a short history; the management API reads snapshots, never the hot structures'
 //! locks for long.
 
-use crate::broker::Broker;
 use crate::queue::consumer::ChannelShared;
 use crate::queue::Queue;
 use dashmap::DashMap;
@@ -374,15 +373,15 @@ impl Registry {
         h.overview.iter().skip(skip).copied().collect()
     }
 
-    /// Takes one sample of everything.
-    pub fn sample(&self, broker: &Broker) {
+    /// Takes one sample of everything: the open connections and `queues` (every queue of
+    /// the node).
+    pub fn sample(&self, queues: &[Arc<Queue>]) {
         let at = now_ms();
-        let queues: Vec<Arc<Queue>> = broker.vhosts().iter().flat_map(|v| v.queues()).collect();
         let mut ready = 0;
         let mut unacked = 0;
         let mut h = self.history.lock();
         let mut seen = std::collections::HashSet::new();
-        for q in &queues {
+        for q in queues {
             let (r, _, _) = q.stats();
             ready += r as u64;
             unacked += q.unacked_count();
@@ -431,7 +430,7 @@ impl Registry {
         }
         h.conns.retain(|id, _| live.contains(id));
         drop(h);
-        let totals = self.totals(&queues);
+        let totals = self.totals(queues);
         let mut h = self.history.lock();
         h.overview.push_back(OverviewSample {
             at,
@@ -447,13 +446,21 @@ impl Registry {
     }
 }
 
-/// Samples the broker's counters until the broker is dropped.
-pub async fn sampler(broker: Weak<Broker>) {
+/// What the [`sampler`] reads: the registry it fills and the queues it samples (the broker
+/// implements it over its vhosts).
+pub trait Sampled: Send + Sync + 'static {
+    fn registry(&self) -> &Registry;
+    /// Every queue of the node.
+    fn queues(&self) -> Vec<Arc<Queue>>;
+}
+
+/// Samples the counters of `source` until it is dropped.
+pub async fn sampler<S: Sampled>(source: Weak<S>) {
     let mut tick = tokio::time::interval(SAMPLE_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let Some(b) = broker.upgrade() else { return };
-        b.stats.sample(&b);
+        let Some(s) = source.upgrade() else { return };
+        s.registry().sample(&s.queues());
     }
 }

@@ -84,34 +84,6 @@ impl Auth {
     }
 }
 
-impl crate::channel::ConnCtx<'_> {
-    /// Checks that this connection's user has `access` on a resource of its vhost (see the
-    /// table above); the channel handlers call it before touching the resource.
-    pub fn permit(&self, access: Access, kind: Resource, name: &str) -> AmqpResult<()> {
-        self.broker
-            .auth
-            .check(self.user, &self.vhost.name, access, kind, name)
-    }
-
-    /// The `user-id` property must name the authenticated user, unless the user has the
-    /// `impersonator` tag (RabbitMQ's `check_user_id_header`).
-    pub fn check_user_id(&self, claimed: &str) -> AmqpResult<()> {
-        if claimed == self.user
-            || self
-                .broker
-                .auth
-                .user(self.user)
-                .is_some_and(|u| u.is_impersonator())
-        {
-            return Ok(());
-        }
-        Err(AmqpError::precondition_failed(format_args!(
-            "user_id property set to '{claimed}' but authenticated user was '{}'",
-            self.user
-        )))
-    }
-}
-
 /// RabbitMQ's resource-refusal text.
 pub fn refused(user: &str, vhost: &str, kind: Resource, name: &str) -> AmqpError {
     AmqpError::access_refused(format_args!(

@@ -143,7 +143,12 @@ impl Channel {
                 if !d.passive {
                     cx.permit(Access::Configure, Resource::Queue, &name)?;
                     if cx.vhost.queue(&name).is_none() {
-                        crate::limits::check_new_queue(cx.broker, cx.vhost, &name)?;
+                        crate::limits::check_new_queue(
+                            cx.broker.limits,
+                            &cx.vhost.name,
+                            || cx.vhost.queues().len(),
+                            &name,
+                        )?;
                         if let Some(dlx) = exchange_arg(&d.arguments, "x-dead-letter-exchange") {
                             cx.permit(Access::Read, Resource::Queue, &name)?;
                             cx.permit(Access::Write, Resource::Exchange, dlx)?;

@@ -11,7 +11,8 @@ pub mod content;
 mod declare;
 pub mod unacked;
 
-use crate::broker::Broker;
+use crate::auth::access::Resource;
+use crate::auth::{Access, Auth};
 use crate::connection::outbound::ConnSender;
 use crate::error::{AmqpError, AmqpResult};
 use crate::protocol::codec::{ContentHeader, Method, ShortStr};
@@ -27,11 +28,22 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use unacked::{Unacked, UnackedMap};
 
+/// The broker-wide state a channel handler uses: the users and permissions, the vhost
+/// limits, and the message size limit. The connection lends it from its broker; the channel
+/// layer never sees the whole broker.
+#[derive(Debug, Clone, Copy)]
+pub struct BrokerCtx<'a> {
+    pub auth: &'a Auth,
+    pub limits: &'a crate::limits::Limits,
+    /// Largest message body accepted (`max_message_size`).
+    pub max_message_size: u64,
+}
+
 /// What a channel handler may touch of its connection.
 #[derive(Debug)]
 pub struct ConnCtx<'a> {
     pub out: &'a mut OutBuf,
-    pub broker: &'a Arc<Broker>,
+    pub broker: BrokerCtx<'a>,
     pub vhost: &'a Arc<VHost>,
     pub conn_id: u64,
     pub user: &'a str,
@@ -44,6 +56,34 @@ pub struct ConnCtx<'a> {
     /// Queues published to whose dispatch waits for the end of the read batch (see
     /// `Queue::push_deferred`); None where frames are not being read.
     pub deferred: Option<&'a mut Vec<Arc<Queue>>>,
+}
+
+impl ConnCtx<'_> {
+    /// Checks that this connection's user has `access` on a resource of its vhost (see the
+    /// table above); the channel handlers call it before touching the resource.
+    pub fn permit(&self, access: Access, kind: Resource, name: &str) -> AmqpResult<()> {
+        self.broker
+            .auth
+            .check(self.user, &self.vhost.name, access, kind, name)
+    }
+
+    /// The `user-id` property must name the authenticated user, unless the user has the
+    /// `impersonator` tag (RabbitMQ's `check_user_id_header`).
+    pub fn check_user_id(&self, claimed: &str) -> AmqpResult<()> {
+        if claimed == self.user
+            || self
+                .broker
+                .auth
+                .user(self.user)
+                .is_some_and(|u| u.is_impersonator())
+        {
+            return Ok(());
+        }
+        Err(AmqpError::precondition_failed(format_args!(
+            "user_id property set to '{claimed}' but authenticated user was '{}'",
+            self.user
+        )))
+    }
 }
 
 #[derive(Debug)]
@@ -316,10 +356,7 @@ impl Channel {
 
     /// A content header frame for this channel.
     pub fn handle_header(&mut self, h: ContentHeader, cx: &mut ConnCtx<'_>) -> AmqpResult<()> {
-        if let Some(m) = self
-            .assembler
-            .header(h, cx.broker.config.max_message_size)?
-        {
+        if let Some(m) = self.assembler.header(h, cx.broker.max_message_size)? {
             self.publish(m, cx).map_err(|e| e.with_method(60, 40))?;
         }
         Ok(())

@@ -90,7 +90,7 @@ impl Connection {
         }
         let mut cx = ConnCtx {
             out: &mut self.out,
-            broker: &self.broker,
+            broker: broker_ctx(&self.broker),
             vhost,
             conn_id: self.id,
             user: &self.user,

@@ -128,7 +128,9 @@ impl Connection {
             _ => return Err(HandshakeEnd::Silent),
         };
         self.read_client_capabilities(&start_ok.client_properties);
-        self.client_properties = crate::mgmt::json::field_table(&start_ok.client_properties);
+        self.client_properties = serde_json::Value::Object(
+            crate::store::definitions::table_to_json(&start_ok.client_properties),
+        );
         let mechanism = start_ok.mechanism.as_str();
         let external = mechanism == "EXTERNAL" && self.peer_cn.is_some();
         if mechanism != "PLAIN" && mechanism != "AMQPLAIN" && !external {
@@ -230,7 +232,8 @@ impl Connection {
             .auth
             .check_vhost(&self.user, vhost_name)
             .map_err(|e| HandshakeEnd::Close(e.with_method(10, 40)))?;
-        crate::limits::check_connection(&self.broker, &self.user, vhost_name)
+        self.broker
+            .check_connection_limits(&self.user, vhost_name)
             .map_err(|e| HandshakeEnd::Close(e.with_method(10, 40)))?;
         self.vhost = Some(vhost);
         // Counted before open-ok goes out, so that a client that connects again as soon as

@@ -120,6 +120,15 @@ impl std::hash::Hasher for ChannelIdHasher {
 
 type ChannelIdHash = std::hash::BuildHasherDefault<ChannelIdHasher>;
 
+/// The parts of the broker a channel handler gets (see [`crate::channel::BrokerCtx`]).
+fn broker_ctx(b: &Broker) -> crate::channel::BrokerCtx<'_> {
+    crate::channel::BrokerCtx {
+        auth: &b.auth,
+        limits: &b.limits,
+        max_message_size: b.config.max_message_size,
+    }
+}
+
 /// Serves one accepted socket until it closes.
 pub async fn serve(broker: Arc<Broker>, socket: TcpStream, peer: SocketAddr) {
     let _ = socket.set_nodelay(true);
@@ -606,7 +615,7 @@ impl Connection {
         };
         let mut cx = ConnCtx {
             out: &mut self.out,
-            broker: &self.broker,
+            broker: broker_ctx(&self.broker),
             vhost,
             conn_id: self.id,
             user: &self.user,

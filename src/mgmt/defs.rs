@@ -3,8 +3,9 @@
 
 use super::read::VERSION;
 use super::{bad_request, not_found, ApiResult, B};
+use crate::broker::definitions::{import, snapshot};
 use crate::broker::Broker;
-use crate::store::definitions::{import, snapshot, Definitions};
+use crate::store::definitions::Definitions;
 use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;

@@ -79,7 +79,7 @@ pub struct VHost {
     /// Where streams keep their segment files (`<data>/streams`).
     pub(crate) streams_dir: Option<std::path::PathBuf>,
     /// The broker's policies: applied to each queue and exchange declared here (and to
-    /// existing ones on a change, by [`crate::policy::apply_all`]).
+    /// existing ones on a change, by [`crate::broker::Broker::apply_policies`]).
     policies: Arc<crate::policy::Policies>,
 }
 

@@ -69,7 +69,7 @@ impl VHost {
             .clone();
         if created {
             // After the insert: a policy added meanwhile is either seen here or applied
-            // to this queue by `policy::apply_all`.
+            // to this queue by `Broker::apply_policies`.
             q.apply_policy(&self.policies);
             self.changed.notify_one();
             // A stream's messages are confirmed by the same writer: its definition must
