@@ -14,6 +14,11 @@
 //!   headers matcher).
 //! - [`queue`]: a queue's messages and consumers behind one lock per queue; dispatch sends
 //!   deliveries to the consumer's connection task as [`connection::outbound::Outbound`].
+//!   Behind the one `Queue` interface that channels and vhosts call (publish, consume,
+//!   get, settle, purge, delete, stats) are three types: the classic engine, quorum
+//!   queues ([`queue::quorum`]: a pure command-driven state machine,
+//!   [`queue::quorum::fifo`], after RabbitMQ's `rabbit_fifo`, ready to be replicated), and
+//!   streams ([`queue::stream`]: an append-only segment log read by a task per consumer).
 //! - [`auth`]: users (RabbitMQ's password hashes, tags) and per-vhost permissions; the
 //!   access-control table every channel handler consults through `ConnCtx::permit`.
 //! - [`alarm`]: memory/disk alarms and the per-connection throttle that blocks publishers.

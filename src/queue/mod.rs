@@ -13,6 +13,7 @@
 //! lock is released, since dead-lettering publishes to other queues.
 
 pub mod args;
+mod classic;
 pub mod consumer;
 pub mod deadletter;
 pub mod pager;
@@ -22,13 +23,12 @@ mod ready;
 pub mod stream;
 mod timer;
 
-use crate::connection::outbound::Outbound;
 use crate::message::Message;
 use crate::stats::Counters;
 use crate::store::log::{MessageLog, Recovered};
 use crate::vhost::VHost;
 use amq_protocol::types::FieldTable;
-use args::{Overflow, QueueArgs, QueueType};
+use args::{QueueArgs, QueueType};
 use consumer::Consumer;
 use deadletter::Reason;
 use parking_lot::Mutex;
@@ -285,16 +285,7 @@ impl Queue {
         if self.is_quorum() {
             return self.q_restore(r);
         }
-        let mut st = self.state.lock();
-        let now = Instant::now();
-        let age = crate::store::log::now_ms().saturating_sub(r.at_ms);
-        let expires_at = expiry_for(st.eff.message_ttl, &r.msg, now)
-            .map(|t| t.checked_sub(Duration::from_millis(age)).unwrap_or(now));
-        st.append(r.msg, r.redelivered, expires_at);
-        if expires_at.is_some() {
-            self.ensure_timer(&mut st);
-            self.timer.notify_one();
-        }
+        self.c_restore(r)
     }
 
     pub fn queue_type(&self) -> QueueType {
@@ -383,78 +374,11 @@ impl Queue {
         if self.is_quorum() {
             return self.q_publish(msg);
         }
-        if self.is_deleted() {
-            if msg.persist_id != 0 {
-                self.forget_msg(&msg);
-            }
-            return PublishOutcome::Enqueued;
-        }
-        let mut expired = Vec::new();
-        let mut dropped = Vec::new();
-        let outcome = {
-            let mut st = self.state.lock();
-            let now = Instant::now();
-            let expires_at = expiry_for(st.eff.message_ttl, &msg, now);
-            let over = |st: &State, extra: usize, extra_bytes: usize| {
-                st.eff
-                    .max_length
-                    .is_some_and(|m| (st.ready.len() + extra) as u64 > m)
-                    || st
-                        .eff
-                        .max_length_bytes
-                        .is_some_and(|m| (st.ready.bytes() + extra_bytes) as u64 > m)
-            };
-            if st.eff.overflow != Overflow::DropHead && over(&st, 1, msg.size()) {
-                if st.eff.overflow == Overflow::RejectPublishDlx {
-                    let seq = st.next_seq;
-                    dropped.push(QueuedMessage {
-                        seq,
-                        msg,
-                        redelivered: false,
-                        expires_at,
-                        delivery_count: 0,
-                    });
-                } else if msg.persist_id != 0 {
-                    self.forget_msg(&msg);
-                }
-                PublishOutcome::Rejected
-            } else {
-                st.append(msg, false, expires_at);
-                Counters::bump(&self.counters.publish, 1);
-                self.dispatch_locked(&mut st, &mut expired, Some(now));
-                while st.eff.overflow == Overflow::DropHead && over(&st, 0, 0) {
-                    match st.ready.pop_front() {
-                        Some(m) => dropped.push(m),
-                        None => break,
-                    }
-                }
-                if let Some(t) = expires_at {
-                    // TTL 0 means "deliver now or drop"; anything already due goes now.
-                    st.ready.pop_expired(now, &mut expired);
-                    self.ensure_timer(&mut st);
-                    if st.timer_deadline.is_none_or(|d| t < d) {
-                        st.timer_deadline = Some(t);
-                        self.timer.notify_one();
-                    }
-                }
-                PublishOutcome::Enqueued
-            }
-        };
-        self.dead_letter(expired, Reason::Expired);
-        self.dead_letter(dropped, Reason::Maxlen);
-        outcome
+        self.c_publish(msg)
     }
 
     fn forget_msg(&self, msg: &Message) {
         self.forget_ids(vec![msg.persist_id]);
-    }
-
-    fn over_limit(st: &State) -> bool {
-        st.eff.max_length.is_some_and(|m| st.ready.len() as u64 > m)
-            || st
-                .eff
-                .max_length_bytes
-                .is_some_and(|m| st.ready.bytes() as u64 > m)
     }
 
     /// Appends a message without delivering it, for a publisher that calls `dispatch`
@@ -488,133 +412,7 @@ impl Queue {
         if self.is_quorum() {
             return self.q_dispatch();
         }
-        let mut dead = Vec::new();
-        {
-            let mut st = self.state.lock();
-            st.dispatch_pending = false;
-            self.dispatch_locked(&mut st, &mut dead, None);
-        }
-        self.dead_letter(dead, Reason::Expired);
-    }
-
-    /// Picks the consumer for the next delivery: highest priority with credit, round-robin
-    /// among equals; only the first one on a single-active-consumer queue.
-    fn choose(&self, st: &State) -> Option<usize> {
-        if self.args.single_active_consumer {
-            return st
-                .consumers
-                .first()
-                .is_some_and(|c| c.reserve_or_block())
-                .then_some(0);
-        }
-        st.consumers.iter().position(|c| c.reserve_or_block())
-    }
-
-    /// `now` is when expiry is judged: a message that expires exactly then (TTL 0, just
-    /// published) may still go to a waiting consumer.
-    fn dispatch_locked(
-        self: &Arc<Self>,
-        st: &mut State,
-        dead: &mut Vec<QueuedMessage>,
-        now: Option<Instant>,
-    ) {
-        let mut now = now;
-        let mut batches: Vec<(Arc<Consumer>, Vec<QueuedMessage>)> = Vec::new();
-        while !st.ready.is_empty() && !st.consumers.is_empty() {
-            let Some(idx) = self.choose(st) else { break };
-            let Some(m) = st.ready.pop_front() else {
-                break;
-            };
-            let c = st.consumers[idx].clone();
-            if let Some(t) = m.expires_at {
-                let now = *now.get_or_insert_with(Instant::now);
-                if t < now {
-                    c.unreserve();
-                    dead.push(m);
-                    continue;
-                }
-            }
-            // Round robin: the consumer goes behind the others of its priority.
-            let prio = c.priority;
-            let end = st.consumers[idx..]
-                .iter()
-                .position(|o| o.priority != prio)
-                .map(|p| p + idx)
-                .unwrap_or(st.consumers.len());
-            if end - idx > 1 && !self.args.single_active_consumer {
-                let moved = st.consumers.remove(idx);
-                st.consumers.insert(end - 1, moved);
-            }
-            if !c.no_ack {
-                self.unacked.fetch_add(1, SeqCst);
-                Counters::bump(&self.counters.deliver, 1);
-            } else {
-                Counters::bump(&self.counters.deliver_no_ack, 1);
-            }
-            if m.redelivered {
-                Counters::bump(&self.counters.redeliver, 1);
-            }
-            match batches.iter_mut().rev().find(|(b, _)| Arc::ptr_eq(b, &c)) {
-                Some((_, msgs)) => msgs.push(m),
-                None => {
-                    if batches.len() >= MAX_BATCHES {
-                        self.send_batches(st, &mut batches);
-                    }
-                    batches.push((c, vec![m]));
-                }
-            }
-        }
-        let delivered = !batches.is_empty();
-        if self.send_batches(st, &mut batches) {
-            // A consumer was gone and its messages came back: the others may take them.
-            self.dispatch_locked(st, dead, now);
-        } else if delivered {
-            self.arm_timer_for_head(st);
-        }
-    }
-
-    /// A new head may expire sooner than the timer is set for (a message with an
-    /// expiration behind one without): arm it, as RabbitMQ does after deliveries.
-    fn arm_timer_for_head(self: &Arc<Self>, st: &mut State) {
-        if let Some(t) = st.ready.next_expiry() {
-            if st.timer_deadline.is_none_or(|d| t < d) {
-                st.timer_deadline = Some(t);
-                self.ensure_timer(st);
-                self.timer.notify_one();
-            }
-        }
-    }
-
-    /// Hands each consumer its deliveries from one dispatch. True when a consumer's
-    /// connection was gone (its messages are back in the queue, the consumer removed).
-    fn send_batches(
-        self: &Arc<Self>,
-        st: &mut State,
-        batches: &mut Vec<(Arc<Consumer>, Vec<QueuedMessage>)>,
-    ) -> bool {
-        let mut failed = false;
-        for (c, msgs) in batches.drain(..) {
-            let out = Outbound::Deliver {
-                consumer: c.clone(),
-                queue: self.clone(),
-                msgs,
-            };
-            if let Err(returned) = c.conn.send(out) {
-                // The consumer's connection is gone: take the messages back, drop the consumer.
-                if let Outbound::Deliver { msgs, .. } = returned.0 {
-                    for msg in msgs {
-                        c.unreserve();
-                        if !c.no_ack {
-                            self.unacked.fetch_sub(1, SeqCst);
-                        }
-                        st.ready.insert_by_seq(msg);
-                    }
-                }
-                st.consumers.retain(|o| !Arc::ptr_eq(o, &c));
-                failed = true;
-            }
-        }
-        failed
+        self.c_dispatch()
     }
 
     /// Adds a consumer; deliveries may start at once.
@@ -629,29 +427,7 @@ impl Queue {
         if self.is_quorum() {
             return self.q_consume(consumer);
         }
-        let mut dead = Vec::new();
-        {
-            let mut st = self.state.lock();
-            if st.consumers.iter().any(|c| c.exclusive)
-                || (consumer.exclusive && !st.consumers.is_empty())
-            {
-                return Err(ConsumeRefused::ExclusiveUse);
-            }
-            let at = if self.args.single_active_consumer {
-                st.consumers.len()
-            } else {
-                st.consumers
-                    .iter()
-                    .position(|c| c.priority < consumer.priority)
-                    .unwrap_or(st.consumers.len())
-            };
-            st.consumers.insert(at, consumer);
-            st.had_consumer = true;
-            st.last_used = Instant::now();
-            self.dispatch_locked(&mut st, &mut dead, None);
-        }
-        self.dead_letter(dead, Reason::Expired);
-        Ok(())
+        self.c_consume(consumer)
     }
 
     /// Removes a consumer. Returns true when the queue is auto-delete and this was its last
@@ -662,32 +438,7 @@ impl Queue {
         if self.is_quorum() {
             return self.q_cancel(consumer, dispatch);
         }
-        let mut dead = Vec::new();
-        let auto_delete = {
-            let mut st = self.state.lock();
-            let was_active = st
-                .consumers
-                .first()
-                .is_some_and(|c| Arc::ptr_eq(c, consumer));
-            st.consumers.retain(|c| !Arc::ptr_eq(c, consumer));
-            st.last_used = Instant::now();
-            if let Some(s) = self.stream() {
-                s.remove_reader(consumer);
-            }
-            if dispatch && was_active && self.args.single_active_consumer {
-                // The next consumer in line becomes the active one.
-                self.dispatch_locked(&mut st, &mut dead, None);
-            }
-            if st.eff.expires.is_some() {
-                self.timer.notify_one();
-            }
-            self.config.auto_delete
-                && st.had_consumer
-                && st.consumers.is_empty()
-                && !self.is_deleted()
-        };
-        self.dead_letter(dead, Reason::Expired);
-        auto_delete
+        self.c_cancel(consumer, dispatch)
     }
 
     /// Takes the head message for basic.get; with the number of messages left.
@@ -698,33 +449,7 @@ impl Queue {
         if self.is_quorum() {
             return self.q_get(no_ack);
         }
-        let mut dead = Vec::new();
-        let r = {
-            let mut st = self.state.lock();
-            st.last_used = Instant::now();
-            if st.ready.next_expiry().is_some() {
-                st.ready.pop_expired(Instant::now(), &mut dead);
-            }
-            let r = st.ready.pop_front().map(|m| {
-                if no_ack {
-                    self.forget([&m]);
-                    Counters::bump(&self.counters.get_no_ack, 1);
-                } else {
-                    self.unacked.fetch_add(1, SeqCst);
-                    Counters::bump(&self.counters.get, 1);
-                }
-                if m.redelivered {
-                    Counters::bump(&self.counters.redeliver, 1);
-                }
-                (m, st.ready.len() as u32)
-            });
-            // The new head may expire (a message behind one without expiry): arm the
-            // timer for it, as RabbitMQ's drop_expired_msgs does after a fetch.
-            self.arm_timer_for_head(&mut st);
-            r
-        };
-        self.dead_letter(dead, Reason::Expired);
-        r
+        self.c_get(no_ack)
     }
 
     /// Acknowledged deliveries: forget them (`ids`: their message-log ids, if stored).
@@ -766,47 +491,7 @@ impl Queue {
         if self.is_quorum() {
             return self.q_requeue(msgs.into_iter().collect());
         }
-        let mut dead = Vec::new();
-        let mut dropped = Vec::new();
-        {
-            let mut st = self.state.lock();
-            let mut n = 0;
-            let mut gone = Vec::new();
-            let mut marked = Vec::new();
-            for mut m in msgs {
-                n += 1;
-                if self.is_deleted() {
-                    if m.msg.persist_id != 0 {
-                        gone.push(m.msg.persist_id);
-                    }
-                    continue;
-                }
-                m.redelivered = true;
-                if m.msg.persist_id != 0 {
-                    marked.push(m.msg.persist_id);
-                }
-                st.ready.insert_by_seq(m);
-            }
-            if let Some((log, key)) = self.log() {
-                log.remove(key, gone);
-                log.mark_redelivered(key, marked);
-            }
-            self.unacked.fetch_sub(n, SeqCst);
-            if st.ready.next_expiry().is_some() {
-                self.ensure_timer(&mut st);
-                self.timer.notify_one();
-            }
-            self.dispatch_locked(&mut st, &mut dead, None);
-            // Requeued messages count against the length limit again; the head goes.
-            while st.eff.overflow == Overflow::DropHead && Self::over_limit(&st) {
-                match st.ready.pop_front() {
-                    Some(m) => dropped.push(m),
-                    None => break,
-                }
-            }
-        }
-        self.dead_letter(dead, Reason::Expired);
-        self.dead_letter(dropped, Reason::Maxlen);
+        self.c_requeue(msgs)
     }
 
     /// A delivery that never reached its consumer (its channel closed first): back to the
@@ -845,9 +530,7 @@ impl Queue {
         if self.is_quorum() {
             return self.q_purge();
         }
-        let (n, ids) = self.state.lock().ready.clear();
-        self.forget_ids(ids);
-        n as u32
+        self.c_purge()
     }
 
     /// Dead-letters (or drops, without a dead-letter exchange) messages that died for
@@ -909,16 +592,6 @@ impl Queue {
             .iter()
             .any(|c| Arc::ptr_eq(c, consumer))
     }
-}
-
-/// When a message enqueued `now` expires: the queue's TTL or the message's expiration,
-/// whichever is sooner.
-fn expiry_for(queue_ttl: Option<u64>, msg: &Message, now: Instant) -> Option<Instant> {
-    let ttl = match (queue_ttl, msg.expiration) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }?;
-    Some(now + Duration::from_millis(ttl))
 }
 
 /// Hands a routed message to its queues, recording it in the message log first when it is
