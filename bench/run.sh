@@ -35,6 +35,7 @@ SCENARIO_TABLE=(
   "s10|1p1c 1 KiB, confirms (window 100), manual ack (qos 100), at 20 000 msg/s|-x 1 -y 1 -s 1024 -c 100 -q 100 -r 20000"
   "q1|quorum queue 1p1c 1 KiB, confirms (window 100), manual ack (qos 100)|-x 1 -y 1 -s 1024 -c 100 -q 100 --queue-type quorum"
   "t1|stream 1p1c 100 B, confirms (window 1000), manual ack (qos 1000), consumer from next|-x 1 -y 1 -s 100 -c 1000 -q 1000 --queue-type stream"
+  "t2|stream publish only, 100 B, confirms (window 1000), one write per message (as lapin, pika)|-x 1 -y 0 -s 100 -c 1000 --unbatched --queue-type stream"
   "s8|memory: 500 idle connections (one channel each)|--idle-connections 500"
   "s9|memory: 1 000 000 queued 16 B messages, no consumer|-x 1 -y 0 -s 16 -C 1000000"
 )
@@ -307,6 +308,8 @@ L.append("bash ../shared/rabbitmq-reference.sh start 5682   # reference RabbitMQ
 L.append("bench/run.sh                                    # 10 s x 3 repetitions; DURATION=5 REPS=1 for a quick look")
 L.append("bench/run.sh --report-only                      # regenerate this file from bench/results.jsonl")
 L.append("bench/profile.sh                                # instructions per message under callgrind (no RabbitMQ)")
+L.append("bench/stream_rss.sh                             # streams: RSS with a 5 GiB stream, a tail and a replaying consumer (BROKER=rabbitmq for the reference)")
+L.append("MESSAGES=1000000 SIZE=100 TAIL_RATE=0 bench/stream_rss.sh   # streams: replay of 1 M messages from first")
 L.append("```")
 L.append("")
 L.append("Scenario arguments (plus `-z DURATION --drain 15 --json --broker-pid PID`):")

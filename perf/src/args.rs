@@ -107,11 +107,16 @@ pub struct Args {
     #[arg(long, default_value = "classic")]
     pub queue_type: String,
 
+    /// Where stream consumers start (`x-stream-offset`): first, last, next (the broker's
+    /// default), an offset number, or an interval such as 30m.
+    #[arg(long, value_name = "OFFSET")]
+    pub stream_offset: Option<String>,
+
     /// Run time in seconds.
     #[arg(short = 'z', long)]
     pub time: Option<f64>,
 
-    /// Messages to publish per producer.
+    /// Messages to publish per producer (with no producers: messages to receive in all).
     #[arg(short = 'C', long)]
     pub pmessages: Option<u64>,
 
@@ -122,6 +127,12 @@ pub struct Args {
     /// Writes in flight per producer when confirms are off (pipelining depth).
     #[arg(long, default_value_t = 256)]
     pub pipeline: usize,
+
+    /// Write every publish (method, header and body frames) with its own write syscall,
+    /// as one-message-at-a-time clients (pika, amqplib, lapin) do; overrides --pipeline
+    /// and the batching of a confirm window.
+    #[arg(long)]
+    pub unbatched: bool,
 
     /// Keep queues and exchange after the run (they are deleted by default).
     #[arg(long)]
@@ -212,7 +223,7 @@ impl Args {
         if self.exchange.as_deref() == Some("") && self.queue_names().len() > 1 {
             return Err("the default exchange routes to one queue only; use -e".into());
         }
-        if self.pipeline == 0 {
+        if self.pipeline == 0 || self.unbatched {
             self.pipeline = 1;
         }
         Ok(())

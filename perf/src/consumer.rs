@@ -35,7 +35,9 @@ pub async fn connect(args: &Args, queue: &str, tag: String) -> io::Result<Ready>
         conn.tx.flush().await?;
         conn.reader.expect(id::QOS_OK).await?;
     }
-    conn.tx.out.consume(queue, &tag, args.auto_ack);
+    conn.tx
+        .out
+        .consume(queue, &tag, args.auto_ack, args.stream_offset.as_deref());
     conn.tx.flush().await?;
     conn.reader.expect(id::CONSUME_OK).await?;
     Ok(Ready { conn, tag })

@@ -114,6 +114,14 @@ async fn run() -> i32 {
         });
     }
 
+    if args.producers == 0 {
+        // Consumers only (e.g. a stream replayed from `first`): run until the time limit
+        // or Ctrl-C, or until they have received -C messages in all.
+        let target = args.pmessages.unwrap_or(u64::MAX);
+        while !shared.stopping() && shared.received.load(Relaxed) < target {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
     let mut sent = 0;
     let mut expected: Vec<Bitset> = Vec::new();
     let mut produce_time = Duration::ZERO;

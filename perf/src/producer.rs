@@ -2,7 +2,7 @@
 //!
 //! The producer task encodes publishes into one buffer and writes it when the batch is
 //! full (`--pipeline` messages or 64 KiB), when the confirm window is full, or at once
-//! when rate-limited. A listener task owns the read half: it settles confirms (which
+//! when rate-limited; with `--unbatched` every publish is its own write. A listener task owns the read half: it settles confirms (which
 //! tags were acked, nacked, or returned first) and wakes the producer when the window
 //! has room.
 
@@ -70,7 +70,9 @@ pub async fn run(
     };
     let window = Arc::new(Window::default());
     let listener = tokio::spawn(listen(reader, confirms, shared.clone(), window.clone()));
-    let batch = if confirms {
+    let batch = if args.unbatched {
+        1
+    } else if confirms {
         args.confirm.unwrap_or(1)
     } else {
         args.pipeline

@@ -312,13 +312,34 @@ impl Out {
         });
     }
 
-    pub fn consume(&mut self, queue: &str, tag: &str, no_ack: bool) {
+    /// basic.consume; `stream_offset` adds an `x-stream-offset` argument (a number is sent
+    /// as a long-long offset, anything else — first, last, next, 30m — as a string).
+    pub fn consume(&mut self, queue: &str, tag: &str, no_ack: bool, stream_offset: Option<&str>) {
         self.method(CHANNEL, (60, 20), |o| {
             o.u16(0);
             o.shortstr(queue);
             o.shortstr(tag);
             o.u8(if no_ack { 0b10 } else { 0 });
-            o.empty_table();
+            match stream_offset {
+                None => o.empty_table(),
+                Some(v) => {
+                    let at = o.buf.len();
+                    o.u32(0);
+                    o.shortstr("x-stream-offset");
+                    match v.parse::<i64>() {
+                        Ok(n) => {
+                            o.u8(b'l');
+                            o.u64(n as u64);
+                        }
+                        Err(_) => {
+                            o.u8(b'S');
+                            o.longstr(v.as_bytes());
+                        }
+                    }
+                    let len = (o.buf.len() - at - 4) as u32;
+                    o.buf[at..at + 4].copy_from_slice(&len.to_be_bytes());
+                }
+            }
         });
     }
 
@@ -602,6 +623,28 @@ mod tests {
             ("localhost:5672", "v1")
         );
         assert_eq!(t.user, "guest");
+    }
+
+    #[test]
+    fn consume_carries_the_stream_offset() {
+        let table = |value: &[u8]| {
+            let mut t = vec![15u8];
+            t.extend_from_slice(b"x-stream-offset");
+            t.extend_from_slice(value);
+            let mut out = (t.len() as u32).to_be_bytes().to_vec();
+            out.extend(t);
+            out.push(FRAME_END);
+            out
+        };
+        let mut o = Out::default();
+        o.consume("q", "t", false, Some("first"));
+        assert!(o.buf.ends_with(&table(b"S\0\0\0\x05first")));
+        let mut o = Out::default();
+        o.consume("q", "t", false, Some("42"));
+        assert!(o.buf.ends_with(&table(b"l\0\0\0\0\0\0\0\x2a")));
+        let mut o = Out::default();
+        o.consume("q", "t", true, None);
+        assert!(o.buf.ends_with(&[0b10, 0, 0, 0, 0, FRAME_END]));
     }
 
     #[test]
