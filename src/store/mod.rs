@@ -4,4 +4,5 @@
 pub mod definitions;
 pub mod disk;
 pub mod log;
+pub mod prealloc;
 pub mod record;

@@ -113,7 +113,13 @@ struct Files {
     index: Option<File>,
     /// Bytes of the active segment known written and synced.
     active_len: u64,
+    /// Size of the active segment file: records, then zeros up to here.
+    active_alloc: u64,
 }
+
+/// How far ahead of the writes the active segment is zero-filled
+/// ([`crate::store::prealloc`]); a closed segment has its zero tail cut off.
+const PREALLOC_STEP: u64 = 1 << 20;
 
 #[derive(Debug)]
 pub struct Stream {
@@ -248,8 +254,9 @@ impl Stream {
         let mut files = Files::default();
         if let Some(s) = segs.back() {
             let f = OpenOptions::new()
-                .append(true)
+                .write(true)
                 .open(segment::path(&dir, s.base))?;
+            let alloc = f.metadata()?.len().max(s.len);
             let i = OpenOptions::new()
                 .append(true)
                 .create(true)
@@ -258,6 +265,7 @@ impl Stream {
                 active: Some((s.base, f)),
                 index: Some(i),
                 active_len: s.len,
+                active_alloc: alloc,
             };
         }
         let s = Self::build(dir, settings, segs, files, next_offset, last_ts);
@@ -419,12 +427,24 @@ impl Stream {
             }
             let bytes = &chunk.bytes[at as usize..(at + len) as usize];
             let start = f.active_len;
-            let Some((_, file)) = f.active.as_mut() else {
+            let Some((_, file)) = f.active.as_ref() else {
                 return Ok(());
             };
-            if let Err(e) = file.write_all(bytes).and_then(|_| file.sync_data()) {
-                let _ = file.set_len(start);
-                return Err(e);
+            let written = crate::store::prealloc::write_synced(
+                file,
+                start,
+                bytes,
+                f.active_alloc,
+                PREALLOC_STEP,
+                max_segment,
+            );
+            match written {
+                Ok(size) => f.active_alloc = size,
+                Err(e) => {
+                    let _ = file.set_len(start);
+                    f.active_alloc = start;
+                    return Err(e);
+                }
             }
             f.active_len += len;
             let records = &chunk.records[i..j];
@@ -466,10 +486,21 @@ impl Stream {
 
     /// Starts a new active segment whose first record is `first`.
     fn roll(&self, f: &mut Files, first: u64) -> std::io::Result<()> {
+        // The closing segment loses its zero tail first, durably, so a closed segment (whose
+        // length recovery trusts) never has one.
+        if let Some((_, old)) = f.active.as_ref() {
+            if f.active_alloc > f.active_len {
+                old.set_len(f.active_len)?;
+                old.sync_all()?;
+                f.active_alloc = f.active_len;
+            }
+        }
         std::fs::create_dir_all(&self.dir)?;
-        let file = OpenOptions::new()
+        let mut file = OpenOptions::new()
             .create(true)
-            .append(true)
+            .truncate(false)
+            .read(true)
+            .write(true)
             .open(segment::path(&self.dir, first))?;
         let idx = OpenOptions::new()
             .create(true)
@@ -477,7 +508,15 @@ impl Stream {
             .write(true)
             .open(index::path(&self.dir, first))?;
         sync_dir(&self.dir)?;
-        f.active_len = file.metadata()?.len();
+        // New, so empty; one already there (never, by numbering) is continued after its
+        // last valid record.
+        let size = file.metadata()?.len();
+        f.active_len = if size == 0 {
+            0
+        } else {
+            segment::scan(&mut file, 0, size, None)?.end
+        };
+        f.active_alloc = size;
         f.active = Some((first, file));
         f.index = Some(idx);
         let mut segs = self.segs.lock();

@@ -132,6 +132,15 @@ impl Cursor {
             if o.pos >= o.limit {
                 match self.stream.segment_limit(o.base) {
                     Some((limit, next_seg)) => {
+                        if limit > o.limit {
+                            // The buffer may hold what the file had past the old limit:
+                            // zeros of the preallocated tail, since overwritten with
+                            // records. Seeking drops it, so they are read afresh.
+                            if o.r.seek(SeekFrom::Start(o.pos)).is_err() {
+                                self.open = None;
+                                continue;
+                            }
+                        }
                         o.limit = limit;
                         o.next_seg = next_seg;
                     }

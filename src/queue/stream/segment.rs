@@ -134,7 +134,7 @@ pub fn decode(mut p: Bytes) -> Option<Entry> {
 pub enum Next {
     /// A record and its size on disk.
     Ok(Entry, u64),
-    /// Nothing more (a clean end, or fewer bytes than a header at the end).
+    /// Nothing more (a clean end, or a zero-filled tail).
     End,
     /// A torn or corrupt record.
     Bad(&'static str),
@@ -155,7 +155,14 @@ pub fn read_next(r: &mut impl Read, limit: u64) -> Next {
     let len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]);
     let crc = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
     if len == 0 && crc == 0 {
-        return Next::Bad("zeroed record header");
+        // The preallocated tail of the active segment ([`crate::store::prealloc`]): the end
+        // when only zeros follow, damage otherwise.
+        let mut rest = r.take(limit - HEADER as u64);
+        return if crate::store::prealloc::rest_is_zeros(&mut rest) {
+            Next::End
+        } else {
+            Next::Bad("zeroed record header")
+        };
     }
     if len > MAX_RECORD || len as u64 > limit - HEADER as u64 {
         return Next::Bad("torn record (length beyond the end of the segment)");
