@@ -219,7 +219,9 @@ impl Queue {
             dispatch_pending: false,
             timer_deadline: None,
             dlx_retry_at: None,
-            quorum: (args.queue_type == QueueType::Quorum).then(|| quorum::QuorumState::new(&args)),
+            quorum: (args.queue_type == QueueType::Quorum).then(|| {
+                quorum::QuorumState::new(&args, vhost.upgrade().and_then(|v| v.paging.clone()))
+            }),
         };
         let stream = stream::settings_from_args(&args).map(|settings| {
             let dir = vhost
@@ -567,9 +569,8 @@ impl Queue {
         }
         if let Some(q) = st.quorum.as_mut() {
             let n = q.fifo.ready_len() as u32;
-            let all = q.fifo.drain_all();
-            let ids = all.iter().map(|m| m.persist_id).filter(|id| *id != 0);
-            self.forget_ids(ids.collect());
+            let ids = q.drain();
+            self.forget_ids(ids);
             self.timer.notify_one();
             return (n, std::mem::take(&mut st.consumers));
         }

@@ -37,6 +37,11 @@ impl Paging {
             next_file: AtomicU64::new(1),
         })
     }
+
+    /// A number for a new page file, unique in this run.
+    pub(crate) fn next_name(&self) -> u64 {
+        self.next_file.fetch_add(1, Ordering::Relaxed)
+    }
 }
 
 /// A message whose bytes are in the page file.
