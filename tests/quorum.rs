@@ -282,6 +282,49 @@ async fn an_expired_message_is_dead_lettered() {
     }
 }
 
+/// A message waiting for its TTL costs no timer wake-ups until it expires (a timer that
+/// re-armed itself on every run spun for the whole TTL and starved other tasks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_ttl_does_not_spin_the_timer() {
+    let broker = common::start_broker().await;
+    let (_conn, ch) = open(&broker.uri()).await;
+    ch.queue_declare(
+        "landed".into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    declare_qq(
+        &ch,
+        "wait",
+        &[
+            ("x-message-ttl", AMQPValue::LongInt(1000)),
+            ("x-dead-letter-exchange", lstr("")),
+            ("x-dead-letter-routing-key", lstr("landed")),
+            ("x-dead-letter-strategy", lstr("at-least-once")),
+            ("x-overflow", lstr("reject-publish")),
+        ],
+    )
+    .await;
+    publish_n(&ch, "wait", 1).await;
+    let m = common::within(T, async {
+        loop {
+            if let Some(m) = ch
+                .basic_get("landed".into(), BasicGetOptions { no_ack: true })
+                .await
+                .unwrap()
+            {
+                return m;
+            }
+        }
+    })
+    .await;
+    assert_eq!(m.delivery.data, b"m0");
+    let q = broker.broker.vhost("/").unwrap().queue("wait").unwrap();
+    assert!(q.timer_runs() < 10, "timer ran {} times", q.timer_runs());
+}
+
 /// x-max-length with drop-head keeps the newest messages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_length_drops_the_head() {

@@ -159,6 +159,8 @@ pub struct Queue {
     pub counters: crate::stats::Counters,
     /// Wakes the timer task (a new head with an expiry, a consumer change).
     timer: Arc<Notify>,
+    /// Times the timer task ran (a timer that keeps waking itself shows here).
+    timer_runs: AtomicU64,
     /// The broker's message log (set once it is open) and this queue's key in it, for a
     /// durable queue: its persistent messages are recorded there.
     store: Option<(StoreCell, Arc<str>)>,
@@ -250,6 +252,7 @@ impl Queue {
             deleted: AtomicBool::new(false),
             counters: Default::default(),
             timer: Arc::new(Notify::new()),
+            timer_runs: AtomicU64::new(0),
             store,
             stream,
         });
@@ -336,6 +339,11 @@ impl Queue {
         }
         Counters::bump(&self.counters.publish, 1);
         s.append(msg, cell.get())
+    }
+
+    /// Times the queue's timer task woke (TTL, expiry, dead-letter retries).
+    pub fn timer_runs(&self) -> u64 {
+        self.timer_runs.load(SeqCst)
     }
 
     pub fn consumer_count(&self) -> u32 {

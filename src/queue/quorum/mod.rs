@@ -360,7 +360,9 @@ impl Queue {
         let mut after = After::default();
         let next = {
             let mut st = self.state.lock();
-            st.timer_deadline = None;
+            // The timer is running now: what the commands below arm must not wake it
+            // again at once (it sleeps until the deadline returned here).
+            st.timer_deadline = Some(now);
             self.q_apply(&mut st, Command::Tick, &mut after);
             if st.dlx_retry_at.is_some_and(|t| t <= now) {
                 st.dlx_retry_at = None;
