@@ -341,6 +341,28 @@ impl Queue {
         s.append(msg, cell.get())
     }
 
+    /// Adds a consumer to the queue's list (highest priority first; registration order
+    /// for single active consumer), unless exclusivity forbids it.
+    fn attach(&self, st: &mut State, consumer: Arc<Consumer>) -> Result<(), ConsumeRefused> {
+        if st.consumers.iter().any(|c| c.exclusive)
+            || (consumer.exclusive && !st.consumers.is_empty())
+        {
+            return Err(ConsumeRefused::ExclusiveUse);
+        }
+        let at = if self.args.single_active_consumer {
+            st.consumers.len()
+        } else {
+            st.consumers
+                .iter()
+                .position(|c| c.priority < consumer.priority)
+                .unwrap_or(st.consumers.len())
+        };
+        st.consumers.insert(at, consumer);
+        st.had_consumer = true;
+        st.last_used = Instant::now();
+        Ok(())
+    }
+
     /// Times the queue's timer task woke (TTL, expiry, dead-letter retries).
     pub fn timer_runs(&self) -> u64 {
         self.timer_runs.load(SeqCst)
