@@ -3,5 +3,6 @@
 
 pub mod definitions;
 pub mod disk;
+pub mod fault;
 pub mod log;
 pub mod record;

@@ -150,7 +150,7 @@ impl PageStore {
         let mut buf = Vec::with_capacity(m.size() + 64);
         record::encode_publish(&mut buf, m.persist_id, 0, &[], m);
         let seg = self.segments.get_mut(&self.head).expect("opened above");
-        seg.file.write_all_at(&buf, seg.len)?;
+        crate::store::fault::write_all_at("quorum_pages::write", &seg.file, &buf, seg.len)?;
         let p = Paged {
             seg: self.head,
             off: seg.len,

@@ -113,6 +113,9 @@ struct Files {
     index: Option<File>,
     /// Bytes of the active segment known written and synced.
     active_len: u64,
+    /// A segment a write or sync failed in that holds no committed record: replaced by a
+    /// new file when the retry rolls to the same base offset.
+    discard: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -188,11 +191,12 @@ impl Stream {
             let mut file = OpenOptions::new().read(true).write(true).open(&path)?;
             let file_len = file.metadata()?.len();
             let mut idx = index::load(&dir, base, file_len);
-            let mut len = file_len;
+            let len;
             let mut end = bases.get(i + 1).copied().unwrap_or(base);
-            // Closed segments are trusted up to their length when their index is there;
-            // the last one (and any without an index) is checked record by record.
-            if last || idx.is_empty() {
+            // Every segment is checked record by record from its last index entry on (the
+            // whole segment when it has no index): a closed one may end with what a failed
+            // write or sync left before the writer moved to a new segment.
+            {
                 let from = idx.last().copied();
                 let mut scan = match from {
                     Some(e) => segment::scan(&mut file, e.pos, file_len, Some(e.offset))?,
@@ -258,6 +262,7 @@ impl Stream {
                 active: Some((s.base, f)),
                 index: Some(i),
                 active_len: s.len,
+                discard: None,
             };
         }
         let s = Self::build(dir, settings, segs, files, next_offset, last_ts);
@@ -422,8 +427,26 @@ impl Stream {
             let Some((_, file)) = f.active.as_mut() else {
                 return Ok(());
             };
-            if let Err(e) = file.write_all(bytes).and_then(|_| file.sync_data()) {
+            let done = match crate::store::fault::write_all("stream::write", file, bytes) {
+                Ok(()) => crate::store::fault::sync_data("stream::sync", file, start)
+                    .map_err(|e| (true, e)),
+                Err(e) => Err((false, e)),
+            };
+            if let Err((sync, e)) = done {
+                // Nothing this write left in the segment is trusted: a torn record, or
+                // bytes whose fdatasync failed (the kernel may have dropped them and a
+                // second fdatasync would not say so: "fsyncgate"). The segment is cut back
+                // to its last good length (best effort: readers and recovery stop there
+                // anyway) and closed; the retry writes the records to a fresh segment.
                 let _ = file.set_len(start);
+                let base = f.active.take().map_or(first, |(b, _)| b);
+                f.index = None;
+                f.discard = Some(base);
+                if sync {
+                    tracing::error!(error = %e, dir = %self.dir.display(), segment = base, first_offset = first, "stream fdatasync failed: the records written since the last good sync are treated as lost and rewritten to a new segment; their confirms wait");
+                } else {
+                    tracing::error!(error = %e, dir = %self.dir.display(), segment = base, first_offset = first, "stream write failed: the records are rewritten to a new segment; their confirms wait");
+                }
                 return Err(e);
             }
             f.active_len += len;
@@ -467,10 +490,19 @@ impl Stream {
     /// Starts a new active segment whose first record is `first`.
     fn roll(&self, f: &mut Files, first: u64) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
-        let file = OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(segment::path(&self.dir, first))?;
+        // A segment named `first` holds no committed record (all of its offsets are
+        // `first` or later): it is what a failed write left. It is replaced by a new file
+        // rather than reused, since its pages cannot be trusted after a failed sync.
+        let path = segment::path(&self.dir, first);
+        if f.discard == Some(first) {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        f.discard = None;
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
         let idx = OpenOptions::new()
             .create(true)
             .truncate(true)
