@@ -26,8 +26,11 @@ WORK=$(mktemp -d /tmp/warren-bench.XXXXXX)
 # id | description | warren-perf arguments
 SCENARIO_TABLE=(
   "s1|1p1c 16 B, auto-ack|-x 1 -y 1 -s 16 -a"
+  "u1|1p1c 16 B, auto-ack, one write per message (as pika, amqplib, lapin)|-x 1 -y 1 -s 16 -a --unbatched"
   "s2|1p1c 1 KiB, confirms (window 100), manual ack (qos 100)|-x 1 -y 1 -s 1024 -c 100 -q 100"
+  "u2|1p1c 1 KiB, confirms (window 100), manual ack (qos 100), one write per message|-x 1 -y 1 -s 1024 -c 100 -q 100 --unbatched"
   "s3|1p1c 1 KiB persistent, confirms (window 100), manual ack (qos 100)|-x 1 -y 1 -s 1024 -c 100 -q 100 --persistent"
+  "u3|1p1c 1 KiB persistent, confirms (window 100), manual ack (qos 100), one write per message|-x 1 -y 1 -s 1024 -c 100 -q 100 --persistent --unbatched"
   "s4|fanout 1 -> 10 queues, 16 B, auto-ack|-t fanout --queues 10 -x 1 -y 10 -s 16 -a"
   "s5|latency at 1000 msg/s, 16 B, auto-ack|-x 1 -y 1 -s 16 -a -r 1000"
   "s6|topic, 1 binding, 16 B, confirms (window 100), auto-ack|-t topic -x 1 -y 1 -s 16 -c 100 -a"
@@ -338,7 +341,7 @@ start_warren
 RUN_ID=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 export RUN_ID
 log "run $RUN_ID: ${DURATION} s x $REPS, warren pid $WARREN_PID, rabbitmq pid $(rabbit_pid)"
-wanted=${SCENARIOS:-s1 s2 s3 s4 s5 s6 s7 s10 s8 s9}
+wanted=${SCENARIOS:-s1 u1 s2 u2 s3 u3 s4 s5 s6 s7 s10 s8 s9}
 for entry in "${SCENARIO_TABLE[@]}"; do
   IFS='|' read -r id _desc args <<<"$entry"
   case " $wanted " in *" $id "*) ;; *) continue ;; esac

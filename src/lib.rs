@@ -81,6 +81,8 @@ pub mod config;
 pub mod connection;
 pub mod ctl;
 pub mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod limits;
 pub mod message;
 pub mod mgmt;

@@ -282,6 +282,49 @@ async fn an_expired_message_is_dead_lettered() {
     }
 }
 
+/// A message waiting for its TTL costs no timer wake-ups until it expires (a timer that
+/// re-armed itself on every run spun for the whole TTL and starved other tasks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_ttl_does_not_spin_the_timer() {
+    let broker = common::start_broker().await;
+    let (_conn, ch) = open(&broker.uri()).await;
+    ch.queue_declare(
+        "landed".into(),
+        QueueDeclareOptions::default(),
+        FieldTable::default(),
+    )
+    .await
+    .unwrap();
+    declare_qq(
+        &ch,
+        "wait",
+        &[
+            ("x-message-ttl", AMQPValue::LongInt(1000)),
+            ("x-dead-letter-exchange", lstr("")),
+            ("x-dead-letter-routing-key", lstr("landed")),
+            ("x-dead-letter-strategy", lstr("at-least-once")),
+            ("x-overflow", lstr("reject-publish")),
+        ],
+    )
+    .await;
+    publish_n(&ch, "wait", 1).await;
+    let m = common::within(T, async {
+        loop {
+            if let Some(m) = ch
+                .basic_get("landed".into(), BasicGetOptions { no_ack: true })
+                .await
+                .unwrap()
+            {
+                return m;
+            }
+        }
+    })
+    .await;
+    assert_eq!(m.delivery.data, b"m0");
+    let q = broker.broker.vhost("/").unwrap().queue("wait").unwrap();
+    assert!(q.timer_runs() < 10, "timer ran {} times", q.timer_runs());
+}
+
 /// x-max-length with drop-head keeps the newest messages.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_length_drops_the_head() {
@@ -409,4 +452,83 @@ fn the_delivery_count_survives_kill_9() {
             Some(&AMQPValue::LongLongInt(2))
         );
     });
+}
+
+/// A backlog past `--queue-memory-budget` goes to page files and comes back intact, in
+/// order, with acks, returns and basic.get; the page files go once the queue is empty.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_past_the_memory_budget_is_paged_and_read_back() {
+    let broker = common::start_broker_with(|c| c.queue_memory_budget = 4096).await;
+    let pages = broker.broker.config.data_dir.join("pages");
+    let (_conn, ch) = open(&broker.uri()).await;
+    declare_qq(&ch, "paged", &[]).await;
+    const N: usize = 2000;
+    let body = |i: usize| format!("{i:04}-{}", "x".repeat(200));
+    ch.confirm_select(ConfirmSelectOptions::default())
+        .await
+        .unwrap();
+    for i in 0..N {
+        ch.basic_publish(
+            "".into(),
+            "paged".into(),
+            BasicPublishOptions::default(),
+            body(i).as_bytes(),
+            BasicProperties::default(),
+        )
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    }
+    let files = || std::fs::read_dir(&pages).map_or(0, |d| d.count());
+    assert!(files() > 0, "the backlog is in page files");
+    // basic.get with ack, then a return: the message comes back from its page.
+    let first = ch
+        .basic_get("paged".into(), BasicGetOptions { no_ack: false })
+        .await
+        .unwrap()
+        .expect("a message");
+    assert_eq!(first.delivery.data, body(0).as_bytes());
+    first
+        .delivery
+        .nack(BasicNackOptions {
+            requeue: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    ch.basic_qos(50, BasicQosOptions::default()).await.unwrap();
+    let mut c = ch
+        .basic_consume(
+            "paged".into(),
+            "".into(),
+            BasicConsumeOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    // Without a delivery limit a return goes to the back: 1..N, then 0.
+    let order: Vec<usize> = (1..N).chain([0]).collect();
+    for i in order {
+        let d = common::within(T, c.next()).await.unwrap().unwrap();
+        assert_eq!(d.data, body(i).as_bytes(), "message {i}");
+        d.ack(BasicAckOptions::default()).await.unwrap();
+    }
+    let q = broker.broker.vhost("/").unwrap().queue("paged").unwrap();
+    common::within(T, async {
+        while q.unacked_count() != 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert_eq!(q.message_count(), 0);
+    // Only the head page file is left, emptied.
+    let sizes: Vec<u64> = std::fs::read_dir(&pages)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .collect();
+    assert!(
+        sizes.iter().all(|s| *s == 0),
+        "page files emptied: {sizes:?}"
+    );
 }

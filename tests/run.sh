@@ -33,6 +33,9 @@ fi
 # Unit, conformance (in-process, through lapin), interop, management, shutdown, restart.
 cargo test --workspace --release
 
+# Injected disk faults: the failpoints (src/store/fault.rs) exist only with this feature.
+cargo test --release --features failpoints --test disk_faults
+
 # The suite's counts against the warren binary itself (cargo test captures them).
 cargo build --release -q --workspace --bins
 ./target/release/warren --port 5679 --management-port 0 --data-dir "$(mktemp -d)" --log-level warn &

@@ -108,6 +108,9 @@ pub enum Frame {
     Heartbeat(u16),
 }
 
+/// The most the decoder reserves ahead for a frame still arriving.
+const RESERVE_MAX: usize = 1 << 20;
+
 /// Splits frames out of a read buffer. Holds the negotiated frame_max.
 #[derive(Debug, Clone)]
 pub struct FrameDecoder {
@@ -139,7 +142,10 @@ impl FrameDecoder {
         }
         let total = 7 + size + 1;
         if buf.len() < total {
-            buf.reserve(total - buf.len());
+            // Room for the rest of the frame, but never more than RESERVE_MAX ahead of the
+            // bytes that came: with frame_max 0 (no limit) a 7-byte header announcing a
+            // 4 GiB frame made this reserve 4 GiB at once (found by fuzz/ `frame`).
+            buf.reserve((total - buf.len()).min(RESERVE_MAX));
             return Ok(None);
         }
         if buf[total - 1] != FRAME_END {
@@ -406,6 +412,15 @@ mod tests {
                 immediate: false,
             })),
         ))
+    }
+
+    /// Found by the `frame` fuzz target: without a frame_max, a header announcing a
+    /// 3.4 GB frame reserved 3.4 GB before a byte of it came.
+    #[test]
+    fn huge_announced_frame_reserves_little() {
+        let mut buf = BytesMut::from(&[1u8, 0, 0, 0xce, 0, 0, 0, b'x'][..]);
+        assert!(FrameDecoder::new(0).decode(&mut buf).unwrap().is_none());
+        assert!(buf.capacity() <= 2 << 20, "reserved {}", buf.capacity());
     }
 
     #[test]

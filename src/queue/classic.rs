@@ -241,22 +241,7 @@ impl Queue {
         let mut dead = Vec::new();
         {
             let mut st = self.state.lock();
-            if st.consumers.iter().any(|c| c.exclusive)
-                || (consumer.exclusive && !st.consumers.is_empty())
-            {
-                return Err(ConsumeRefused::ExclusiveUse);
-            }
-            let at = if self.args.single_active_consumer {
-                st.consumers.len()
-            } else {
-                st.consumers
-                    .iter()
-                    .position(|c| c.priority < consumer.priority)
-                    .unwrap_or(st.consumers.len())
-            };
-            st.consumers.insert(at, consumer);
-            st.had_consumer = true;
-            st.last_used = Instant::now();
+            self.attach(&mut st, consumer)?;
             self.dispatch_locked(&mut st, &mut dead, None);
         }
         self.dead_letter(dead, Reason::Expired);

@@ -159,6 +159,8 @@ pub struct Queue {
     pub counters: crate::stats::Counters,
     /// Wakes the timer task (a new head with an expiry, a consumer change).
     timer: Arc<Notify>,
+    /// Times the timer task ran (a timer that keeps waking itself shows here).
+    timer_runs: AtomicU64,
     /// The broker's message log (set once it is open) and this queue's key in it, for a
     /// durable queue: its persistent messages are recorded there.
     store: Option<(StoreCell, Arc<str>)>,
@@ -219,7 +221,9 @@ impl Queue {
             dispatch_pending: false,
             timer_deadline: None,
             dlx_retry_at: None,
-            quorum: (args.queue_type == QueueType::Quorum).then(|| quorum::QuorumState::new(&args)),
+            quorum: (args.queue_type == QueueType::Quorum).then(|| {
+                quorum::QuorumState::new(&args, vhost.upgrade().and_then(|v| v.paging.clone()))
+            }),
         };
         let stream = stream::settings_from_args(&args).map(|settings| {
             let dir = vhost
@@ -248,6 +252,7 @@ impl Queue {
             deleted: AtomicBool::new(false),
             counters: Default::default(),
             timer: Arc::new(Notify::new()),
+            timer_runs: AtomicU64::new(0),
             store,
             stream,
         });
@@ -334,6 +339,33 @@ impl Queue {
         }
         Counters::bump(&self.counters.publish, 1);
         s.append(msg, cell.get())
+    }
+
+    /// Adds a consumer to the queue's list (highest priority first; registration order
+    /// for single active consumer), unless exclusivity forbids it.
+    fn attach(&self, st: &mut State, consumer: Arc<Consumer>) -> Result<(), ConsumeRefused> {
+        if st.consumers.iter().any(|c| c.exclusive)
+            || (consumer.exclusive && !st.consumers.is_empty())
+        {
+            return Err(ConsumeRefused::ExclusiveUse);
+        }
+        let at = if self.args.single_active_consumer {
+            st.consumers.len()
+        } else {
+            st.consumers
+                .iter()
+                .position(|c| c.priority < consumer.priority)
+                .unwrap_or(st.consumers.len())
+        };
+        st.consumers.insert(at, consumer);
+        st.had_consumer = true;
+        st.last_used = Instant::now();
+        Ok(())
+    }
+
+    /// Times the queue's timer task woke (TTL, expiry, dead-letter retries).
+    pub fn timer_runs(&self) -> u64 {
+        self.timer_runs.load(SeqCst)
     }
 
     pub fn consumer_count(&self) -> u32 {
@@ -567,9 +599,8 @@ impl Queue {
         }
         if let Some(q) = st.quorum.as_mut() {
             let n = q.fifo.ready_len() as u32;
-            let all = q.fifo.drain_all();
-            let ids = all.iter().map(|m| m.persist_id).filter(|id| *id != 0);
-            self.forget_ids(ids.collect());
+            let ids = q.drain();
+            self.forget_ids(ids);
             self.timer.notify_one();
             return (n, std::mem::take(&mut st.consumers));
         }

@@ -37,6 +37,11 @@ impl Paging {
             next_file: AtomicU64::new(1),
         })
     }
+
+    /// A number for a new page file, unique in this run.
+    pub(crate) fn next_name(&self) -> u64 {
+        self.next_file.fetch_add(1, Ordering::Relaxed)
+    }
 }
 
 /// A message whose bytes are in the page file.
@@ -129,18 +134,16 @@ impl Pager {
             );
         }
         let f = self.file.as_mut().expect("opened above");
-        f.write_all_at(&self.wbuf, self.flushed)?;
+        crate::store::fault::write_all_at("pager::write", f, &self.wbuf, self.flushed)?;
         self.flushed += self.wbuf.len() as u64;
         self.wbuf.clear();
         Ok(())
     }
 
-    /// Appends a message to the page file. Gives it back when paging is broken (a write
-    /// error: the queue keeps it in memory instead, and says so once).
+    /// Appends a message to the page file. After a write error its bytes stay in the write
+    /// buffer (in memory, behind the messages already paged, so the order holds; said
+    /// once) until a later flush works.
     pub(crate) fn page_out(&mut self, m: QueuedMessage) -> Result<(), QueuedMessage> {
-        if self.broken {
-            return Err(m);
-        }
         let at = self.wbuf.len();
         record::encode_publish(&mut self.wbuf, m.msg.persist_id, 0, &[], &m.msg);
         let len = (self.wbuf.len() - at) as u32;
@@ -157,15 +160,22 @@ impl Pager {
         self.end += len as u64;
         self.bytes += m.msg.size();
         if self.wbuf.len() >= WRITE_CHUNK {
-            if let Err(e) = self.flush() {
-                self.fail(&e);
+            match self.flush() {
+                Ok(()) if self.broken => {
+                    tracing::warn!(file = %self.path.display(), "paging works again");
+                    self.broken = false;
+                }
+                Ok(()) => {}
+                Err(e) => self.fail(&e),
             }
         }
         Ok(())
     }
 
     fn fail(&mut self, e: &std::io::Error) {
-        tracing::error!(file = %self.path.display(), error = %e, "paging failed: messages stay in memory");
+        if !self.broken {
+            tracing::error!(file = %self.path.display(), error = %e, "paging failed: messages stay in memory");
+        }
         self.broken = true;
     }
 
@@ -187,20 +197,25 @@ impl Pager {
             body += e.size as usize + ENTRY_OVERHEAD;
             stop = e.off + e.len as u64;
         }
-        if stop > self.flushed {
-            if let Err(e) = self.flush() {
+        // What was flushed is read from the file, the rest comes from the write buffer
+        // (which keeps the bytes a failed write could not store).
+        let mut buf = vec![0u8; (stop - start) as usize];
+        let on_disk = stop.min(self.flushed);
+        if on_disk > start {
+            let read = match &self.file {
+                Some(f) => f.read_exact_at(&mut buf[..(on_disk - start) as usize], start),
+                None => Err(std::io::ErrorKind::NotFound.into()),
+            };
+            if let Err(e) = read {
                 self.fail(&e);
                 return;
             }
         }
-        let mut buf = vec![0u8; (stop - start) as usize];
-        let read = match &self.file {
-            Some(f) => f.read_exact_at(&mut buf, start),
-            None => Err(std::io::ErrorKind::NotFound.into()),
-        };
-        if let Err(e) = read {
-            self.fail(&e);
-            return;
+        if stop > self.flushed {
+            let from = start.max(self.flushed);
+            buf[(from - start) as usize..].copy_from_slice(
+                &self.wbuf[(from - self.flushed) as usize..(stop - self.flushed) as usize],
+            );
         }
         let buf = Bytes::from(buf);
         for _ in 0..n {
@@ -239,8 +254,10 @@ impl Pager {
         (n, ids)
     }
 
-    /// The paged tail is empty: the file can start over.
+    /// The paged tail is empty: the file can start over (and paging is tried again after
+    /// a write error).
     fn reset(&mut self) {
+        self.broken = false;
         self.wbuf.clear();
         self.end = 0;
         self.flushed = 0;

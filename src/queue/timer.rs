@@ -42,6 +42,8 @@ impl Queue {
 
     /// Expires due head messages and an unused queue; returns the next deadline.
     fn on_timer(self: &Arc<Self>) -> Option<Instant> {
+        self.timer_runs
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let now = Instant::now();
         let mut dead = Vec::new();
         let quorum_next = if self.is_quorum() {

@@ -10,7 +10,6 @@
 use amq_protocol::types::{AMQPValue, FieldArray, FieldTable, LongString};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Number, Value};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 
@@ -236,8 +235,8 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let tmp = path.with_extension("json.tmp");
     {
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
+        super::fault::write_all("definitions::write", &mut f, bytes)?;
+        super::fault::sync_all("definitions::sync", &f)?;
     }
     std::fs::rename(&tmp, path)?;
     std::fs::File::open(dir)?.sync_all()?;

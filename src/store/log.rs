@@ -96,6 +96,9 @@ pub struct RecoveryReport {
     /// Messages whose queue no longer exists.
     pub orphaned: u64,
     pub damage: Vec<Damage>,
+    /// Publish records found twice (a batch rewritten after a failed write or sync whose
+    /// first copy reached the disk after all): the later copy is ignored.
+    pub duplicates: u64,
     pub elapsed: Duration,
 }
 
@@ -240,10 +243,17 @@ impl MessageLog {
                 else {
                     continue;
                 };
+                // Ids only grow along the log: a smaller one is a second copy of a batch
+                // that was rewritten to a later segment after a failed write or sync (the
+                // first copy, whole since it passed its checksum, is the one kept).
+                if id <= max_id {
+                    report.duplicates += 1;
+                    continue;
+                }
                 if starts.last().is_none_or(|(_, s)| s != n) {
                     starts.push((id, *n));
                 }
-                max_id = max_id.max(id);
+                max_id = id;
                 // Own copies: a slice would keep the whole segment buffer alive.
                 let mut msg = msg;
                 msg.properties = Bytes::copy_from_slice(&msg.properties);
@@ -306,6 +316,7 @@ impl MessageLog {
             live,
             starts,
             buf: Vec::with_capacity(1 << 20),
+            acct: Vec::new(),
             streams: Vec::new(),
             flush_definitions,
         };
@@ -443,6 +454,16 @@ fn valid_end(data: &Bytes) -> u64 {
     at as u64
 }
 
+/// A change to the live counts, pending until its batch is synced.
+enum Acct {
+    /// A publish record for `n` queues.
+    Publish {
+        id: u64,
+        n: u64,
+    },
+    Remove(Vec<u64>),
+}
+
 /// The writer thread's state: the head segment and the live counts of all segments.
 struct Writer {
     log: Arc<MessageLog>,
@@ -461,6 +482,9 @@ struct Writer {
     /// (deleted ones stay, so an id never maps to the wrong segment).
     starts: Vec<(u64, u32)>,
     buf: Vec<u8>,
+    /// What `buf` changes in the live counts, applied once it is synced — to the segment it
+    /// was synced in, which after a failed write or sync is not the one it was encoded for.
+    acct: Vec<Acct>,
     /// Stream records of the batch being written, merged per stream.
     streams: Vec<(Arc<Stream>, Chunk)>,
     flush_definitions: DefinitionsFlush,
@@ -510,11 +534,11 @@ impl Writer {
                     queues,
                     msg,
                 } => {
-                    if self.starts.last().is_none_or(|(_, s)| *s != self.head) {
-                        self.starts.push((id, self.head));
-                    }
-                    *self.live.entry(self.head).or_default() += queues.len() as u64;
                     record::encode_publish(&mut self.buf, id, at_ms, &queues, &msg);
+                    self.acct.push(Acct::Publish {
+                        id,
+                        n: queues.len() as u64,
+                    });
                 }
                 Op::Stream { stream, chunk } => {
                     match self
@@ -527,16 +551,34 @@ impl Writer {
                     }
                 }
                 Op::Ids { kind, queue, ids } => {
+                    record::encode_ids(&mut self.buf, kind, &queue, &ids);
                     if kind == KIND_REMOVE {
-                        for id in &ids {
-                            if let Some(s) = self.segment_of(*id) {
-                                if let Some(n) = self.live.get_mut(&s) {
-                                    *n = n.saturating_sub(1);
-                                }
+                        self.acct.push(Acct::Remove(ids));
+                    }
+                }
+            }
+        }
+    }
+
+    /// The batch is synced in the head segment: its publishes live there, its removes
+    /// count down the segments of their messages.
+    fn account(&mut self) {
+        for a in std::mem::take(&mut self.acct) {
+            match a {
+                Acct::Publish { id, n } => {
+                    if self.starts.last().is_none_or(|(_, s)| *s != self.head) {
+                        self.starts.push((id, self.head));
+                    }
+                    *self.live.entry(self.head).or_default() += n;
+                }
+                Acct::Remove(ids) => {
+                    for id in ids {
+                        if let Some(s) = self.segment_of(id) {
+                            if let Some(n) = self.live.get_mut(&s) {
+                                *n = n.saturating_sub(1);
                             }
                         }
                     }
-                    record::encode_ids(&mut self.buf, kind, &queue, &ids);
                 }
             }
         }
@@ -571,6 +613,7 @@ impl Writer {
                         tracing::warn!("message log writes work again");
                     }
                     self.buf.clear();
+                    self.account();
                     return;
                 }
                 Err(e) => {
@@ -615,21 +658,36 @@ impl Writer {
             self.file = Some(f);
         }
         let f = self.file.as_ref().expect("opened above");
-        match prealloc::write_synced(
+        let synced = self.head_bytes;
+        let done = prealloc::write_synced(
             f,
-            self.head_bytes,
+            synced,
             &self.buf,
             self.head_alloc,
             PREALLOC_STEP,
             self.segment_size,
-        ) {
+            ("msglog::write", "msglog::sync"),
+        );
+        match done {
             Ok(size) => self.head_alloc = size,
-            Err(e) => {
-                // A partial write leaves a torn record: start a fresh segment for the retry
-                // so the torn bytes end their segment, where recovery expects them.
+            Err((sync, e)) => {
+                // Whatever this batch left in the segment is not trusted: a partial write
+                // is a torn record, and after a failed fdatasync the kernel may have
+                // dropped the dirty pages and marked them clean, so a second fdatasync of
+                // the same file would succeed without writing them (PostgreSQL's
+                // "fsyncgate"). The segment is cut back to its last good sync (best
+                // effort; recovery also ignores a second copy) and the whole batch is
+                // rewritten to a fresh segment.
+                let _ = f.set_len(synced);
+                let failed = self.head;
                 self.file = None;
                 self.head += 1;
                 self.live.entry(self.head).or_default();
+                if sync {
+                    tracing::error!(error = %e, segment = failed, bytes = self.buf.len(), rewrite_to = self.head, "message log fdatasync failed: the bytes written since the last good sync are treated as lost and rewritten to a new segment; their confirms wait");
+                } else {
+                    tracing::error!(error = %e, segment = failed, bytes = self.buf.len(), rewrite_to = self.head, "message log write failed: the batch is rewritten to a new segment; its confirms wait");
+                }
                 return Err(e);
             }
         }

@@ -3,6 +3,7 @@
 
 pub mod definitions;
 pub mod disk;
+pub mod fault;
 pub mod log;
 pub mod prealloc;
 pub mod record;

@@ -28,7 +28,9 @@ pub fn grown(end: u64, step: u64, cap: u64) -> u64 {
 
 /// Writes `data` at `at` and fdatasyncs it. When the data would end past `alloc` (the file's
 /// size), zeros up to [`grown`] follow it in the same sync, and the new size is returned;
-/// otherwise `alloc`. On an error the file's contents from `at` on are unknown.
+/// otherwise `alloc`. The writes and the sync go through the failpoints `points` (write,
+/// sync; see [`super::fault`]). On an error (`true` when the sync failed) the file's
+/// contents from `at` on are unknown.
 pub fn write_synced(
     file: &File,
     at: u64,
@@ -36,21 +38,23 @@ pub fn write_synced(
     alloc: u64,
     step: u64,
     cap: u64,
-) -> std::io::Result<u64> {
+    points: (&str, &str),
+) -> Result<u64, (bool, std::io::Error)> {
     let end = at + data.len() as u64;
-    file.write_all_at(data, at)?;
+    super::fault::write_all_at(points.0, file, data, at).map_err(|e| (false, e))?;
     let mut size = alloc.max(end);
     if end > alloc {
         let target = grown(end, step, cap);
         let mut pos = end;
         while pos < target {
             let n = (target - pos).min(ZEROS.len() as u64);
-            file.write_all_at(&ZEROS[..n as usize], pos)?;
+            file.write_all_at(&ZEROS[..n as usize], pos)
+                .map_err(|e| (false, e))?;
             pos += n;
         }
         size = target;
     }
-    file.sync_data()?;
+    super::fault::sync_data(points.1, file, at).map_err(|e| (true, e))?;
     Ok(size)
 }
 
@@ -93,12 +97,12 @@ mod tests {
             .write(true)
             .open(&p)
             .unwrap();
-        let size = write_synced(&f, 0, b"abc", 0, 8192, 1 << 20).unwrap();
+        let size = write_synced(&f, 0, b"abc", 0, 8192, 1 << 20, ("t::w", "t::s")).unwrap();
         assert_eq!(size, 12288);
         assert_eq!(f.metadata().unwrap().len(), 12288);
         // Inside the allocation: the size stays.
         assert_eq!(
-            write_synced(&f, 3, b"def", size, 8192, 1 << 20).unwrap(),
+            write_synced(&f, 3, b"def", size, 8192, 1 << 20, ("t::w", "t::s")).unwrap(),
             size
         );
         let data = std::fs::read(&p).unwrap();

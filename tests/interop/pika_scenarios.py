@@ -1314,6 +1314,46 @@ def quorum_queue_delivery_limit(ctx):
     check("x-death reason", "delivery_limit", p.headers["x-death"][0]["reason"])
 
 
+@scenario
+def stream_basics(ctx):
+    """A stream as pika sees it: replay from an offset, the x-stream-offset header, acks
+    as credit, and basic.get refused (540 closes the connection)."""
+    ch = confirmed_channel(ctx)
+    q = ctx.qname("stream")
+    ch.queue_declare(q, durable=True, arguments={"x-queue-type": "stream"})
+    for i in range(5):
+        publish(ch, q, b"e%d" % i)
+    got = []
+
+    def on_message(c, m, p, b):
+        got.append((b, (p.headers or {}).get("x-stream-offset")))
+        c.basic_ack(m.delivery_tag)
+
+    rd = ctx.channel()
+    rd.basic_qos(prefetch_count=2)  # a stream consumer needs a prefetch
+    rd.basic_consume(q, on_message, arguments={"x-stream-offset": 3})
+    deadline = time.monotonic() + WAIT
+    while len(got) < 2 and time.monotonic() < deadline:
+        rd.connection.process_data_events(time_limit=0.05)
+    check("replay from offset 3", [(b"e3", 3), (b"e4", 4)], got)
+    # A second reader from "first" sees every event again: nothing was removed.
+    got.clear()
+    rd2 = ctx.channel()
+    rd2.basic_qos(prefetch_count=10)
+    rd2.basic_consume(q, on_message, arguments={"x-stream-offset": "first"})
+    deadline = time.monotonic() + WAIT
+    while len(got) < 5 and time.monotonic() < deadline:
+        rd2.connection.process_data_events(time_limit=0.05)
+    check("replay from first", [b"e%d" % i for i in range(5)], [b for b, _ in got])
+    conn = ctx.conn()
+    try:
+        conn.channel().basic_get(q)
+    except pex.ConnectionClosedByBroker as e:
+        check("basic.get close code", 540, e.reply_code)
+        return
+    raise Failure("ConnectionClosedByBroker(540)", "no exception")
+
+
 # ---------------------------------------------------------------------------
 # runner
 

@@ -20,6 +20,7 @@
 //! (milliseconds since the Unix epoch), as `rabbit_fifo` takes it from the Raft entry.
 
 pub mod fifo;
+mod pages;
 
 use super::consumer::{Consumer, INFLIGHT_WINDOW};
 use super::deadletter::{self, Reason};
@@ -28,34 +29,92 @@ use crate::connection::outbound::Outbound;
 use crate::message::Message;
 use crate::stats::Counters;
 use crate::store::log::{now_ms, Recovered};
-use fifo::{Command, ConsumerKey, ConsumerSpec, Effect, Entry, Fifo, FifoMsg, MsgId, Reply};
+use fifo::{Command, ConsumerKey, ConsumerSpec, Effect, Entry, Fifo, MsgId, Reply};
+use pages::{PageStore, QMsg};
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-impl FifoMsg for Arc<Message> {
-    fn size(&self) -> usize {
-        Message::size(self)
-    }
-    fn expiration_ms(&self) -> Option<u64> {
-        self.expiration
-    }
-}
-
 /// A quorum queue's state machine and the consumers its keys stand for.
 #[derive(Debug)]
 pub(crate) struct QuorumState {
-    pub(crate) fifo: Fifo<Arc<Message>>,
+    pub(crate) fifo: Fifo<QMsg>,
     consumers: HashMap<ConsumerKey, Arc<Consumer>>,
+    /// Bodies of the backlog beyond the memory budget (`None`: everything in memory).
+    pages: Option<PageStore>,
 }
 
 impl QuorumState {
-    pub(crate) fn new(eff: &super::args::QueueArgs) -> Self {
+    pub(crate) fn new(
+        eff: &super::args::QueueArgs,
+        paging: Option<Arc<super::pager::Paging>>,
+    ) -> Self {
         QuorumState {
             fifo: Fifo::new(config_of(eff)),
             consumers: HashMap::new(),
+            pages: paging.map(PageStore::new),
         }
+    }
+
+    /// The message as the state machine will hold it: its body goes to a page file
+    /// when the ready backlog is past the memory budget.
+    fn hold(&mut self, msg: Arc<Message>) -> QMsg {
+        let Some(pages) = self.pages.as_mut() else {
+            return QMsg::Mem(msg);
+        };
+        if self.fifo.ready_bytes() + msg.size() <= pages.budget() {
+            return QMsg::Mem(msg);
+        }
+        match pages.write(&msg) {
+            Some(p) => QMsg::Paged(Arc::new(p)),
+            None => QMsg::Mem(msg),
+        }
+    }
+
+    /// The message's body, read back from its page file if it is there. `None`: it
+    /// cannot be read (logged; marked so its stored copy is kept).
+    fn body(&self, m: &QMsg) -> Option<Arc<Message>> {
+        match m {
+            QMsg::Mem(m) => Some(m.clone()),
+            QMsg::Paged(p) => {
+                let read = match &self.pages {
+                    Some(pages) => pages.read(p),
+                    None => Err(std::io::ErrorKind::NotFound.into()),
+                };
+                match read {
+                    Ok(m) => Some(m),
+                    Err(e) => {
+                        tracing::error!(error = %e, "a quorum queue's paged message cannot be read: it leaves the queue until the next restart");
+                        p.unreadable.store(true, SeqCst);
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    /// The queue is done with a message: its page goes; the message-log id to forget.
+    fn release(&mut self, m: &QMsg) -> Option<u64> {
+        if let QMsg::Paged(p) = m {
+            if let Some(pages) = self.pages.as_mut() {
+                pages.release(p);
+            }
+            if p.unreadable.load(SeqCst) {
+                return None;
+            }
+        }
+        Some(m.persist_id()).filter(|id| *id != 0)
+    }
+
+    /// Everything the queue held (it is deleted): the message-log ids to forget.
+    pub(crate) fn drain(&mut self) -> Vec<u64> {
+        let all = self.fifo.drain_all();
+        self.pages = None;
+        all.iter()
+            .map(QMsg::persist_id)
+            .filter(|id| *id != 0)
+            .collect()
     }
 }
 
@@ -72,27 +131,26 @@ fn config_of(eff: &super::args::QueueArgs) -> fifo::Config {
     }
 }
 
-/// A quorum queue's entry: a stored message.
-type QEntry = Entry<Arc<Message>>;
-
 /// What must be done once the queue's lock is released: dead-lettering publishes to other
 /// queues (maybe this one), and a consumer whose connection is gone is removed.
 #[derive(Debug, Default)]
 pub(crate) struct After {
-    dead: Vec<(Reason, Vec<QEntry>, bool)>,
+    dead: Vec<(Reason, Vec<QueuedMessage>, bool)>,
     gone: Vec<(Arc<Consumer>, Vec<MsgId>)>,
+    /// Checked out but unreadable (a paged body): settled.
+    lost: Vec<MsgId>,
 }
 
 impl After {
     fn is_empty(&self) -> bool {
-        self.dead.is_empty() && self.gone.is_empty()
+        self.dead.is_empty() && self.gone.is_empty() && self.lost.is_empty()
     }
 }
 
-fn to_queued(e: Entry<Arc<Message>>) -> QueuedMessage {
+fn to_queued(e: &Entry<QMsg>, msg: Arc<Message>) -> QueuedMessage {
     QueuedMessage {
         seq: e.id,
-        msg: e.msg,
+        msg,
         redelivered: e.redelivered,
         expires_at: None,
         delivery_count: e.delivery_count,
@@ -105,9 +163,9 @@ impl Queue {
     fn q_apply(
         self: &Arc<Self>,
         st: &mut State,
-        cmd: Command<Arc<Message>>,
+        cmd: Command<QMsg>,
         after: &mut After,
-    ) -> Reply<Arc<Message>> {
+    ) -> Reply<QMsg> {
         let Some(q) = st.quorum.as_mut() else {
             return Reply::Ok;
         };
@@ -117,14 +175,26 @@ impl Queue {
             match effect {
                 Effect::Deliver { key, msgs } => self.q_deliver(q, key, msgs, after),
                 Effect::Release { msgs } => {
-                    let ids: Vec<u64> = msgs
-                        .iter()
-                        .map(|m| m.persist_id)
-                        .filter(|id| *id != 0)
-                        .collect();
+                    let ids: Vec<u64> = msgs.iter().filter_map(|m| q.release(m)).collect();
                     self.forget_ids(ids);
                 }
-                Effect::DeadLetter { reason, msgs, held } => after.dead.push((reason, msgs, held)),
+                Effect::DeadLetter { reason, msgs, held } => {
+                    let mut dead = Vec::with_capacity(msgs.len());
+                    for e in &msgs {
+                        if let Some(body) = q.body(&e.msg) {
+                            dead.push(to_queued(e, body));
+                        }
+                        if !held {
+                            // Its page goes now; its stored copy once it is republished.
+                            if let QMsg::Paged(p) = &e.msg {
+                                if let Some(pages) = q.pages.as_mut() {
+                                    pages.release(p);
+                                }
+                            }
+                        }
+                    }
+                    after.dead.push((reason, dead, held));
+                }
             }
         }
         self.q_arm_timer(st);
@@ -137,13 +207,23 @@ impl Queue {
         self: &Arc<Self>,
         q: &mut QuorumState,
         key: ConsumerKey,
-        msgs: Vec<Entry<Arc<Message>>>,
+        entries: Vec<Entry<QMsg>>,
         after: &mut After,
     ) {
         let Some(c) = q.consumers.get(&key).cloned() else {
             // Not ours (cannot happen: keys are registered with their consumer).
             return;
         };
+        let mut msgs = Vec::with_capacity(entries.len());
+        for e in &entries {
+            match q.body(&e.msg) {
+                Some(body) => msgs.push(to_queued(e, body)),
+                None => after.lost.push(e.id),
+            }
+        }
+        if msgs.is_empty() {
+            return;
+        }
         let n = msgs.len() as u32;
         c.reserved_n(n);
         if c.no_ack {
@@ -161,7 +241,7 @@ impl Queue {
         let out = Outbound::Deliver {
             consumer: c.clone(),
             queue: self.clone(),
-            msgs: msgs.into_iter().map(to_queued).collect(),
+            msgs,
         };
         if let Err(returned) = c.conn.send(out) {
             if let Outbound::Deliver { msgs, .. } = returned.0 {
@@ -192,7 +272,7 @@ impl Queue {
     }
 
     /// Runs a command and everything it leads to.
-    fn q_run(self: &Arc<Self>, cmd: Command<Arc<Message>>) -> Reply<Arc<Message>> {
+    fn q_run(self: &Arc<Self>, cmd: Command<QMsg>) -> Reply<QMsg> {
         let mut after = After::default();
         let reply = {
             let mut st = self.state.lock();
@@ -206,6 +286,11 @@ impl Queue {
     fn q_after(self: &Arc<Self>, mut after: After) {
         while !after.is_empty() {
             let mut next = After::default();
+            let lost = std::mem::take(&mut after.lost);
+            if !lost.is_empty() {
+                let mut st = self.state.lock();
+                self.q_apply(&mut st, Command::Settle { ids: lost }, &mut next);
+            }
             for (c, ids) in std::mem::take(&mut after.gone) {
                 let mut st = self.state.lock();
                 st.consumers.retain(|o| !Arc::ptr_eq(o, &c));
@@ -238,11 +323,10 @@ impl Queue {
     fn q_dead_letter(
         self: &Arc<Self>,
         reason: Reason,
-        msgs: Vec<Entry<Arc<Message>>>,
+        msgs: Vec<QueuedMessage>,
         held: bool,
         after: &mut After,
     ) {
-        let msgs: Vec<QueuedMessage> = msgs.into_iter().map(to_queued).collect();
         let unrouted = deadletter::dead_letter(self, &self.vhost, &msgs, reason);
         if !held || self.is_deleted() {
             let ids = msgs.iter().map(|m| m.msg.persist_id).filter(|id| *id != 0);
@@ -276,7 +360,9 @@ impl Queue {
         let mut after = After::default();
         let next = {
             let mut st = self.state.lock();
-            st.timer_deadline = None;
+            // The timer is running now: what the commands below arm must not wake it
+            // again at once (it sleeps until the deadline returned here).
+            st.timer_deadline = Some(now);
             self.q_apply(&mut st, Command::Tick, &mut after);
             if st.dlx_retry_at.is_some_and(|t| t <= now) {
                 st.dlx_retry_at = None;
@@ -300,12 +386,20 @@ impl Queue {
     /// A message read back from the message log at start.
     pub(super) fn q_restore(self: &Arc<Self>, r: Recovered) {
         // The log holds one redelivered mark per return: the delivery count.
-        self.q_run(Command::Enqueue {
-            msg: r.msg,
-            enqueued_at: r.at_ms,
-            redelivered: r.redelivered,
-            delivery_count: r.returns,
-        });
+        let mut after = After::default();
+        {
+            let mut st = self.state.lock();
+            let Some(q) = st.quorum.as_mut() else { return };
+            let msg = q.hold(r.msg);
+            let cmd = Command::Enqueue {
+                msg,
+                enqueued_at: r.at_ms,
+                redelivered: r.redelivered,
+                delivery_count: r.returns,
+            };
+            self.q_apply(&mut st, cmd, &mut after);
+        }
+        self.q_after(after);
     }
 
     pub(super) fn q_publish(self: &Arc<Self>, msg: Arc<Message>) -> PublishOutcome {
@@ -316,12 +410,32 @@ impl Queue {
             return PublishOutcome::Enqueued;
         }
         let id = msg.persist_id;
-        let reply = self.q_run(Command::Enqueue {
-            msg,
-            enqueued_at: now_ms(),
-            redelivered: false,
-            delivery_count: 0,
-        });
+        let mut after = After::default();
+        let reply = {
+            let mut st = self.state.lock();
+            let Some(q) = st.quorum.as_mut() else {
+                return PublishOutcome::Enqueued;
+            };
+            let msg = q.hold(msg);
+            let paged = match &msg {
+                QMsg::Paged(p) => Some(p.clone()),
+                QMsg::Mem(_) => None,
+            };
+            let cmd = Command::Enqueue {
+                msg,
+                enqueued_at: now_ms(),
+                redelivered: false,
+                delivery_count: 0,
+            };
+            let reply = self.q_apply(&mut st, cmd, &mut after);
+            if let (Reply::Rejected, Some(p), Some(q)) = (&reply, paged, st.quorum.as_mut()) {
+                if let Some(pages) = q.pages.as_mut() {
+                    pages.release(&p);
+                }
+            }
+            reply
+        };
+        self.q_after(after);
         if matches!(reply, Reply::Rejected) {
             if id != 0 {
                 self.forget_ids(vec![id]);
@@ -368,22 +482,7 @@ impl Queue {
         let mut after = After::default();
         {
             let mut st = self.state.lock();
-            if st.consumers.iter().any(|c| c.exclusive)
-                || (consumer.exclusive && !st.consumers.is_empty())
-            {
-                return Err(ConsumeRefused::ExclusiveUse);
-            }
-            let at = if self.args.single_active_consumer {
-                st.consumers.len()
-            } else {
-                st.consumers
-                    .iter()
-                    .position(|c| c.priority < consumer.priority)
-                    .unwrap_or(st.consumers.len())
-            };
-            st.consumers.insert(at, consumer.clone());
-            st.had_consumer = true;
-            st.last_used = Instant::now();
+            self.attach(&mut st, consumer.clone())?;
             let spec = ConsumerSpec {
                 priority: consumer.priority,
                 prefetch: if consumer.no_ack {
@@ -431,18 +530,27 @@ impl Queue {
         let r = {
             let mut st = self.state.lock();
             st.last_used = Instant::now();
-            match self.q_apply(&mut st, Command::Dequeue { no_ack }, &mut after) {
+            // Checked out even without ack, and settled once its body is read (a paged
+            // body must be read before its page is released).
+            let cmd = Command::Dequeue { no_ack: false };
+            match self.q_apply(&mut st, cmd, &mut after) {
                 Reply::Dequeued(Some((e, left))) => {
-                    if no_ack {
-                        Counters::bump(&self.counters.get_no_ack, 1);
-                    } else {
-                        self.unacked.fetch_add(1, SeqCst);
-                        Counters::bump(&self.counters.get, 1);
+                    let body = st.quorum.as_ref().and_then(|q| q.body(&e.msg));
+                    if no_ack || body.is_none() {
+                        self.q_apply(&mut st, Command::Settle { ids: vec![e.id] }, &mut after);
                     }
-                    if e.redelivered {
-                        Counters::bump(&self.counters.redeliver, 1);
-                    }
-                    Some((to_queued(e), left))
+                    body.map(|body| {
+                        if no_ack {
+                            Counters::bump(&self.counters.get_no_ack, 1);
+                        } else {
+                            self.unacked.fetch_add(1, SeqCst);
+                            Counters::bump(&self.counters.get, 1);
+                        }
+                        if e.redelivered {
+                            Counters::bump(&self.counters.redeliver, 1);
+                        }
+                        (to_queued(&e, body), left)
+                    })
                 }
                 _ => None,
             }

@@ -115,6 +115,9 @@ struct Files {
     active_len: u64,
     /// Size of the active segment file: records, then zeros up to here.
     active_alloc: u64,
+    /// A segment a write or sync failed in that holds no committed record: replaced by a
+    /// new file when the retry rolls to the same base offset.
+    discard: Option<u64>,
 }
 
 /// How far ahead of the writes the active segment is zero-filled
@@ -194,11 +197,12 @@ impl Stream {
             let mut file = OpenOptions::new().read(true).write(true).open(&path)?;
             let file_len = file.metadata()?.len();
             let mut idx = index::load(&dir, base, file_len);
-            let mut len = file_len;
+            let len;
             let mut end = bases.get(i + 1).copied().unwrap_or(base);
-            // Closed segments are trusted up to their length when their index is there;
-            // the last one (and any without an index) is checked record by record.
-            if last || idx.is_empty() {
+            // Every segment is checked record by record from its last index entry on (the
+            // whole segment when it has no index): a closed one may end with what a failed
+            // write or sync left before the writer moved to a new segment.
+            {
                 let from = idx.last().copied();
                 let mut scan = match from {
                     Some(e) => segment::scan(&mut file, e.pos, file_len, Some(e.offset))?,
@@ -266,6 +270,7 @@ impl Stream {
                 index: Some(i),
                 active_len: s.len,
                 active_alloc: alloc,
+                discard: None,
             };
         }
         let s = Self::build(dir, settings, segs, files, next_offset, last_ts);
@@ -437,12 +442,27 @@ impl Stream {
                 f.active_alloc,
                 PREALLOC_STEP,
                 max_segment,
+                ("stream::write", "stream::sync"),
             );
             match written {
                 Ok(size) => f.active_alloc = size,
-                Err(e) => {
+                Err((sync, e)) => {
+                    // Nothing this write left in the segment is trusted: a torn record, or
+                    // bytes whose fdatasync failed (the kernel may have dropped them and a
+                    // second fdatasync would not say so: "fsyncgate"). The segment is cut
+                    // back to its last good length (best effort: readers and recovery stop
+                    // there anyway) and closed; the retry writes the records to a fresh
+                    // segment.
                     let _ = file.set_len(start);
+                    let base = f.active.take().map_or(first, |(b, _)| b);
+                    f.index = None;
+                    f.discard = Some(base);
                     f.active_alloc = start;
+                    if sync {
+                        tracing::error!(error = %e, dir = %self.dir.display(), segment = base, first_offset = first, "stream fdatasync failed: the records written since the last good sync are treated as lost and rewritten to a new segment; their confirms wait");
+                    } else {
+                        tracing::error!(error = %e, dir = %self.dir.display(), segment = base, first_offset = first, "stream write failed: the records are rewritten to a new segment; their confirms wait");
+                    }
                     return Err(e);
                 }
             }
@@ -496,12 +516,24 @@ impl Stream {
             }
         }
         std::fs::create_dir_all(&self.dir)?;
+        // A segment named `first` holds no committed record (all of its offsets are
+        // `first` or later): it is what a failed write left. It is replaced by a new file
+        // rather than reused, since its pages cannot be trusted after a failed sync.
+        let path = segment::path(&self.dir, first);
+        if f.discard == Some(first) {
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        f.discard = None;
         let mut file = OpenOptions::new()
             .create(true)
             .truncate(false)
             .read(true)
             .write(true)
-            .open(segment::path(&self.dir, first))?;
+            .open(&path)?;
         let idx = OpenOptions::new()
             .create(true)
             .truncate(true)
