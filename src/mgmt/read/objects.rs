@@ -3,19 +3,34 @@
 
 use super::*;
 
-fn exchanges_json(b: &Broker, me: &Caller, vhost: Option<&str>) -> Vec<Value> {
-    let mut out = Vec::new();
-    let vs = visible_vhosts(b, me);
-    for v in vs.iter().filter(|v| vhost.is_none_or(|n| v.name == n)) {
-        let mut xs = v.exchanges();
-        xs.sort_by(|a, b| a.name.cmp(&b.name));
-        out.extend(xs.iter().map(|x| json::exchange(v, x)));
+/// The objects `each` lists for every vhost the caller may see (all of them, or the one
+/// named: 404 when it does not exist).
+fn per_vhost(
+    b: &Broker,
+    me: &Caller,
+    vhost: Option<&str>,
+    each: impl Fn(&crate::vhost::VHost) -> Vec<Value>,
+) -> ApiResult {
+    if vhost.is_some_and(|v| b.vhost(v).is_none()) {
+        return Err(not_found());
     }
-    out
+    let vs = visible_vhosts(b, me);
+    list(
+        vs.iter()
+            .filter(|v| vhost.is_none_or(|n| v.name == n))
+            .flat_map(|v| each(v))
+            .collect(),
+    )
+}
+
+fn exchanges_in(v: &crate::vhost::VHost) -> Vec<Value> {
+    let mut xs = v.exchanges();
+    xs.sort_by(|a, b| a.name.cmp(&b.name));
+    xs.iter().map(|x| json::exchange(v, x)).collect()
 }
 
 pub async fn exchanges(axum::extract::State(b): B, Extension(me): Me) -> ApiResult {
-    list(exchanges_json(&b, &me, None))
+    per_vhost(&b, &me, None, exchanges_in)
 }
 
 pub async fn exchanges_vhost(
@@ -23,10 +38,7 @@ pub async fn exchanges_vhost(
     Extension(me): Me,
     Path(v): Path<String>,
 ) -> ApiResult {
-    if b.vhost(&v).is_none() {
-        return Err(not_found());
-    }
-    list(exchanges_json(&b, &me, Some(&v)))
+    per_vhost(&b, &me, Some(&v), exchanges_in)
 }
 
 pub async fn exchange(
@@ -47,12 +59,12 @@ pub async fn exchange_bindings_source(
 ) -> ApiResult {
     let vh = b.vhost(&v).ok_or_else(not_found)?;
     vh.exchange(&name).ok_or_else(not_found)?;
-    list(
-        json::bindings(&vh)
-            .into_iter()
-            .filter(|x| x["source"] == name.as_str())
-            .collect(),
-    )
+    bindings_where(&vh, |x| x["source"] == name.as_str())
+}
+
+/// The vhost's bindings that `keep` selects.
+fn bindings_where(vh: &crate::vhost::VHost, keep: impl Fn(&Value) -> bool) -> ApiResult {
+    list(json::bindings(vh).into_iter().filter(|x| keep(x)).collect())
 }
 
 pub async fn exchange_bindings_destination(
@@ -61,27 +73,19 @@ pub async fn exchange_bindings_destination(
 ) -> ApiResult {
     let vh = b.vhost(&v).ok_or_else(not_found)?;
     vh.exchange(&name).ok_or_else(not_found)?;
-    list(
-        json::bindings(&vh)
-            .into_iter()
-            .filter(|x| x["destination"] == name.as_str() && x["destination_type"] == "exchange")
-            .collect(),
-    )
+    bindings_where(&vh, |x| {
+        x["destination"] == name.as_str() && x["destination_type"] == "exchange"
+    })
 }
 
-fn queues_json(b: &Broker, me: &Caller, vhost: Option<&str>) -> Vec<Value> {
-    let mut out = Vec::new();
-    let vs = visible_vhosts(b, me);
-    for v in vs.iter().filter(|v| vhost.is_none_or(|n| v.name == n)) {
-        let mut qs = v.queues();
-        qs.sort_by(|a, b| a.name().cmp(b.name()));
-        out.extend(qs.iter().map(|q| json::queue(b, q)));
-    }
-    out
+fn queues_in(b: &Broker, v: &crate::vhost::VHost) -> Vec<Value> {
+    let mut qs = v.queues();
+    qs.sort_by(|a, b| a.name().cmp(b.name()));
+    qs.iter().map(|q| json::queue(b, q)).collect()
 }
 
 pub async fn queues(axum::extract::State(b): B, Extension(me): Me) -> ApiResult {
-    list(queues_json(&b, &me, None))
+    per_vhost(&b, &me, None, |v| queues_in(&b, v))
 }
 
 pub async fn queues_vhost(
@@ -89,10 +93,7 @@ pub async fn queues_vhost(
     Extension(me): Me,
     Path(v): Path<String>,
 ) -> ApiResult {
-    if b.vhost(&v).is_none() {
-        return Err(not_found());
-    }
-    list(queues_json(&b, &me, Some(&v)))
+    per_vhost(&b, &me, Some(&v), |vh| queues_in(&b, vh))
 }
 
 pub async fn queue(
@@ -127,12 +128,9 @@ pub async fn queue_bindings(
 ) -> ApiResult {
     let vh = b.vhost(&v).ok_or_else(not_found)?;
     vh.queue(&name).ok_or_else(not_found)?;
-    list(
-        json::bindings(&vh)
-            .into_iter()
-            .filter(|x| x["destination"] == name.as_str() && x["destination_type"] == "queue")
-            .collect(),
-    )
+    bindings_where(&vh, |x| {
+        x["destination"] == name.as_str() && x["destination_type"] == "queue"
+    })
 }
 
 pub async fn bindings(axum::extract::State(b): B, Extension(me): Me) -> ApiResult {
