@@ -151,11 +151,14 @@ fn router(broker: Arc<Broker>) -> Router {
         .route("/health/checks/alarms", get(read::alarms))
         .route("/health/checks/local-alarms", get(read::alarms))
         .route("/aliveness-test/{vhost}", get(write::aliveness))
-        .fallback(|| async { not_found() })
-        .layer(axum::middleware::from_fn_with_state(
+        // Only matched routes and methods authenticate, as in RabbitMQ: an unknown path
+        // is 404 and a wrong method 405 before any credentials are looked at.
+        .route_layer(axum::middleware::from_fn_with_state(
             broker.clone(),
             auth::require_user,
-        ));
+        ))
+        .route("/login", post(auth::login))
+        .fallback(|| async { not_found() });
     Router::new()
         .nest("/api", api)
         .route("/metrics", get(metrics::render))
