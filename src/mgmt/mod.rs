@@ -43,7 +43,8 @@ pub async fn start(broker: Arc<Broker>, addr: SocketAddr) -> std::io::Result<Soc
     Ok(local)
 }
 
-fn router(broker: Arc<Broker>) -> Router {
+/// The whole HTTP service (also driven without a socket by [`crate::fuzzing::mgmt`]).
+pub(crate) fn router(broker: Arc<Broker>) -> Router {
     let api = Router::new()
         .route("/overview", get(read::overview))
         .route("/cluster-name", get(read::cluster_name))
