@@ -3,7 +3,7 @@
 # (10 000 connections a minute opened and dropped, slow readers, oversize frames,
 # unauthenticated floods, every channel of a connection), and alone again; the broker's
 # peak RSS against its memory watermark (examples/hostile_load.rs).
-#   bench/hostile_load.sh [SECONDS per phase, 20] [RATE msg/s, 5000]
+#   bench/hostile_load.sh [SECONDS per phase, 20] [RATE msg/s, 5000; 0 = as fast as 1 000 outstanding confirms allow]
 # Environment: CHURN_PER_MIN (10000), SLOW_READERS (20), WATERMARK (1GiB).
 set -euo pipefail
 cd "$(dirname "$0")/.."

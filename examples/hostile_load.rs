@@ -10,11 +10,13 @@
 //! - unauthenticated floods: wrong passwords, and sockets that connect and say nothing;
 //! - many channels: connections that open every channel up to channel_max and drop.
 //!
-//! Prints, per phase, the normal clients' throughput and publish→deliver latency (p50, p99,
+//! Prints, per phase, the normal clients' throughput (confirmed messages a second) and publish→deliver latency (p50, p99,
 //! max), the broker's peak RSS (sampled from /proc every 50 ms) and what the hostile
 //! clients did. Every loop stops at its phase's deadline.
 //!
-//! `hostile_load URI BROKER_PID [SECONDS] [RATE]` (bench/hostile_load.sh starts warren).
+//! `hostile_load URI BROKER_PID [SECONDS] [RATE]` (bench/hostile_load.sh starts warren);
+//! RATE 0 publishes as fast as 1 000 outstanding confirms allow (throughput rather than
+//! latency).
 
 use amq_protocol::frame::AMQPFrame;
 use amq_protocol::protocol::{connection, AMQPClass};
@@ -137,25 +139,44 @@ async fn normal(uri: &str, name: &'static str, secs: u64, rate: u64) -> Phase {
         })
     };
     let (ctx, mut crx) = tokio::sync::mpsc::unbounded_channel::<(u64, lapin::PublisherConfirm)>();
-    let confirms = tokio::spawn(async move {
-        let mut v = Vec::new();
-        let mut ok = 0u64;
-        while let Some((sent, c)) = crx.recv().await {
-            if let Ok(lapin::Confirmation::Ack(_)) = c.await {
-                ok += 1;
-                v.push((t0.elapsed().as_micros() as u64).saturating_sub(sent));
+    // Unthrottled (rate 0): at most WINDOW confirms outstanding.
+    const WINDOW: usize = 1000;
+    let window = Arc::new(tokio::sync::Semaphore::new(WINDOW));
+    let confirms = {
+        let window = window.clone();
+        tokio::spawn(async move {
+            let mut v = Vec::new();
+            let mut ok = 0u64;
+            while let Some((sent, c)) = crx.recv().await {
+                if let Ok(lapin::Confirmation::Ack(_)) = c.await {
+                    ok += 1;
+                    v.push((t0.elapsed().as_micros() as u64).saturating_sub(sent));
+                }
+                window.add_permits(1);
             }
-        }
-        (ok, v)
-    });
+            (ok, v)
+        })
+    };
     let mut sent = 0u64;
     let mut tick = tokio::time::interval(Duration::from_millis(1));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     while Instant::now() < stop {
-        tick.tick().await;
-        // Publish what the schedule says by now (rate per second).
-        let due = (t0.elapsed().as_micros() as u64 * rate) / 1_000_000;
+        if rate > 0 || window.available_permits() == 0 {
+            tick.tick().await;
+        }
+        // Publish what the schedule says by now (rate per second), or as much as the
+        // confirm window allows (rate 0).
+        let due = if rate == 0 {
+            sent + window.available_permits() as u64
+        } else {
+            (t0.elapsed().as_micros() as u64 * rate) / 1_000_000
+        };
         while sent < due {
+            if let Ok(p) = window.try_acquire() {
+                p.forget();
+            } else if rate == 0 {
+                break;
+            }
             let now = t0.elapsed().as_micros() as u64;
             let mut body = now.to_be_bytes().to_vec();
             body.resize(BODY, b'n');
@@ -598,7 +619,7 @@ async fn main() {
             p.name,
             p.sent,
             p.delivered,
-            p.delivered as f64 / p.secs,
+            p.confirmed as f64 / p.secs,
             pct(&p.lat_us, 0.5),
             pct(&p.lat_us, 0.99),
             p.lat_us.last().copied().unwrap_or(0),
@@ -638,7 +659,7 @@ async fn main() {
         c.slow_published.load(Relaxed)
     );
     let (u, l) = (&phases[0], &phases[1]);
-    let thr = |p: &Phase| p.delivered as f64 / p.secs;
+    let thr = |p: &Phase| p.confirmed as f64 / p.secs;
     let p99 = |p: &Phase| pct(&p.lat_us, 0.99) as f64;
     println!(
         "\nloaded vs unloaded: throughput {:+.1}%, p99 {:+.1}%",
