@@ -2,7 +2,8 @@
 //! new route is walked without editing this test) refuses requests without valid
 //! credentials the way RabbitMQ 3.10.8's management plugin does, and changes nothing; only
 //! `/metrics` answers. Then a generated set of query strings (pagination, sorting,
-//! columns, name filters, malformed encodings) against every GET route: never a 5xx.
+//! columns, name filters, malformed encodings) against every GET route: never a 5xx, and
+//! RabbitMQ's pagination shapes and errors.
 //!
 //! RabbitMQ 3.10.8, observed with curl (README, "Management API security"): no
 //! `Authorization` header → 401, empty body, `www-authenticate: Basic realm="RabbitMQ
@@ -471,6 +472,38 @@ async fn generated_query_strings_never_answer_5xx() {
         assert!(r.status < 500, "DELETE ?{q}: {}", r.status);
     }
     eprintln!("statuses over 3000 generated queries: {statuses:?}");
+    assert!(
+        statuses.get(&400).is_some_and(|n| *n > 0),
+        "no malformed page seen"
+    );
+    // The shapes RabbitMQ 3.10.8 answers (src/mgmt/query.rs); the queues are obj and
+    // aliveness-test (made by GET /api/aliveness-test above).
+    let v = api
+        .get_json("/api/queues?page=1&page_size=1&name=OB&columns=name,arguments.x")
+        .await;
+    assert_eq!(
+        v,
+        json!({"filtered_count": 1, "item_count": 1, "items": [{"name": "obj", "arguments": {}}],
+               "page": 1, "page_count": 1, "page_size": 1, "total_count": 2})
+    );
+    let r = api.get("/api/queues?page=0").await;
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (400, json!("invalid_pagination_parameters"))
+    );
+    let r = api.get("/api/exchanges?page=9").await;
+    assert_eq!(
+        (r.status, r.json()["error"].clone()),
+        (400, json!("page_out_of_range"))
+    );
+    let v = api
+        .get_json("/api/users?page=1&columns=name&sort=name&sort_reverse=true")
+        .await;
+    assert_eq!(
+        v,
+        json!([{"name": "obj"}, {"name": "guest"}]),
+        "users are not paginated"
+    );
     // The broker still serves.
     assert_eq!(api.get("/api/overview").await.status, 200);
     b.shutdown().await;

@@ -10,6 +10,7 @@ mod console;
 mod defs;
 pub mod json;
 mod metrics;
+mod query;
 mod read;
 mod write;
 
@@ -152,6 +153,8 @@ pub(crate) fn router(broker: Arc<Broker>) -> Router {
         .route("/health/checks/alarms", get(read::alarms))
         .route("/health/checks/local-alarms", get(read::alarms))
         .route("/aliveness-test/{vhost}", get(write::aliveness))
+        // columns, sort, pagination and name filters on what the handlers answer.
+        .route_layer(axum::middleware::from_fn(query::shape))
         // Only matched routes and methods authenticate, as in RabbitMQ: an unknown path
         // is 404 and a wrong method 405 before any credentials are looked at.
         .route_layer(axum::middleware::from_fn_with_state(
