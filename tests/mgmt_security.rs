@@ -508,3 +508,28 @@ async fn generated_query_strings_never_answer_5xx() {
     assert_eq!(api.get("/api/overview").await.status, 200);
     b.shutdown().await;
 }
+
+/// A client that connects to the management port and sends nothing is closed after 5 s,
+/// as RabbitMQ's cowboy does (`request_timeout`); before, it held its socket for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_management_sockets_are_closed() {
+    use tokio::io::AsyncReadExt;
+    let b = common::start_broker().await;
+    let addr = b.mgmt_addr.expect("management enabled");
+    let t0 = std::time::Instant::now();
+    let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut buf = [0u8; 64];
+    let r = tokio::time::timeout(std::time::Duration::from_secs(20), silent.read(&mut buf))
+        .await
+        .expect("the broker closes a silent management socket within 20 s");
+    assert!(matches!(r, Ok(0) | Err(_)), "{r:?}");
+    let waited = t0.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_secs(4),
+        "closed after {waited:?}"
+    );
+    // A client that talks is served as before.
+    let api = Api::new(addr);
+    assert_eq!(api.get("/api/overview").await.status, 200);
+    b.shutdown().await;
+}

@@ -8,6 +8,7 @@
 mod auth;
 mod console;
 mod defs;
+mod idle;
 pub mod json;
 mod metrics;
 mod query;
@@ -32,7 +33,7 @@ pub async fn start(broker: Arc<Broker>, addr: SocketAddr) -> std::io::Result<Soc
     let mut shutdown = broker.shutdown_signal();
     let app = router(broker);
     tokio::spawn(async move {
-        let r = axum::serve(listener, app)
+        let r = axum::serve(idle::IdleListener(listener), app)
             .with_graceful_shutdown(async move {
                 let _ = shutdown.wait_for(|down| *down).await;
             })
