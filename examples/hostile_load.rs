@@ -605,7 +605,7 @@ async fn main() {
         "phase",
         "sent",
         "delivered",
-        "msg/s",
+        "conf/s",
         "p50 µs",
         "p99 µs",
         "max µs",
