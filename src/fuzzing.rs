@@ -20,6 +20,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("definitions", definitions),
     ("queue_args", queue_args),
     ("record", record),
+    ("mgmt", mgmt),
+    ("binding_args", binding_args),
 ];
 
 /// The frame decoder on a byte stream (the first byte picks frame_max).
@@ -214,4 +216,224 @@ pub fn record(data: &[u8]) {
     let _ = segment::read_next(&mut std::io::Cursor::new(&framed), framed.len() as u64);
     let _ = segment::decode(bytes.clone());
     let _ = crate::queue::stream::index::decode(data, 0, data.len() as u64 * 2);
+}
+
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+    })
+}
+
+/// The requests the `mgmt` target chooses from: every PUT/POST body the API reads, the
+/// deletes, and GETs whose query strings it fuzzes. The objects named exist (created by
+/// [`MGMT_SETUP`] in each fresh broker), so the handlers get past their 404s.
+pub const MGMT_REQUESTS: &[(&str, &str)] = &[
+    ("PUT", "/api/queues/%2F/q"),
+    ("PUT", "/api/queues/%2F/qq"),
+    ("PUT", "/api/exchanges/%2F/x"),
+    ("POST", "/api/bindings/%2F/e/x/q/q"),
+    ("POST", "/api/bindings/%2F/e/x/e/amq.direct"),
+    ("PUT", "/api/users/u"),
+    ("PUT", "/api/permissions/%2F/u"),
+    ("PUT", "/api/policies/%2F/p"),
+    ("PUT", "/api/vhost-limits/%2F/max-connections"),
+    ("PUT", "/api/vhost-limits/%2F/max-queues"),
+    ("PUT", "/api/vhosts/v"),
+    ("POST", "/api/exchanges/%2F/x/publish"),
+    ("POST", "/api/exchanges/%2F/amq.default/publish"),
+    ("POST", "/api/queues/%2F/q/get"),
+    ("POST", "/api/definitions"),
+    ("POST", "/api/definitions/%2F"),
+    ("DELETE", "/api/queues/%2F/q"),
+    ("DELETE", "/api/queues/%2F/q/contents"),
+    ("DELETE", "/api/exchanges/%2F/x"),
+    ("DELETE", "/api/bindings/%2F/e/x/q/q/q"),
+    ("DELETE", "/api/policies/%2F/p"),
+    ("DELETE", "/api/users/u"),
+    ("GET", "/api/queues"),
+    ("GET", "/api/queues/%2F"),
+    ("GET", "/api/queues/%2F/q"),
+    ("GET", "/api/exchanges"),
+    ("GET", "/api/bindings"),
+    ("GET", "/api/connections"),
+    ("GET", "/api/channels"),
+    ("GET", "/api/consumers"),
+    ("GET", "/api/vhosts"),
+    ("GET", "/api/users"),
+    ("GET", "/api/policies"),
+    ("GET", "/api/overview"),
+    ("GET", "/api/definitions"),
+    ("GET", "/api/exchanges/%2F/x/bindings/source"),
+    ("GET", "/metrics"),
+];
+
+/// Objects every fresh broker of the `mgmt` target starts with.
+const MGMT_SETUP: &[(&str, &str, &str)] = &[
+    ("PUT", "/api/queues/%2F/q", r#"{"durable":true}"#),
+    (
+        "PUT",
+        "/api/queues/%2F/qq",
+        r#"{"durable":true,"arguments":{"x-queue-type":"quorum"}}"#,
+    ),
+    ("PUT", "/api/exchanges/%2F/x", r#"{"type":"topic"}"#),
+    (
+        "POST",
+        "/api/bindings/%2F/e/x/q/q",
+        r#"{"routing_key":"q"}"#,
+    ),
+    (
+        "PUT",
+        "/api/users/u",
+        r#"{"password":"u","tags":"management"}"#,
+    ),
+    (
+        "POST",
+        "/api/exchanges/%2F/amq.default/publish",
+        r#"{"routing_key":"q","payload":"m","payload_encoding":"string","properties":{}}"#,
+    ),
+];
+
+/// One management request through the router (no socket); its status.
+async fn mgmt_call(
+    app: &axum::Router,
+    method: &str,
+    path: &str,
+    query: &[u8],
+    body: &[u8],
+    user: u8,
+) -> Option<u16> {
+    use axum::http::Request;
+    use tower_service::Service;
+    let mut uri = path.to_string();
+    if !query.is_empty() {
+        uri.push('?');
+        for &c in query {
+            if c.is_ascii_alphanumeric() || b"-._~&=%+,;:!*'()/?@$[]".contains(&c) {
+                uri.push(c as char);
+            } else {
+                uri.push_str(&format!("%{c:02X}"));
+            }
+        }
+    }
+    let mut req = Request::builder().method(method).uri(uri);
+    let creds = match user % 4 {
+        0 => Some("Basic Z3Vlc3Q6Z3Vlc3Q="), // guest:guest, administrator
+        1 => Some("Basic dTp1"),             // u:u, management
+        2 => Some("Basic Z3Vlc3Q6eA=="),     // guest:x
+        _ => None,
+    };
+    if let Some(c) = creds {
+        req = req.header("authorization", c);
+    }
+    let req = req
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body.to_vec()))
+        .ok()?;
+    let resp = app.clone().call(req).await.ok()?;
+    Some(resp.status().as_u16())
+}
+
+/// The management API's request bodies and query strings: up to 8 requests per input,
+/// each `[request][user][length u16 BE][query '\n' body]`, through the real router of a
+/// fresh broker. A 5xx is a crash.
+pub fn mgmt(data: &[u8]) {
+    let rt = runtime();
+    let dir = std::env::temp_dir().join(format!("warren-fuzz-mgmt-{}", std::process::id()));
+    rt.block_on(async {
+        let broker = crate::broker::Broker::new(crate::Config {
+            data_dir: dir.clone(),
+            ..Default::default()
+        });
+        let app = crate::mgmt::router(broker.clone());
+        for (m, p, b) in MGMT_SETUP {
+            let s = mgmt_call(&app, m, p, b"", b.as_bytes(), 0).await;
+            assert!(matches!(s, Some(200..=299)), "setup {m} {p}: {s:?}");
+        }
+        let mut rest = data;
+        for _ in 0..8 {
+            let [sel, user, l0, l1, tail @ ..] = rest else {
+                break;
+            };
+            let len = usize::from(u16::from_be_bytes([*l0, *l1])).min(tail.len());
+            let (payload, next) = tail.split_at(len);
+            rest = next;
+            let (query, body) = match payload.iter().position(|&c| c == b'\n') {
+                Some(i) => (&payload[..i], &payload[i + 1..]),
+                None => (&payload[..0], payload),
+            };
+            let (method, path) = MGMT_REQUESTS[usize::from(*sel) % MGMT_REQUESTS.len()];
+            if let Some(status) = mgmt_call(&app, method, path, query, body, *user).await {
+                assert!(
+                    status < 500,
+                    "{method} {path} answered {status} (query {:?}, body {:?})",
+                    String::from_utf8_lossy(query),
+                    String::from_utf8_lossy(body)
+                );
+            }
+        }
+        let _ = broker.shutdown_signal();
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Headers-exchange binding arguments (`x-match` and the values it compares, Erlang's
+/// `==` over nested tables and arrays) against message headers, and policy definitions
+/// (JSON) validated and merged over queue arguments. The input: `[n u16 BE]`, a field
+/// table of `n` bytes (the binding's arguments), a field table (the headers); or the whole
+/// input as a policy document.
+pub fn binding_args(data: &[u8]) {
+    use crate::routing::headers;
+    if let Some((n, rest)) = data.split_first_chunk::<2>() {
+        let n = usize::from(u16::from_be_bytes(*n)).min(rest.len());
+        let (a, h) = rest.split_at(n);
+        let table = |b: &[u8]| {
+            let mut framed = Vec::with_capacity(b.len() + 4);
+            framed.extend_from_slice(&(b.len() as u32).to_be_bytes());
+            framed.extend_from_slice(b);
+            parse_field_table(&framed[..]).ok().map(|(_, t)| t)
+        };
+        if let Some(args) = table(a) {
+            let _ = headers::validate_x_match(&args);
+            let _ = headers::XMatch::of(&args).as_str();
+            let _ = headers::headers_match(&args, None);
+            if let Some(h) = table(h) {
+                let _ = headers::headers_match(&args, Some(&h));
+                for (k, v) in &h {
+                    if let Some(w) = args.inner().get(k.as_str()) {
+                        assert_eq!(
+                            headers::values_equal(v, w),
+                            headers::values_equal(w, v),
+                            "== is symmetric"
+                        );
+                    }
+                }
+            }
+        }
+    }
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) else {
+        return;
+    };
+    let field = |k: &str| v.get(k).and_then(|x| x.as_str()).unwrap_or_default();
+    let priority = v.get("priority").and_then(|p| p.as_i64()).unwrap_or(0);
+    let definition = v.get("definition").cloned().unwrap_or(v.clone());
+    if let Ok(p) = crate::policy::Policy::new(
+        "/",
+        "p",
+        field("pattern"),
+        field("apply-to"),
+        priority,
+        definition.clone(),
+    ) {
+        let _ = p.applies_to("queues");
+        let _ = p.to_json();
+    }
+    let what = "queue 'q' in vhost '/'";
+    let empty = FieldTable::default();
+    if let Ok(q) = crate::queue::args::QueueArgs::parse(&empty, what, true, false, false) {
+        let _ = q.with_policy(Some(&definition));
+    }
 }

@@ -123,22 +123,77 @@ fn forbidden() -> Response {
     super::refused("Not administrator user").into_response()
 }
 
-pub async fn require_user(State(b): State<Arc<Broker>>, mut req: Request, next: Next) -> Response {
-    let creds = req
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Basic "))
-        .and_then(|v| {
-            base64::engine::general_purpose::STANDARD
-                .decode(v.trim())
-                .ok()
-        })
-        .and_then(|v| String::from_utf8(v).ok());
-    let Some((user, pass)) = creds.as_deref().and_then(|c| c.split_once(':')) else {
-        return not_authorised("Login failed").into_response();
+/// What the `Authorization` header holds, read as RabbitMQ's management plugin does
+/// (`rabbit_mgmt_util:is_authorized`, cowboy's header parser).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Credentials {
+    /// No header: 401 with an empty body and the Basic challenge.
+    Missing,
+    /// `Basic` with a user and password (scheme case-insensitive, spaces around ignored).
+    Basic(String, String),
+    /// `Bearer` (an OAuth 2 token, which Warren does not accept): 401 `Login failed`.
+    Bearer,
+    /// Not base64, no `:`, not UTF-8, an empty `Basic` or another scheme: 400, empty body.
+    Malformed,
+}
+
+pub fn credentials(header: Option<&[u8]>) -> Credentials {
+    let Some(raw) = header else {
+        return Credentials::Missing;
     };
-    let Some(u) = b.authenticate(user, pass) else {
+    let Ok(v) = std::str::from_utf8(raw) else {
+        return Credentials::Malformed;
+    };
+    let v = v.trim();
+    let (scheme, rest) = v.split_once(' ').unwrap_or((v, ""));
+    if scheme.eq_ignore_ascii_case("bearer") {
+        return Credentials::Bearer;
+    }
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Credentials::Malformed;
+    }
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(rest.trim())
+        .ok()
+        .and_then(|d| String::from_utf8(d).ok());
+    match decoded.as_deref().and_then(|c| c.split_once(':')) {
+        Some((u, p)) => Credentials::Basic(u.to_string(), p.to_string()),
+        None => Credentials::Malformed,
+    }
+}
+
+/// 401 with the Basic challenge and no body: RabbitMQ's answer to a request without
+/// credentials.
+fn challenge() -> Response {
+    (
+        axum::http::StatusCode::UNAUTHORIZED,
+        [(
+            header::WWW_AUTHENTICATE,
+            "Basic realm=\"RabbitMQ Management\"",
+        )],
+    )
+        .into_response()
+}
+
+/// `POST /api/login`: RabbitMQ's OAuth 2 token login; without an OAuth backend every token
+/// is refused, with or without basic credentials, as in RabbitMQ.
+pub async fn login() -> Response {
+    not_authorised("Login failed").into_response()
+}
+
+pub async fn require_user(State(b): State<Arc<Broker>>, mut req: Request, next: Next) -> Response {
+    let creds = credentials(
+        req.headers()
+            .get(header::AUTHORIZATION)
+            .map(|v| v.as_bytes()),
+    );
+    let (user, pass) = match creds {
+        Credentials::Basic(u, p) => (u, p),
+        Credentials::Missing => return challenge(),
+        Credentials::Malformed => return axum::http::StatusCode::BAD_REQUEST.into_response(),
+        Credentials::Bearer => return not_authorised("Login failed").into_response(),
+    };
+    let Some(u) = b.authenticate(&user, &pass) else {
         tracing::warn!(user, "management login failed");
         return not_authorised("Login failed").into_response();
     };
@@ -174,4 +229,41 @@ pub async fn require_user(State(b): State<Arc<Broker>>, mut req: Request, next: 
     }
     req.extensions_mut().insert(caller);
     next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{credentials, Credentials::*};
+
+    #[test]
+    fn authorization_header_as_rabbitmq_reads_it() {
+        let basic = |u: &str, p: &str| Basic(u.into(), p.into());
+        assert_eq!(credentials(None), Missing);
+        assert_eq!(
+            credentials(Some(b"Basic Z3Vlc3Q6Z3Vlc3Q=")),
+            basic("guest", "guest")
+        );
+        assert_eq!(
+            credentials(Some(b"basic  Z3Vlc3Q6Z3Vlc3Q= ")),
+            basic("guest", "guest")
+        );
+        assert_eq!(credentials(Some(b"Basic Og==")), basic("", ""));
+        assert_eq!(
+            credentials(Some(b"Basic Z3Vlc3Q6OmE6")),
+            basic("guest", ":a:")
+        );
+        assert_eq!(credentials(Some(b"Bearer abc")), Bearer);
+        for bad in [
+            &b"Basic"[..],
+            b"Basic ",
+            b"Basic !!!",
+            b"Basic Z3Vlc3Q=",
+            b"Digest x",
+            b"",
+            b"\xff\xfe",
+            b"Basic /w==",
+        ] {
+            assert_eq!(credentials(Some(bad)), Malformed, "{bad:?}");
+        }
+    }
 }

@@ -8,8 +8,10 @@
 mod auth;
 mod console;
 mod defs;
+mod idle;
 pub mod json;
 mod metrics;
+mod query;
 mod read;
 mod write;
 
@@ -31,7 +33,7 @@ pub async fn start(broker: Arc<Broker>, addr: SocketAddr) -> std::io::Result<Soc
     let mut shutdown = broker.shutdown_signal();
     let app = router(broker);
     tokio::spawn(async move {
-        let r = axum::serve(listener, app)
+        let r = axum::serve(idle::IdleListener(listener), app)
             .with_graceful_shutdown(async move {
                 let _ = shutdown.wait_for(|down| *down).await;
             })
@@ -43,7 +45,8 @@ pub async fn start(broker: Arc<Broker>, addr: SocketAddr) -> std::io::Result<Soc
     Ok(local)
 }
 
-fn router(broker: Arc<Broker>) -> Router {
+/// The whole HTTP service (also driven without a socket by [`crate::fuzzing::mgmt`]).
+pub(crate) fn router(broker: Arc<Broker>) -> Router {
     let api = Router::new()
         .route("/overview", get(read::overview))
         .route("/cluster-name", get(read::cluster_name))
@@ -151,11 +154,16 @@ fn router(broker: Arc<Broker>) -> Router {
         .route("/health/checks/alarms", get(read::alarms))
         .route("/health/checks/local-alarms", get(read::alarms))
         .route("/aliveness-test/{vhost}", get(write::aliveness))
-        .fallback(|| async { not_found() })
-        .layer(axum::middleware::from_fn_with_state(
+        // columns, sort, pagination and name filters on what the handlers answer.
+        .route_layer(axum::middleware::from_fn(query::shape))
+        // Only matched routes and methods authenticate, as in RabbitMQ: an unknown path
+        // is 404 and a wrong method 405 before any credentials are looked at.
+        .route_layer(axum::middleware::from_fn_with_state(
             broker.clone(),
             auth::require_user,
-        ));
+        ))
+        .route("/login", post(auth::login))
+        .fallback(|| async { not_found() });
     Router::new()
         .nest("/api", api)
         .route("/metrics", get(metrics::render))
