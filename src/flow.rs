@@ -21,6 +21,8 @@
 //!   publishers `credit` ready messages; at that backlog it is overrun, and it releases
 //!   them once it has handed half of it on to consumers (or the broker is no longer
 //!   saturated, or it lost its consumers). A queue without consumers never holds anyone.
+//!   Classic and quorum queues hold their publishers this way; streams never do (a
+//!   stream's consumers read its files at their own pace).
 //! - [`Gate`], a pure state machine owned by each connection task: the queues it found
 //!   overrun after a publish. While it waits on any, the connection does not read its
 //!   socket and management shows `state: "flow"`.

@@ -72,14 +72,24 @@ fn ready(broker: &warren::BrokerHandle, q: &str) -> usize {
 }
 
 async fn declare(conn: &Connection, q: &str) -> lapin::Channel {
+    declare_typed(conn, q, None).await
+}
+
+/// Declares `q`, of `x-queue-type` `kind` (durable) when given.
+async fn declare_typed(conn: &Connection, q: &str, kind: Option<&str>) -> lapin::Channel {
     let ch = conn.create_channel().await.unwrap();
-    ch.queue_declare(
-        q.into(),
-        QueueDeclareOptions::default(),
-        FieldTable::default(),
-    )
-    .await
-    .unwrap();
+    let mut args = FieldTable::default();
+    if let Some(k) = kind {
+        args.insert(
+            "x-queue-type".into(),
+            lapin::types::AMQPValue::LongString(k.into()),
+        );
+    }
+    let opts = QueueDeclareOptions {
+        durable: kind.is_some(),
+        ..Default::default()
+    };
+    ch.queue_declare(q.into(), opts, args).await.unwrap();
     ch
 }
 
@@ -97,11 +107,20 @@ async fn publish(ch: &lapin::Channel, q: &str, i: usize) -> lapin::PublisherConf
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_overrun_queue_puts_its_publisher_in_flow_until_it_catches_up() {
+    overrun_then_catch_up(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overrun_quorum_queue_puts_its_publisher_in_flow_too() {
+    overrun_then_catch_up(Some("quorum")).await;
+}
+
+async fn overrun_then_catch_up(kind: Option<&str>) {
     const N: usize = 200;
     let broker = saturated_broker().await;
     let api = Api::new(broker.mgmt_addr.unwrap());
     let cconn = connect(&broker, "flow-consumer").await;
-    let cch = declare(&cconn, "flow-q").await;
+    let cch = declare_typed(&cconn, "flow-q", kind).await;
     cch.basic_qos(1, BasicQosOptions::default()).await.unwrap();
     let mut consumer = cch
         .basic_consume(

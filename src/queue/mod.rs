@@ -287,7 +287,11 @@ impl Queue {
     fn flow_check(&self, st: &mut State) {
         if let Some(load) = &self.flow {
             let pressed = load.saturated() && !st.consumers.is_empty();
-            let change = st.flow.check(pressed, st.ready.len(), load.credit);
+            let backlog = match &st.quorum {
+                Some(q) => q.fifo.ready_len(),
+                None => st.ready.len(),
+            };
+            let change = st.flow.check(pressed, backlog, load.credit);
             self.flow_apply(change);
         }
     }
