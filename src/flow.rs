@@ -23,6 +23,11 @@
 //!   saturated, or it lost its consumers). A queue without consumers never holds anyone.
 //!   Classic and quorum queues hold their publishers this way; streams never do (a
 //!   stream's consumers read its files at their own pace).
+//!
+//! A held connection reads nothing, acks included: a client that publishes to a queue and
+//! consumes it with manual acks on the same connection waits until saturation ends (the
+//! broker goes quiet once that queue stalls, unless other traffic keeps it busy). As with
+//! RabbitMQ, publishers and consumers belong on separate connections.
 //! - [`Gate`], a pure state machine owned by each connection task: the queues it found
 //!   overrun after a publish. While it waits on any, the connection does not read its
 //!   socket and management shows `state: "flow"`.
