@@ -36,6 +36,7 @@ SCENARIO_TABLE=(
   "s6|topic, 1 binding, 16 B, confirms (window 100), auto-ack|-t topic -x 1 -y 1 -s 16 -c 100 -a"
   "s7|topic, 100 000 extra bindings, 16 B, confirms (window 100), auto-ack|-t topic --bindings 100000 -x 1 -y 1 -s 16 -c 100 -a"
   "s10|1p1c 1 KiB, confirms (window 100), manual ack (qos 100), at 20 000 msg/s|-x 1 -y 1 -s 1024 -c 100 -q 100 -r 20000"
+  "o1|overload: 16p16c 1 KiB, confirms (window 1000), manual ack (qos 100), one write per message|-x 16 -y 16 -s 1024 -c 1000 -q 100 --unbatched"
   "q1|quorum queue 1p1c 1 KiB, confirms (window 100), manual ack (qos 100)|-x 1 -y 1 -s 1024 -c 100 -q 100 --queue-type quorum"
   "t1|stream 1p1c 100 B, confirms (window 1000), manual ack (qos 1000), consumer from next|-x 1 -y 1 -s 100 -c 1000 -q 1000 --queue-type stream"
   "t2|stream publish only, 100 B, confirms (window 1000), one write per message (as lapin, pika)|-x 1 -y 0 -s 100 -c 1000 --unbatched --queue-type stream"
@@ -341,7 +342,7 @@ start_warren
 RUN_ID=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 export RUN_ID
 log "run $RUN_ID: ${DURATION} s x $REPS, warren pid $WARREN_PID, rabbitmq pid $(rabbit_pid)"
-wanted=${SCENARIOS:-s1 u1 s2 u2 s3 u3 s4 s5 s6 s7 s10 s8 s9}
+wanted=${SCENARIOS:-s1 u1 s2 u2 s3 u3 s4 s5 s6 s7 s10 o1 s8 s9}
 for entry in "${SCENARIO_TABLE[@]}"; do
   IFS='|' read -r id _desc args <<<"$entry"
   case " $wanted " in *" $id "*) ;; *) continue ;; esac

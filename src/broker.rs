@@ -33,6 +33,9 @@ pub struct Broker {
     pub store: crate::queue::StoreCell,
     /// Queue paging (None when the budget is 0: everything stays in memory).
     paging: Option<Arc<crate::queue::pager::Paging>>,
+    /// Internal flow control: its settings and whether the runtime is saturated (set by
+    /// the [`crate::flow::monitor`] task; queues and connections read it).
+    pub flow: Arc<crate::flow::Load>,
     /// Management statistics: connection registry, counters of closed objects, samples.
     pub stats: crate::stats::Registry,
     /// Policies per vhost (management); each vhost holds the same handle, to apply them
@@ -70,6 +73,7 @@ impl Broker {
             }),
             stats: crate::stats::Registry::new(),
             policies: Default::default(),
+            flow: crate::flow::Load::new(config.flow_credit, config.flow_busy_threshold),
             config,
         };
         b.add_vhost(&b.config.default_vhost.clone());
@@ -97,6 +101,7 @@ impl Broker {
         let store = self.store.clone();
         let paging = self.paging.clone();
         let policies = self.policies.clone();
+        let flow = self.flow.clone();
         let streams = Some(self.config.data_dir.join("streams"));
         let mut created = false;
         let v = self
@@ -104,7 +109,7 @@ impl Broker {
             .entry(name.to_string())
             .or_insert_with(|| {
                 created = true;
-                VHost::new(name, changed, store, paging, streams, policies)
+                VHost::new(name, changed, store, paging, streams, policies, flow)
             })
             .clone();
         if created {

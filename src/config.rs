@@ -55,6 +55,12 @@ pub struct Config {
     pub tls: Option<crate::tls::TlsConfig>,
     /// How often the memory monitor samples RSS.
     pub memory_monitor_interval: Duration,
+    /// Internal flow control ([`crate::flow`]): messages a queue with consumers may take
+    /// beyond what it hands on while the broker is saturated; 0 turns it off.
+    pub flow_credit: u32,
+    /// Busy fraction of the runtime's workers at which the broker counts as saturated
+    /// (0 = always, a test hook; above 1 = never).
+    pub flow_busy_threshold: f64,
     /// `product` in connection.start's server-properties and management's `product_name`
     /// (RabbitMQ's `product.name`); "Warren" by default.
     pub server_product: String,
@@ -87,6 +93,8 @@ impl Default for Config {
             loopback_users: vec!["guest".into()],
             vm_memory_high_watermark: crate::alarm::Watermark::default(),
             memory_monitor_interval: Duration::from_millis(1000),
+            flow_credit: 1000,
+            flow_busy_threshold: 0.6,
             tls: None,
             max_connections: None,
             server_product: "Warren".into(),

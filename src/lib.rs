@@ -22,6 +22,9 @@
 //! - [`auth`]: users (RabbitMQ's password hashes, tags) and per-vhost permissions; the
 //!   access-control table every channel handler consults through `ConnCtx::permit`.
 //! - [`alarm`]: memory/disk alarms and the per-connection throttle that blocks publishers.
+//! - [`flow`]: internal flow control (RabbitMQ's credit flow): while the broker's runtime is
+//!   saturated, a queue with consumers that takes messages faster than it hands them on
+//!   stops its publishers' connections from reading (`state: flow`).
 //! - [`limits`]: node and vhost connection limits, vhost queue limits.
 //! - [`tls`]: the amqps listener's rustls configuration and the socket halves shared by
 //!   plain and TLS connections.
@@ -81,6 +84,7 @@ pub mod config;
 pub mod connection;
 pub mod ctl;
 pub mod error;
+pub mod flow;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod limits;
@@ -187,6 +191,7 @@ pub async fn start(config: Config) -> std::io::Result<BrokerHandle> {
         Some(port) => Some(mgmt::start(broker.clone(), (broker.config.bind, port).into()).await?),
         None => None,
     };
+    tokio::spawn(flow::monitor(Arc::downgrade(&broker.flow)));
     tokio::spawn(alarm::memory_monitor(
         Arc::downgrade(&broker.alarms),
         broker.config.memory_monitor_interval,
@@ -273,6 +278,7 @@ mod tests {
             "channel",
             "config.rs",
             "error.rs",
+            "flow.rs",
             "limits.rs",
             "message.rs",
             "policy.rs",

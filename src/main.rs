@@ -90,6 +90,15 @@ struct Cli {
     /// product_version).
     #[arg(long, env = "WARREN_SERVER_VERSION", default_value = env!("CARGO_PKG_VERSION"))]
     server_version: String,
+    /// Internal flow control (RabbitMQ's credit flow): messages a queue with consumers may
+    /// take beyond what it hands on while the broker is saturated, before its publishers'
+    /// connections stop being read (`state: flow`); 0 turns flow control off.
+    #[arg(long, env = "WARREN_FLOW_CREDIT", default_value_t = 1000)]
+    flow_credit: u32,
+    /// Busy fraction of the runtime's worker threads at which the broker counts as
+    /// saturated for flow control.
+    #[arg(long, env = "WARREN_FLOW_BUSY_THRESHOLD", default_value_t = 0.6)]
+    flow_busy_threshold: f64,
     /// Log level or filter (error, warn, info, debug, trace, or a tracing filter).
     #[arg(long, env = "WARREN_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -125,6 +134,8 @@ async fn main() {
         max_connections: cli.max_connections,
         server_product: cli.server_product,
         server_version: cli.server_version,
+        flow_credit: cli.flow_credit,
+        flow_busy_threshold: cli.flow_busy_threshold,
         tls: match (cli.tls_cert_file, cli.tls_key_file) {
             (Some(cert_file), Some(key_file)) => Some(warren::tls::TlsConfig {
                 port: cli.tls_port,

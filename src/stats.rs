@@ -13,7 +13,7 @@ use dashmap::DashMap;
 use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -148,6 +148,10 @@ pub struct ConnShared {
     pub channels: Mutex<Vec<Weak<ChannelShared>>>,
     /// Served over TLS (amqps).
     pub tls: bool,
+    /// Held by internal flow control (management `state: flow`); see [`crate::flow`].
+    pub flow: AtomicBool,
+    /// Times the connection entered flow.
+    pub flow_episodes: AtomicU64,
 }
 
 impl ConnShared {
@@ -171,6 +175,24 @@ impl ConnShared {
             send_cnt: AtomicU64::new(0),
             channels: Mutex::new(Vec::new()),
             tls: false,
+            flow: AtomicBool::new(false),
+            flow_episodes: AtomicU64::new(0),
+        }
+    }
+
+    /// Internal flow control holds (or no longer holds) the connection.
+    pub fn set_flow(&self, on: bool) {
+        if self.flow.swap(on, Relaxed) != on && on {
+            self.flow_episodes.fetch_add(1, Relaxed);
+        }
+    }
+
+    /// RabbitMQ's connection `state`: `flow` while internal flow control holds it.
+    pub fn state(&self) -> &'static str {
+        if self.flow.load(Relaxed) {
+            "flow"
+        } else {
+            "running"
         }
     }
 

@@ -200,7 +200,12 @@ impl Channel {
             cx.out
                 .content(self.id, &msg.properties, &msg.body, cx.frame_max);
         }
-        let (rejected, lsn) = crate::queue::enqueue(msg, &mut queues, cx.deferred.as_deref_mut());
+        let (rejected, lsn) = crate::queue::enqueue(
+            msg,
+            &mut queues,
+            cx.deferred.as_deref_mut(),
+            cx.flow.as_deref_mut(),
+        );
         if let Mode::Confirm { seq, pending } = &mut self.mode {
             *seq += 1;
             // A stored message is confirmed once on disk; later confirms queue behind it,

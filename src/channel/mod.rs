@@ -56,6 +56,9 @@ pub struct ConnCtx<'a> {
     /// Queues published to whose dispatch waits for the end of the read batch (see
     /// `Queue::push_deferred`); None where frames are not being read.
     pub deferred: Option<&'a mut Vec<Arc<Queue>>>,
+    /// Queues found overrun by internal flow control after a publish (see
+    /// [`crate::flow`]); the connection stops reading until they are released.
+    pub flow: Option<&'a mut Vec<Arc<Queue>>>,
 }
 
 impl ConnCtx<'_> {

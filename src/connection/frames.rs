@@ -99,6 +99,7 @@ impl Connection {
             cancel_notify: self.cancel_notify,
             stats: &self.mgmt,
             deferred: Some(&mut self.deferred),
+            flow: Some(&mut self.overrun),
         };
         let result = match frame {
             Frame::Method(_, m) => {

@@ -80,6 +80,11 @@ pub struct Connection {
     confirm_dirty: Vec<u16>,
     /// Queues this read batch published to without dispatching (see `Queue::push_deferred`).
     deferred: Vec<Arc<crate::queue::Queue>>,
+    /// Queues the last publish found overrun (filled by `queue::enqueue`, moved to `flow`).
+    overrun: Vec<Arc<crate::queue::Queue>>,
+    /// Internal flow control: the overrun queues this connection waits on; while it
+    /// waits, the socket is not read (management shows `state: flow`).
+    flow: crate::flow::Gate<Arc<crate::queue::Queue>>,
     /// We sent connection.close or connection.close-ok: input is read and discarded (only
     /// close/close-ok on channel 0 matter) until close-ok, EOF or [`CLOSE_GRACE`].
     closing_since: Option<Instant>,
@@ -182,6 +187,8 @@ pub async fn serve_stream(
         channels: HashMap::default(),
         confirm_dirty: Vec::new(),
         deferred: Vec::new(),
+        overrun: Vec::new(),
+        flow: Default::default(),
         closing_since: None,
         last_read: now,
         last_write: now,
@@ -230,6 +237,30 @@ async fn read_some(reader: &mut ReadHalf, inbuf: &mut BytesMut) -> std::io::Resu
     let spare = inbuf.capacity() - inbuf.len();
     let n = reader.read_buf(inbuf).await?;
     Ok((n, spare))
+}
+
+/// Resolves once none of `waiting` is overrun any more (each queue wakes its publishers
+/// when released; the end of saturation wakes them all).
+async fn flow_released(load: &crate::flow::Load, waiting: &[Arc<crate::queue::Queue>]) {
+    loop {
+        // Interest is registered before each check, so a release in between is not lost.
+        let global = load.released.notified();
+        tokio::pin!(global);
+        global.as_mut().enable();
+        let Some(q) = waiting.iter().find(|q| q.flow_overrun()) else {
+            return;
+        };
+        let local = q.flow_released().notified();
+        tokio::pin!(local);
+        local.as_mut().enable();
+        if !q.flow_overrun() {
+            continue;
+        }
+        tokio::select! {
+            _ = &mut global => {}
+            _ = &mut local => {}
+        }
+    }
 }
 
 async fn write_out(writer: &mut WriteHalf, out: &OutBuf) -> std::io::Result<usize> {
@@ -370,7 +401,11 @@ impl Connection {
                 .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
             let want_write = !self.out.is_empty();
             // Closing, input is only drained: read it even when blocked or backed up.
-            let can_read = closing || (self.out.len() < OUT_READ_PAUSE && self.throttle.can_read());
+            let can_read = closing
+                || (self.out.len() < OUT_READ_PAUSE
+                    && self.throttle.can_read()
+                    && !self.flow.in_flow());
+            let in_flow = self.flow.in_flow() && !closing;
             let can_recv = self.out.len() < OUT_HIGH_WATER && !closing;
             // Small reads while idle (memory per connection), large ones under load: a read
             // that filled the buffer asks for a big one next time.
@@ -418,6 +453,9 @@ impl Connection {
                         }
                     }
                 },
+                _ = flow_released(&self.broker.flow, self.flow.waiting()), if in_flow => {
+                    done = self.on_flow_released();
+                },
                 r = alarms.changed() => {
                     if r.is_ok() {
                         let set = *alarms.borrow_and_update();
@@ -426,7 +464,7 @@ impl Connection {
                 },
                 _ = ticker.tick(), if !hb.is_zero() => {
                     let now = Instant::now();
-                    if self.throttle.is_blocked() {
+                    if self.throttle.is_blocked() || self.flow.in_flow() {
                         // Not reading a blocked publisher: its heartbeats wait in the socket.
                         self.last_read = now;
                     }
@@ -452,6 +490,17 @@ impl Connection {
         }
         // Best effort: let the peer read what we last said (close-ok, close).
         let _ = tokio::time::timeout(Duration::from_secs(1), self.flush()).await;
+    }
+
+    /// A queue this connection waited on was released (or saturation ended): read again
+    /// once none holds it, starting with the frames left in the input buffer. True when
+    /// the connection is finished.
+    fn on_flow_released(&mut self) -> bool {
+        if !self.flow.release(|q| q.flow_overrun()) {
+            return false;
+        }
+        self.mgmt.set_flow(false);
+        self.throttle.can_read() && self.process_input()
     }
 
     /// The broker's alarm set changed: tell the client if it is blocked or unblocked, and
@@ -572,7 +621,15 @@ impl Connection {
                     }
                 }
             }
-            if publish && !self.throttle.can_read() {
+            if !self.overrun.is_empty() {
+                // A queue it feeds is overrun: the rest of the input waits (unread) until
+                // the queue catches up or the broker is no longer saturated.
+                for q in self.overrun.drain(..) {
+                    self.flow.hold(q, Arc::ptr_eq);
+                }
+                self.mgmt.set_flow(true);
+            }
+            if publish && (!self.throttle.can_read() || self.flow.in_flow()) {
                 break;
             }
         }
@@ -624,6 +681,7 @@ impl Connection {
             cancel_notify: self.cancel_notify,
             stats: &self.mgmt,
             deferred: None,
+            flow: None,
         };
         match cmd {
             Outbound::Deliver {
@@ -657,6 +715,8 @@ impl Connection {
     /// deliveries still queued to us, exclusive queues. Idempotent (a client's close
     /// tears down at once, and again when the socket closes).
     fn teardown(&mut self) {
+        self.flow.clear();
+        self.mgmt.set_flow(false);
         self.release_channels();
         self.rx.close();
         while let Ok(cmd) = self.rx.try_recv() {

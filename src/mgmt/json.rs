@@ -279,7 +279,7 @@ pub fn connection(b: &Broker, c: &ConnShared) -> Value {
         "name": c.name,
         "node": node_name(b),
         "type": "network",
-        "state": "running",
+        "state": c.state(),
         "protocol": "AMQP 0-9-1",
         "auth_mechanism": "PLAIN",
         "user": c.user,

@@ -96,6 +96,7 @@ impl Queue {
             }
         }
         let delivered = !batches.is_empty();
+        self.flow_check(st);
         if self.send_batches(st, &mut batches) {
             // A consumer was gone and its messages came back: the others may take them.
             self.dispatch_locked(st, dead, now);
@@ -268,6 +269,10 @@ impl Queue {
             if st.eff.expires.is_some() {
                 self.timer.notify_one();
             }
+            if st.consumers.is_empty() {
+                // Without consumers the backlog is the user's: nobody is held for it.
+                self.flow_release(&mut st);
+            }
             self.config.auto_delete
                 && st.had_consumer
                 && st.consumers.is_empty()
@@ -298,6 +303,7 @@ impl Queue {
                 }
                 (m, st.ready.len() as u32)
             });
+            self.flow_check(&mut st);
             // The new head may expire (a message behind one without expiry): arm the
             // timer for it, as RabbitMQ's drop_expired_msgs does after a fetch.
             self.arm_timer_for_head(&mut st);
@@ -352,7 +358,12 @@ impl Queue {
     }
 
     pub(super) fn c_purge(self: &Arc<Self>) -> u32 {
-        let (n, ids) = self.state.lock().ready.clear();
+        let (n, ids) = {
+            let mut st = self.state.lock();
+            let (n, ids) = st.ready.clear();
+            self.flow_check(&mut st);
+            (n, ids)
+        };
         self.forget_ids(ids);
         n as u32
     }

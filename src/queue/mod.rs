@@ -118,6 +118,8 @@ struct State {
     dlx_retry_at: Option<Instant>,
     /// A quorum queue's state machine (its messages live there, not in `ready`).
     quorum: Option<quorum::QuorumState>,
+    /// Internal flow control: whether the queue holds its publishers (see [`crate::flow`]).
+    flow: crate::flow::QueueFlow,
 }
 
 impl State {
@@ -167,6 +169,12 @@ pub struct Queue {
     /// A stream's log (`x-queue-type: stream`): its messages live there, not in `state`;
     /// with the broker's message log, whose writer syncs the stream's records.
     stream: Option<(Arc<stream::Stream>, StoreCell)>,
+    /// The broker's flow-control settings and saturation flag (None outside a vhost).
+    flow: Option<Arc<crate::flow::Load>>,
+    /// Mirrors `State::credit`'s overrun, for publishers to read without the lock.
+    flow_overrun: AtomicBool,
+    /// Woken when the queue stops being overrun (publishers in flow wait on it).
+    flow_released: Notify,
 }
 
 /// The broker's message log, shared with queues before it is open (queues from the
@@ -224,6 +232,7 @@ impl Queue {
             quorum: (args.queue_type == QueueType::Quorum).then(|| {
                 quorum::QuorumState::new(&args, vhost.upgrade().and_then(|v| v.paging.clone()))
             }),
+            flow: Default::default(),
         };
         let stream = stream::settings_from_args(&args).map(|settings| {
             let dir = vhost
@@ -243,6 +252,10 @@ impl Queue {
         });
         // A stream stores every message itself, never in the message log.
         let store = if stream.is_some() { None } else { store };
+        let flow = vhost
+            .upgrade()
+            .map(|v| v.flow.clone())
+            .filter(|l| l.enabled());
         let q = Arc::new(Queue {
             config,
             args,
@@ -254,7 +267,10 @@ impl Queue {
             timer: Arc::new(Notify::new()),
             timer_runs: AtomicU64::new(0),
             store,
+            flow,
             stream,
+            flow_overrun: AtomicBool::new(false),
+            flow_released: Notify::new(),
         });
         if q.args.expires.is_some() {
             q.ensure_timer(&mut q.state.lock());
@@ -264,6 +280,48 @@ impl Queue {
 
     pub fn name(&self) -> &str {
         &self.config.name
+    }
+
+    /// After an enqueue or a hand-over: the queue holds its publishers while the broker
+    /// is saturated, it has consumers and its backlog reached the flow credit.
+    fn flow_check(&self, st: &mut State) {
+        if let Some(load) = &self.flow {
+            let pressed = load.saturated() && !st.consumers.is_empty();
+            let backlog = match &st.quorum {
+                Some(q) => q.fifo.ready_len(),
+                None => st.ready.len(),
+            };
+            let change = st.flow.check(pressed, backlog, load.credit);
+            self.flow_apply(change);
+        }
+    }
+
+    /// Nothing holds the publishers any more (the queue lost its consumers, or was deleted).
+    fn flow_release(&self, st: &mut State) {
+        let change = st.flow.release();
+        self.flow_apply(change);
+    }
+
+    fn flow_apply(&self, change: crate::flow::Change) {
+        match change {
+            crate::flow::Change::None => {}
+            crate::flow::Change::Overrun => self.flow_overrun.store(true, SeqCst),
+            crate::flow::Change::Released => {
+                self.flow_overrun.store(false, SeqCst);
+                self.flow_released.notify_waiters();
+            }
+        }
+    }
+
+    /// The queue is overrun while the broker is saturated: its publishers should stop
+    /// reading until [`flow_released`](Self::flow_released) fires (or saturation ends).
+    pub fn flow_overrun(&self) -> bool {
+        self.flow_overrun.load(SeqCst) && self.flow.as_ref().is_some_and(|l| l.saturated())
+    }
+
+    /// Woken when the queue is no longer overrun.
+    pub fn flow_released(&self) -> &Notify {
+        &self.flow_released
     }
 
     /// The message log and this queue's key in it, for a durable queue once the log is open.
@@ -432,6 +490,7 @@ impl Queue {
         }
         st.append(msg.clone(), false, None);
         Counters::bump(&self.counters.publish, 1);
+        self.flow_check(&mut st);
         Some(!std::mem::replace(&mut st.dispatch_pending, true))
     }
 
@@ -607,6 +666,7 @@ impl Queue {
         let (n, ids) = st.ready.clear();
         self.forget_ids(ids);
         self.timer.notify_one();
+        self.flow_release(&mut st);
         (n as u32, std::mem::take(&mut st.consumers))
     }
 
@@ -631,10 +691,13 @@ impl Queue {
 /// publisher confirm must wait for when it was stored.
 /// With `deferred`, queues that allow it (see [`Queue::push_deferred`]) are not dispatched
 /// now; those the caller must dispatch are added to `deferred`.
+/// With `overrun`, queues that are overrun after this publish (see [`crate::flow`]) are
+/// added to it: the publisher's connection stops reading until they are released.
 pub fn enqueue(
     mut msg: Arc<Message>,
     queues: &mut Vec<Arc<Queue>>,
     mut deferred: Option<&mut Vec<Arc<Queue>>>,
+    mut overrun: Option<&mut Vec<Arc<Queue>>>,
 ) -> (bool, Option<u64>) {
     let mut lsn = None;
     // A quorum queue stores every message, persistent or not. A transient message is
@@ -673,6 +736,11 @@ pub fn enqueue(
             Some(copy) if q.is_quorum() => copy,
             _ => &msg,
         };
+        if let Some(held) = overrun.as_deref_mut() {
+            if q.flow_overrun() && !held.iter().any(|h| Arc::ptr_eq(h, &q)) {
+                held.push(q.clone());
+            }
+        }
         if let Some(later) = deferred.as_deref_mut() {
             match q.push_deferred(msg) {
                 Some(true) => {

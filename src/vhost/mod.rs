@@ -81,6 +81,8 @@ pub struct VHost {
     /// The broker's policies: applied to each queue and exchange declared here (and to
     /// existing ones on a change, by [`crate::broker::Broker::apply_policies`]).
     policies: Arc<crate::policy::Policies>,
+    /// Internal flow control: each queue declared here charges its publishers against it.
+    pub(crate) flow: Arc<crate::flow::Load>,
 }
 
 /// The hasher of name-keyed maps on the publish path.
@@ -106,6 +108,7 @@ impl VHost {
         paging: Option<Arc<crate::queue::pager::Paging>>,
         streams_dir: Option<std::path::PathBuf>,
         policies: Arc<crate::policy::Policies>,
+        flow: Arc<crate::flow::Load>,
     ) -> Arc<VHost> {
         Arc::new_cyclic(|me| {
             let v = VHost {
@@ -119,6 +122,7 @@ impl VHost {
                 paging,
                 streams_dir,
                 policies,
+                flow,
             };
             for (n, kind, internal) in BUILTIN_EXCHANGES {
                 v.exchanges.insert(

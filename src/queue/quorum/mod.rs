@@ -198,6 +198,7 @@ impl Queue {
             }
         }
         self.q_arm_timer(st);
+        self.flow_check(st);
         reply
     }
 
