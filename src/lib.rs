@@ -168,6 +168,9 @@ pub async fn start(config: Config) -> std::io::Result<BrokerHandle> {
             "restored durable definitions"
         );
     }
+    if let Some(path) = &broker.config.load_definitions {
+        load_definitions(&broker, path, saved.is_none())?;
+    }
     open_message_log(&broker)?;
     tokio::spawn(store::definitions::writer(
         Arc::downgrade(&broker),
@@ -208,6 +211,33 @@ pub async fn start(config: Config) -> std::io::Result<BrokerHandle> {
         broker,
         task,
     })
+}
+
+/// `--load-definitions`: imports the operator's definitions file(s) at start, merging into
+/// what was restored. On a first start (nothing saved) a file that lists users replaces
+/// the default user, as RabbitMQ does not create it when definitions are configured. An
+/// unreadable or unparsable file stops the start; entries that cannot be imported are
+/// logged.
+fn load_definitions(
+    broker: &broker::Broker,
+    path: &std::path::Path,
+    first_start: bool,
+) -> std::io::Result<()> {
+    for d in store::definitions::read_operator_file(path)? {
+        if first_start && !d.users.is_empty() {
+            broker.auth.clear();
+        }
+        for e in broker::definitions::import(broker, &d) {
+            tracing::warn!(file = %path.display(), error = %e, "could not load a definition");
+        }
+        tracing::info!(
+            file = %path.display(),
+            users = d.users.len(),
+            queues = d.queues.len(),
+            "loaded definitions"
+        );
+    }
+    Ok(())
 }
 
 /// Opens the message log and gives every durable queue its stored messages back.

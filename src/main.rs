@@ -90,6 +90,10 @@ struct Cli {
     /// product_version).
     #[arg(long, env = "WARREN_SERVER_VERSION", default_value = env!("CARGO_PKG_VERSION"))]
     server_version: String,
+    /// Definitions file (or directory of *.json files) imported at every start, as
+    /// RabbitMQ's load_definitions.
+    #[arg(long, env = "WARREN_LOAD_DEFINITIONS")]
+    load_definitions: Option<PathBuf>,
     /// Log level or filter (error, warn, info, debug, trace, or a tracing filter).
     #[arg(long, env = "WARREN_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -125,6 +129,7 @@ async fn main() {
         max_connections: cli.max_connections,
         server_product: cli.server_product,
         server_version: cli.server_version,
+        load_definitions: cli.load_definitions,
         tls: match (cli.tls_cert_file, cli.tls_key_file) {
             (Some(cert_file), Some(key_file)) => Some(warren::tls::TlsConfig {
                 port: cli.tls_port,

@@ -5,6 +5,7 @@
 //! registry in [`crate::stats`]) and call the same vhost operations AMQP methods call, so
 //! an object declared over HTTP behaves exactly like one declared by a client.
 
+mod access;
 mod auth;
 mod console;
 mod defs;
@@ -147,6 +148,42 @@ fn router(broker: Arc<Broker>) -> Router {
             get(read::policy)
                 .put(write::put_policy)
                 .delete(write::delete_policy),
+        )
+        .route("/topic-permissions", get(access::topic_permissions))
+        .route(
+            "/topic-permissions/{vhost}/{user}",
+            get(access::topic_permissions_of)
+                .put(access::put_topic_permission)
+                .delete(access::delete_topic_permissions),
+        )
+        .route(
+            "/topic-permissions/{vhost}/{user}/{exchange}",
+            axum::routing::delete(access::delete_topic_permission),
+        )
+        .route(
+            "/users/{name}/topic-permissions",
+            get(access::user_topic_permissions),
+        )
+        .route(
+            "/vhosts/{vhost}/topic-permissions",
+            get(access::vhost_topic_permissions),
+        )
+        .route("/user-limits", get(access::user_limits))
+        .route("/user-limits/{user}", get(access::user_limits_of))
+        .route(
+            "/user-limits/{user}/{name}",
+            axum::routing::put(access::put_user_limit).delete(access::delete_user_limit),
+        )
+        .route("/operator-policies", get(access::operator_policies))
+        .route(
+            "/operator-policies/{vhost}",
+            get(access::operator_policies_vhost),
+        )
+        .route(
+            "/operator-policies/{vhost}/{name}",
+            get(access::operator_policy)
+                .put(access::put_operator_policy)
+                .delete(access::delete_operator_policy),
         )
         .route("/health/checks/alarms", get(read::alarms))
         .route("/health/checks/local-alarms", get(read::alarms))
