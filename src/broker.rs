@@ -38,6 +38,8 @@ pub struct Broker {
     /// Policies per vhost (management); each vhost holds the same handle, to apply them
     /// to the queues and exchanges it declares.
     pub policies: Arc<crate::policy::Policies>,
+    /// Dynamic shovels (`/api/parameters/shovel`), each a task with its own AMQP clients.
+    pub shovels: crate::shovel::Shovels,
 }
 
 #[derive(Debug, Clone)]
@@ -52,7 +54,9 @@ pub struct ConnectionInfo {
 impl Broker {
     pub fn new(config: Config) -> Arc<Broker> {
         let (shutdown, _) = watch::channel(false);
+        let definitions_changed = Arc::new(tokio::sync::Notify::new());
         let b = Broker {
+            shovels: crate::shovel::Shovels::new(definitions_changed.clone()),
             vhosts: DashMap::new(),
             auth: Auth::new(),
             limits: Default::default(),
@@ -60,7 +64,7 @@ impl Broker {
             next_connection_id: AtomicU64::new(1),
             shutdown,
             connections: DashMap::new(),
-            definitions_changed: Arc::new(tokio::sync::Notify::new()),
+            definitions_changed,
             store: Default::default(),
             paging: (config.queue_memory_budget > 0).then(|| {
                 crate::queue::pager::Paging::new(
@@ -137,6 +141,7 @@ impl Broker {
         }
         self.auth.clear_vhost(name);
         self.limits.clear(name);
+        self.shovels.delete_vhost(name);
         self.definitions_changed.notify_one();
         Ok(())
     }
@@ -347,6 +352,7 @@ impl Broker {
     pub fn begin_shutdown(&self) {
         // send_replace stores the value even while no task has subscribed yet.
         self.shutdown.send_replace(true);
+        self.shovels.stop_all();
     }
 }
 

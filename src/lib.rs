@@ -30,6 +30,8 @@
 //!   connections, and the sampler task that turns counters into rates.
 //! - [`mgmt`]: the management HTTP server (RabbitMQ's API, web console, `/metrics`); it
 //!   only reads snapshots and calls the same vhost operations as AMQP methods.
+//! - [`shovel`]: dynamic shovels, each a task moving messages between two AMQP 0-9-1
+//!   brokers with lapin clients (rabbitmq_shovel's JSON keys, saved with the definitions).
 //! - [`policy`]: policies per vhost, matched against queue and exchange names; a queue acts
 //!   on its declare arguments merged with its policy, re-applied whenever a policy changes.
 //!
@@ -39,6 +41,7 @@
 //!
 //! ```text
 //! server, connection, mgmt, ctl       the listeners, per-connection tasks, HTTP API
+//!   shovel                            shovel tasks (AMQP clients; never name the broker)
 //!   └─ broker                         registries: vhosts, users, limits, alarms, policies,
 //!        │                            open connections, stats, the store cell, shutdown
 //!        └─ channel, vhost            a connection's channels; a vhost's objects
@@ -91,6 +94,7 @@ pub mod protocol;
 pub mod queue;
 pub mod routing;
 pub mod server;
+pub mod shovel;
 pub mod stats;
 pub mod store;
 pub mod tls;
@@ -204,6 +208,11 @@ pub async fn start(config: Config) -> std::io::Result<BrokerHandle> {
         }
         None => tokio::spawn(plain),
     };
+    broker.shovels.set_local(shovel::Local {
+        addr,
+        user: broker.config.default_user.clone(),
+        pass: broker.config.default_pass.clone(),
+    });
     Ok(BrokerHandle {
         addr,
         tls_addr,
@@ -309,6 +318,7 @@ mod tests {
             "protocol",
             "queue",
             "routing",
+            "shovel",
             "stats.rs",
             "store",
             "tls.rs",

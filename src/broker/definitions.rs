@@ -119,6 +119,14 @@ fn snapshot_users(broker: &Broker, d: &mut Definitions) {
             read: p.read.clone(),
         });
     }
+    for sh in broker.shovels.list() {
+        d.parameters.push(ParameterDef {
+            component: "shovel".into(),
+            name: sh.name,
+            vhost: sh.vhost,
+            value: sh.config.value.clone(),
+        });
+    }
     for p in broker.policies.operator().all() {
         d.parameters.push(ParameterDef {
             component: "operator_policy".into(),
@@ -186,6 +194,12 @@ pub fn import_users(broker: &Broker, d: &Definitions) -> Vec<String> {
     for p in &d.permissions {
         if let Err(e) = broker.set_permissions(&p.user, &p.vhost, &p.configure, &p.write, &p.read) {
             errors.push(e.to_string());
+        }
+    }
+    for p in d.parameters.iter().filter(|p| p.component == "shovel") {
+        broker.add_vhost(&p.vhost);
+        if let Err(e) = broker.shovels.put(&p.vhost, &p.name, &p.value) {
+            errors.push(format!("shovel '{}': {e}", p.name));
         }
     }
     for u in d.users.iter().filter(|u| !u.limits.is_empty()) {

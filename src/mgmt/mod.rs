@@ -12,6 +12,7 @@ mod defs;
 pub mod json;
 mod metrics;
 mod read;
+mod shovels;
 mod write;
 
 use crate::broker::Broker;
@@ -185,6 +186,23 @@ fn router(broker: Arc<Broker>) -> Router {
                 .put(access::put_operator_policy)
                 .delete(access::delete_operator_policy),
         )
+        .route("/parameters", get(shovels::parameters))
+        .route(
+            "/parameters/{component}",
+            get(shovels::parameters_component),
+        )
+        .route(
+            "/parameters/{component}/{vhost}",
+            get(shovels::parameters_vhost),
+        )
+        .route(
+            "/parameters/{component}/{vhost}/{name}",
+            get(shovels::parameter)
+                .put(shovels::put_parameter)
+                .delete(shovels::delete_parameter),
+        )
+        .route("/shovels", get(shovels::shovels))
+        .route("/shovels/{vhost}", get(shovels::shovels_vhost))
         .route("/health/checks/alarms", get(read::alarms))
         .route("/health/checks/local-alarms", get(read::alarms))
         .route("/aliveness-test/{vhost}", get(write::aliveness))
