@@ -196,24 +196,33 @@ async fn shovel(
     let forward_headers = cfg.add_forward_headers.then(|| forward_header(job));
     let limit = *target;
     let (tx, mut rx) = mpsc::channel::<(PublisherConfirm, Acker)>(cfg.prefetch as usize);
-    // Acks at the source, in delivery order, once the destination confirmed.
+    // Acks at the source, in delivery order, once the destination confirmed: the confirms
+    // waiting now form a batch, acknowledged with one `basic.ack multiple` (a nack in the
+    // middle is requeued on its own after the acks before it).
     let acking = {
         let moved = moved.clone();
         let status = job.status.clone();
         async move {
-            while let Some((confirm, acker)) = rx.recv().await {
-                let c = confirm.await.map_err(|e| err("publisher confirm", e))?;
-                if c.is_ack() {
-                    acker
-                        .ack(BasicAckOptions::default())
-                        .await
-                        .map_err(|e| err("basic.ack", e))?;
-                    let n = moved.fetch_add(1, Relaxed) + 1;
-                    status.lock().forwarded = n;
-                    if limit.is_some_and(|t| n >= t) {
-                        return Ok(true);
+            while let Some(first) = rx.recv().await {
+                let mut batch = vec![first];
+                while batch.len() < 4096 {
+                    match rx.try_recv() {
+                        Ok(x) => batch.push(x),
+                        Err(_) => break,
                     }
-                } else {
+                }
+                let mut last_ok: Option<Acker> = None;
+                let mut acked = 0u64;
+                for (confirm, acker) in batch {
+                    let c = confirm.await.map_err(|e| err("publisher confirm", e))?;
+                    if c.is_ack() {
+                        last_ok = Some(acker);
+                        acked += 1;
+                        continue;
+                    }
+                    if let Some(a) = last_ok.take() {
+                        ack_up_to(a).await?;
+                    }
                     acker
                         .nack(BasicNackOptions {
                             requeue: true,
@@ -221,6 +230,14 @@ async fn shovel(
                         })
                         .await
                         .map_err(|e| err("basic.nack", e))?;
+                }
+                if let Some(a) = last_ok {
+                    ack_up_to(a).await?;
+                }
+                let n = moved.fetch_add(acked, Relaxed) + acked;
+                status.lock().forwarded = n;
+                if limit.is_some_and(|t| n >= t) {
+                    return Ok(true);
                 }
             }
             Ok::<bool, String>(false)
@@ -292,6 +309,15 @@ async fn shovel(
     } else {
         Err("stopped".into())
     }
+}
+
+/// Acknowledges this delivery and every earlier one still unacknowledged on its channel.
+async fn ack_up_to(acker: Acker) -> Result<(), String> {
+    acker
+        .ack(BasicAckOptions { multiple: true })
+        .await
+        .map(|_| ())
+        .map_err(|e| err("basic.ack", e))
 }
 
 /// The `x-shovelled` header RabbitMQ adds with `add-forward-headers`: one table per hop.
