@@ -41,6 +41,8 @@ pub struct Broker {
     /// Policies per vhost (management); each vhost holds the same handle, to apply them
     /// to the queues and exchanges it declares.
     pub policies: Arc<crate::policy::Policies>,
+    /// Dynamic shovels (`/api/parameters/shovel`), each a task with its own AMQP clients.
+    pub shovels: crate::shovel::Shovels,
 }
 
 #[derive(Debug, Clone)]
@@ -55,7 +57,9 @@ pub struct ConnectionInfo {
 impl Broker {
     pub fn new(config: Config) -> Arc<Broker> {
         let (shutdown, _) = watch::channel(false);
+        let definitions_changed = Arc::new(tokio::sync::Notify::new());
         let b = Broker {
+            shovels: crate::shovel::Shovels::new(definitions_changed.clone()),
             vhosts: DashMap::new(),
             auth: Auth::new(),
             limits: Default::default(),
@@ -63,7 +67,7 @@ impl Broker {
             next_connection_id: AtomicU64::new(1),
             shutdown,
             connections: DashMap::new(),
-            definitions_changed: Arc::new(tokio::sync::Notify::new()),
+            definitions_changed,
             store: Default::default(),
             paging: (config.queue_memory_budget > 0).then(|| {
                 crate::queue::pager::Paging::new(
@@ -142,6 +146,7 @@ impl Broker {
         }
         self.auth.clear_vhost(name);
         self.limits.clear(name);
+        self.shovels.delete_vhost(name);
         self.definitions_changed.notify_one();
         Ok(())
     }
@@ -168,9 +173,62 @@ impl Broker {
             self.config.max_connections,
             self.connections.len(),
             || self.connections.iter().filter(|c| c.vhost == vhost).count(),
+            || self.connections.iter().filter(|c| c.user == user).count(),
             user,
             vhost,
         )
+    }
+
+    /// channel.open: the user's channel limit, against its channels on every connection.
+    pub fn check_channel_limit(&self, user: &str) -> crate::error::AmqpResult<()> {
+        crate::limits::check_new_channel(&self.limits, user, || {
+            self.stats
+                .connections
+                .iter()
+                .filter(|c| c.user == user)
+                .map(|c| c.open_channels().len())
+                .sum()
+        })
+    }
+
+    /// Sets a user's limits (`rabbitmqctl set_user_limits`); the user must exist.
+    pub fn set_user_limits(
+        &self,
+        user: &str,
+        limits: crate::limits::UserLimits,
+    ) -> Result<(), AuthError> {
+        if self.user(user).is_none() {
+            return Err(AuthError::NoSuchUser(user.to_string()));
+        }
+        self.limits.set_user(user, limits);
+        self.definitions_changed.notify_one();
+        Ok(())
+    }
+
+    /// Sets a user's topic permission on an exchange (`rabbitmqctl set_topic_permissions`);
+    /// the user and the vhost must exist. True when it is new.
+    pub fn set_topic_permission(
+        &self,
+        user: &str,
+        vhost: &str,
+        exchange: &str,
+        write: &str,
+        read: &str,
+    ) -> Result<bool, AuthError> {
+        if self.vhost(vhost).is_none() {
+            return Err(AuthError::NoSuchVHost(vhost.to_string()));
+        }
+        let p = crate::auth::topic::TopicPermission::new(user, vhost, exchange, write, read)?;
+        let new = self.auth.set_topic_permission(user, vhost, p)?;
+        self.definitions_changed.notify_one();
+        Ok(new)
+    }
+
+    /// Removes a user's topic permissions in a vhost (one exchange's, or all).
+    pub fn clear_topic_permissions(&self, user: &str, vhost: &str, exchange: Option<&str>) -> bool {
+        let removed = self.auth.clear_topic_permissions(user, vhost, exchange);
+        self.definitions_changed.notify_one();
+        removed
     }
 
     /// Re-evaluates the effective policy of every queue and exchange in `vhost` after a
@@ -204,6 +262,8 @@ impl Broker {
     /// RabbitMQ.
     pub fn delete_user(&self, name: &str) -> Result<(), AuthError> {
         self.auth.delete_user(name)?;
+        self.limits
+            .set_user(name, crate::limits::UserLimits::default());
         self.definitions_changed.notify_one();
         Ok(())
     }
@@ -297,6 +357,7 @@ impl Broker {
     pub fn begin_shutdown(&self) {
         // send_replace stores the value even while no task has subscribed yet.
         self.shutdown.send_replace(true);
+        self.shovels.stop_all();
     }
 }
 

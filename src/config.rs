@@ -67,6 +67,9 @@ pub struct Config {
     /// `version` in connection.start's server-properties and management's
     /// `product_version` (RabbitMQ's `product.version`); Warren's version by default.
     pub server_version: String,
+    /// Definitions imported at every start, after the saved ones (RabbitMQ's
+    /// `load_definitions`): a JSON file or a directory of them.
+    pub load_definitions: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -99,6 +102,7 @@ impl Default for Config {
             max_connections: None,
             server_product: "Warren".into(),
             server_version: env!("CARGO_PKG_VERSION").into(),
+            load_definitions: None,
         }
     }
 }

@@ -33,6 +33,8 @@
 //!   connections, and the sampler task that turns counters into rates.
 //! - [`mgmt`]: the management HTTP server (RabbitMQ's API, web console, `/metrics`); it
 //!   only reads snapshots and calls the same vhost operations as AMQP methods.
+//! - [`shovel`]: dynamic shovels, each a task moving messages between two AMQP 0-9-1
+//!   brokers with lapin clients (rabbitmq_shovel's JSON keys, saved with the definitions).
 //! - [`policy`]: policies per vhost, matched against queue and exchange names; a queue acts
 //!   on its declare arguments merged with its policy, re-applied whenever a policy changes.
 //!
@@ -42,6 +44,7 @@
 //!
 //! ```text
 //! server, connection, mgmt, ctl       the listeners, per-connection tasks, HTTP API
+//!   shovel                            shovel tasks (AMQP clients; never name the broker)
 //!   └─ broker                         registries: vhosts, users, limits, alarms, policies,
 //!        │                            open connections, stats, the store cell, shutdown
 //!        └─ channel, vhost            a connection's channels; a vhost's objects
@@ -95,6 +98,7 @@ pub mod protocol;
 pub mod queue;
 pub mod routing;
 pub mod server;
+pub mod shovel;
 pub mod stats;
 pub mod store;
 pub mod tls;
@@ -172,6 +176,9 @@ pub async fn start(config: Config) -> std::io::Result<BrokerHandle> {
             "restored durable definitions"
         );
     }
+    if let Some(path) = &broker.config.load_definitions {
+        load_definitions(&broker, path, saved.is_none())?;
+    }
     open_message_log(&broker)?;
     tokio::spawn(store::definitions::writer(
         Arc::downgrade(&broker),
@@ -206,6 +213,11 @@ pub async fn start(config: Config) -> std::io::Result<BrokerHandle> {
         }
         None => tokio::spawn(plain),
     };
+    broker.shovels.set_local(shovel::Local {
+        addr,
+        user: broker.config.default_user.clone(),
+        pass: broker.config.default_pass.clone(),
+    });
     Ok(BrokerHandle {
         addr,
         tls_addr,
@@ -213,6 +225,33 @@ pub async fn start(config: Config) -> std::io::Result<BrokerHandle> {
         broker,
         task,
     })
+}
+
+/// `--load-definitions`: imports the operator's definitions file(s) at start, merging into
+/// what was restored. On a first start (nothing saved) a file that lists users replaces
+/// the default user, as RabbitMQ does not create it when definitions are configured. An
+/// unreadable or unparsable file stops the start; entries that cannot be imported are
+/// logged.
+fn load_definitions(
+    broker: &broker::Broker,
+    path: &std::path::Path,
+    first_start: bool,
+) -> std::io::Result<()> {
+    for d in store::definitions::read_operator_file(path)? {
+        if first_start && !d.users.is_empty() {
+            broker.auth.clear();
+        }
+        for e in broker::definitions::import(broker, &d) {
+            tracing::warn!(file = %path.display(), error = %e, "could not load a definition");
+        }
+        tracing::info!(
+            file = %path.display(),
+            users = d.users.len(),
+            queues = d.queues.len(),
+            "loaded definitions"
+        );
+    }
+    Ok(())
 }
 
 /// Opens the message log and gives every durable queue its stored messages back.
@@ -285,6 +324,7 @@ mod tests {
             "protocol",
             "queue",
             "routing",
+            "shovel",
             "stats.rs",
             "store",
             "tls.rs",

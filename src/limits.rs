@@ -1,6 +1,7 @@
 //! Resource limits with RabbitMQ's texts: the node-wide connection limit
 //! (`--max-connections`, RabbitMQ's `connection_max`) and per-vhost limits
-//! (`max-connections`, `max-queues`, as `rabbitmqctl set_vhost_limits`).
+//! (`max-connections`, `max-queues`, as `rabbitmqctl set_vhost_limits`) and per-user limits
+//! (`max-connections`, `max-channels`, as `rabbitmqctl set_user_limits`).
 //!
 //! Limits are checked where RabbitMQ checks them: connections at `connection.open`
 //! (530 NOT_ALLOWED), queues when a *new* queue is declared (406 PRECONDITION_FAILED).
@@ -62,10 +63,70 @@ impl VHostLimits {
     }
 }
 
-/// Per-vhost limits. Read at connection.open and queue creation only, never per message.
+/// One user's limits (RabbitMQ keeps them on the user record); `None` is unlimited.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct UserLimits {
+    /// Connections of the user across the node.
+    pub max_connections: Option<u64>,
+    /// Channels of the user across all its connections.
+    pub max_channels: Option<u64>,
+}
+
+impl UserLimits {
+    /// Reads RabbitMQ's JSON shape `{"max-connections": 10, "max-channels": -1}`, with
+    /// RabbitMQ's refusal texts.
+    pub fn from_json(v: &Map<String, Value>) -> Result<UserLimits, String> {
+        let unknown: Vec<String> = v
+            .iter()
+            .filter(|(k, _)| *k != "max-connections" && *k != "max-channels")
+            .map(|(k, v)| format!("{{<<\"{k}\">>,{v}}}"))
+            .collect();
+        if !unknown.is_empty() {
+            return Err(format!(
+                "Unrecognised terms [{}] in user-limits",
+                unknown.join(",")
+            ));
+        }
+        let get = |k: &str| -> Result<Option<u64>, String> {
+            match v.get(k) {
+                None => Ok(None),
+                Some(Value::Number(n)) => match n.as_i64() {
+                    Some(i) if i < 0 => Ok(None),
+                    Some(i) => Ok(Some(i as u64)),
+                    None => Err(format!("{k} should be a number, actually was {n}")),
+                },
+                Some(other) => Err(format!("{k} should be a number, actually was {other}")),
+            }
+        };
+        Ok(UserLimits {
+            max_connections: get("max-connections")?,
+            max_channels: get("max-channels")?,
+        })
+    }
+
+    /// RabbitMQ's JSON shape; unlimited entries are left out.
+    pub fn to_json(self) -> Map<String, Value> {
+        let mut m = Map::new();
+        if let Some(n) = self.max_channels {
+            m.insert("max-channels".into(), n.into());
+        }
+        if let Some(n) = self.max_connections {
+            m.insert("max-connections".into(), n.into());
+        }
+        m
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.max_connections.is_none() && self.max_channels.is_none()
+    }
+}
+
+/// Per-vhost and per-user limits. Read at connection.open, channel.open (users with a
+/// channel limit) and queue creation only, never per message.
 #[derive(Debug, Default)]
 pub struct Limits {
     per_vhost: RwLock<BTreeMap<String, VHostLimits>>,
+    per_user: RwLock<BTreeMap<String, UserLimits>>,
 }
 
 impl Limits {
@@ -91,6 +152,29 @@ impl Limits {
         self.per_vhost.write().remove(vhost);
     }
 
+    pub fn user(&self, user: &str) -> UserLimits {
+        self.per_user.read().get(user).copied().unwrap_or_default()
+    }
+
+    /// Sets a user's limits (replacing the previous ones, as `set_user_limits`).
+    pub fn set_user(&self, user: &str, l: UserLimits) {
+        let mut m = self.per_user.write();
+        if l.is_empty() {
+            m.remove(user);
+        } else {
+            m.insert(user.to_string(), l);
+        }
+    }
+
+    /// Every user with limits.
+    pub fn users(&self) -> Vec<(String, UserLimits)> {
+        self.per_user
+            .read()
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+
     /// Every vhost with limits.
     pub fn all(&self) -> Vec<(String, VHostLimits)> {
         self.per_vhost
@@ -102,12 +186,14 @@ impl Limits {
 }
 
 /// connection.open: the node-wide limit (`node_max`, against the `open` connections of the
-/// node) and the vhost's (against `open_in_vhost`, counted only when the vhost has one).
+/// node), the vhost's (against `open_in_vhost`) and the user's (against `open_of_user`),
+/// each counted only when there is a limit.
 pub fn check_connection(
     limits: &Limits,
     node_max: Option<u64>,
     open: usize,
     open_in_vhost: impl FnOnce() -> usize,
+    open_of_user: impl FnOnce() -> usize,
     user: &str,
     vhost: &str,
 ) -> AmqpResult<()> {
@@ -124,6 +210,32 @@ pub fn check_connection(
                 "access to vhost '{vhost}' refused for user '{user}': connection limit ({max}) is reached"
             )));
         }
+    }
+    if let Some(max) = limits.user(user).max_connections {
+        if open_of_user() as u64 >= max {
+            return Err(AmqpError::not_allowed(format_args!(
+                "connection refused for user '{user}': user connection limit ({max}) is reached"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// channel.open: the user's channel limit, against `open_of_user` (its channels on every
+/// connection, counted only when it has a limit). A refusal closes the connection (530),
+/// as RabbitMQ's reader does.
+pub fn check_new_channel(
+    limits: &Limits,
+    user: &str,
+    open_of_user: impl FnOnce() -> usize,
+) -> AmqpResult<()> {
+    let Some(max) = limits.user(user).max_channels else {
+        return Ok(());
+    };
+    if open_of_user() as u64 >= max {
+        return Err(AmqpError::not_allowed(format_args!(
+            "number of channels opened for user '{user}' has reached the maximum allowed user limit of ({max})"
+        )));
     }
     Ok(())
 }
@@ -164,5 +276,35 @@ mod tests {
         );
         let bad: Map<String, Value> = serde_json::from_str(r#"{"max-x": 1}"#).unwrap();
         assert!(VHostLimits::from_json(&bad).is_err());
+    }
+
+    #[test]
+    fn user_limits() {
+        let v: Map<String, Value> =
+            serde_json::from_str(r#"{"max-connections": 1, "max-channels": 2}"#).unwrap();
+        let l = UserLimits::from_json(&v).unwrap();
+        let limits = Limits::default();
+        limits.set_user("tu", l);
+        assert!(check_connection(&limits, None, 0, || 0, || 0, "tu", "/").is_ok());
+        let e = check_connection(&limits, None, 1, || 1, || 1, "tu", "/").unwrap_err();
+        assert_eq!(e.code, 530);
+        assert_eq!(
+            e.text,
+            "NOT_ALLOWED - connection refused for user 'tu': user connection limit (1) is reached"
+        );
+        assert!(check_connection(&limits, None, 1, || 1, || 1, "other", "/").is_ok());
+        assert!(check_new_channel(&limits, "tu", || 1).is_ok());
+        let e = check_new_channel(&limits, "tu", || 2).unwrap_err();
+        assert_eq!(
+            e.text,
+            "NOT_ALLOWED - number of channels opened for user 'tu' has reached the maximum allowed user limit of (2)"
+        );
+        let bad: Map<String, Value> = serde_json::from_str(r#"{"max-foo": 2}"#).unwrap();
+        assert_eq!(
+            UserLimits::from_json(&bad).unwrap_err(),
+            "Unrecognised terms [{<<\"max-foo\">>,2}] in user-limits"
+        );
+        limits.set_user("tu", UserLimits::default());
+        assert!(limits.users().is_empty());
     }
 }

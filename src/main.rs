@@ -99,6 +99,10 @@ struct Cli {
     /// saturated for flow control.
     #[arg(long, env = "WARREN_FLOW_BUSY_THRESHOLD", default_value_t = 0.6)]
     flow_busy_threshold: f64,
+    /// Definitions file (or directory of *.json files) imported at every start, as
+    /// RabbitMQ's load_definitions.
+    #[arg(long, env = "WARREN_LOAD_DEFINITIONS")]
+    load_definitions: Option<PathBuf>,
     /// Log level or filter (error, warn, info, debug, trace, or a tracing filter).
     #[arg(long, env = "WARREN_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -136,6 +140,7 @@ async fn main() {
         server_version: cli.server_version,
         flow_credit: cli.flow_credit,
         flow_busy_threshold: cli.flow_busy_threshold,
+        load_definitions: cli.load_definitions,
         tls: match (cli.tls_cert_file, cli.tls_key_file) {
             (Some(cert_file), Some(key_file)) => Some(warren::tls::TlsConfig {
                 port: cli.tls_port,

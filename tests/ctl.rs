@@ -114,6 +114,7 @@ fn requests_match_rabbitmq_management_api() {
         &ep,
         Command::AddVhost {
             name: "team".into(),
+            default_queue_type: None,
         },
     );
     assert_eq!(exec(&ep, Command::ListVhosts), "/\nteam\n");
@@ -237,6 +238,7 @@ fn live_round_trip(url: &str) {
         &ep,
         Command::AddVhost {
             name: vhost.clone(),
+            default_queue_type: None,
         },
     );
     assert!(exec(&ep, Command::ListVhosts).lines().any(|l| l == vhost));

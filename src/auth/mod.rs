@@ -11,10 +11,13 @@
 //!   RabbitMQ's `re:run`) and [`Access`].
 //! - [`access`]: the access-control table (which permission each AMQP method needs) and
 //!   RabbitMQ's refusal texts.
+//! - [`topic`]: topic permissions (write / read patterns on routing keys of topic
+//!   exchanges).
 
 pub mod access;
 pub mod password;
 pub mod permission;
+pub mod topic;
 pub mod user;
 
 pub use password::HashingAlgorithm;
@@ -54,6 +57,9 @@ pub struct Auth {
     /// Bumped on every change to `permissions` (taken through `perms_mut`), so a channel
     /// can cache "this user may publish to this exchange" until something changes.
     generation: std::sync::atomic::AtomicU64,
+    /// Topic permissions ([`topic`]): user → vhost → exchange. Lock held for one lookup
+    /// (a publish to a topic exchange, a binding) or one change.
+    topic: RwLock<topic::TopicTable>,
 }
 
 impl Auth {
@@ -105,6 +111,7 @@ impl Auth {
             return Err(AuthError::NoSuchUser(name.to_string()));
         }
         self.perms_mut().remove(name);
+        self.forget_topic(Some(name), None);
         Ok(())
     }
 
@@ -121,6 +128,7 @@ impl Auth {
     pub fn clear(&self) {
         self.users.write().clear();
         self.perms_mut().clear();
+        self.topic.write().clear();
     }
 
     /// The user, if `password` is theirs.
@@ -163,6 +171,8 @@ impl Auth {
             per_vhost.remove(vhost);
         }
         perms.retain(|_, v| !v.is_empty());
+        drop(perms);
+        self.forget_topic(None, Some(vhost));
     }
 
     pub fn permission(&self, user: &str, vhost: &str) -> Option<Arc<Permission>> {

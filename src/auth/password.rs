@@ -3,11 +3,13 @@
 //!
 //! `rabbit_password_hashing_sha256` (RabbitMQ's default) stores
 //! `base64(salt ‖ SHA-256(salt ‖ utf8(password)))` with a 4-byte random salt;
-//! `rabbit_password_hashing_sha512` is the same with SHA-512. The legacy MD5 scheme is not
-//! supported: such users are imported but cannot log in with a password.
+//! `rabbit_password_hashing_sha512` is the same with SHA-512, and the legacy
+//! `rabbit_password_hashing_md5` the same with MD5 (salted too: RabbitMQ's
+//! `rabbit_password:salted_hash` wraps every scheme), so users of old installations log in.
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine;
+use md5::Md5;
 use sha2::{Digest, Sha256, Sha512};
 
 /// Length of the random salt RabbitMQ prepends (bytes).
@@ -19,7 +21,7 @@ pub enum HashingAlgorithm {
     #[default]
     Sha256,
     Sha512,
-    /// `rabbit_password_hashing_md5`: recognised on import, never verified (no MD5 here).
+    /// `rabbit_password_hashing_md5`: the legacy scheme of RabbitMQ before 3.6.
     Md5,
 }
 
@@ -43,23 +45,23 @@ impl HashingAlgorithm {
         }
     }
 
-    fn digest(self, salt: &[u8], password: &[u8]) -> Option<Vec<u8>> {
+    fn digest(self, salt: &[u8], password: &[u8]) -> Vec<u8> {
         match self {
-            HashingAlgorithm::Sha256 => Some(
-                Sha256::new()
-                    .chain_update(salt)
-                    .chain_update(password)
-                    .finalize()
-                    .to_vec(),
-            ),
-            HashingAlgorithm::Sha512 => Some(
-                Sha512::new()
-                    .chain_update(salt)
-                    .chain_update(password)
-                    .finalize()
-                    .to_vec(),
-            ),
-            HashingAlgorithm::Md5 => None,
+            HashingAlgorithm::Sha256 => Sha256::new()
+                .chain_update(salt)
+                .chain_update(password)
+                .finalize()
+                .to_vec(),
+            HashingAlgorithm::Sha512 => Sha512::new()
+                .chain_update(salt)
+                .chain_update(password)
+                .finalize()
+                .to_vec(),
+            HashingAlgorithm::Md5 => Md5::new()
+                .chain_update(salt)
+                .chain_update(password)
+                .finalize()
+                .to_vec(),
         }
     }
 }
@@ -76,9 +78,7 @@ pub fn hash_with_salt(
     salt: &[u8; SALT_LEN],
     password: &str,
 ) -> String {
-    let digest = algorithm
-        .digest(salt, password.as_bytes())
-        .unwrap_or_default();
+    let digest = algorithm.digest(salt, password.as_bytes());
     let mut raw = Vec::with_capacity(SALT_LEN + digest.len());
     raw.extend_from_slice(salt);
     raw.extend_from_slice(&digest);
@@ -95,10 +95,7 @@ pub fn verify(algorithm: HashingAlgorithm, hash: &str, password: &str) -> bool {
         return false;
     }
     let (salt, expected) = raw.split_at(SALT_LEN);
-    match algorithm.digest(salt, password.as_bytes()) {
-        Some(d) => constant_time_eq(&d, expected),
-        None => false,
-    }
+    constant_time_eq(&algorithm.digest(salt, password.as_bytes()), expected)
 }
 
 /// Compares without an early exit, so timing does not reveal how many bytes matched.
@@ -138,5 +135,19 @@ mod tests {
         assert!(!verify(HashingAlgorithm::Sha256, h, "Guest"));
         let h = "6lMa0zXRIBR5xGhuFZFL1kQHHodSNlJRe6x8Qrz0CCBFt5aD"; // alice / s3cret
         assert!(verify(HashingAlgorithm::Sha256, h, "s3cret"));
+    }
+
+    /// An MD5 hash (salt 01020304) that RabbitMQ 3.10.8 accepted through PUT /api/users
+    /// with `rabbit_password_hashing_md5` and logged `m5` / `md5pw` in with.
+    #[test]
+    fn verifies_md5() {
+        let h = "AQIDBI3Ab4iH1xcn+PIEm5vk1JM=";
+        assert!(verify(HashingAlgorithm::Md5, h, "md5pw"));
+        assert!(!verify(HashingAlgorithm::Md5, h, "md5pW"));
+        assert!(!verify(HashingAlgorithm::Sha256, h, "md5pw"));
+        assert_eq!(
+            hash_with_salt(HashingAlgorithm::Md5, &[1, 2, 3, 4], "md5pw"),
+            h
+        );
     }
 }

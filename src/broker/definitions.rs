@@ -9,10 +9,10 @@ use super::Broker;
 use crate::routing::ExchangeKind;
 use crate::store::definitions::{
     json_to_table, table_to_json, BindingDef, Definitions, DefinitionsSource, ExchangeDef,
-    ParameterDef, PermissionDef, PolicyDef, QueueDef, UserDef, VHostDef,
+    ParameterDef, PermissionDef, PolicyDef, QueueDef, TopicPermissionDef, UserDef, VHostDef,
 };
 use crate::vhost::{Dest, ExchangeDeclare, QueueDeclare};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::path::Path;
 
 impl DefinitionsSource for Broker {
@@ -32,6 +32,8 @@ pub fn snapshot(broker: &Broker) -> Definitions {
     for vhost in broker.vhosts() {
         d.vhosts.push(VHostDef {
             name: vhost.name.clone(),
+            default_queue_type: vhost.default_queue_type(),
+            metadata: None,
         });
         let mut durable_exchanges = std::collections::HashSet::new();
         for x in vhost.exchanges() {
@@ -96,7 +98,7 @@ fn snapshot_users(broker: &Broker, d: &mut Definitions) {
             password_hash: u.password_hash.clone(),
             hashing_algorithm: u.hashing_algorithm.as_str().to_string(),
             tags: u.tags.clone(),
-            limits: Map::new(),
+            limits: broker.limits.user(&u.name).to_json(),
         });
     }
     for (user, vhost, p) in broker.permissions() {
@@ -106,6 +108,36 @@ fn snapshot_users(broker: &Broker, d: &mut Definitions) {
             configure: p.configure.as_str().to_string(),
             write: p.write.as_str().to_string(),
             read: p.read.as_str().to_string(),
+        });
+    }
+    for (user, vhost, p) in broker.auth.topic_permissions() {
+        d.topic_permissions.push(TopicPermissionDef {
+            user,
+            vhost,
+            exchange: p.exchange.clone(),
+            write: p.write.clone(),
+            read: p.read.clone(),
+        });
+    }
+    for sh in broker.shovels.list() {
+        d.parameters.push(ParameterDef {
+            component: "shovel".into(),
+            name: sh.name,
+            vhost: sh.vhost,
+            value: sh.config.value.clone(),
+        });
+    }
+    for p in broker.policies.operator().all() {
+        d.parameters.push(ParameterDef {
+            component: "operator_policy".into(),
+            name: p.name.clone(),
+            vhost: p.vhost.clone(),
+            value: serde_json::json!({
+                "pattern": p.pattern,
+                "definition": p.definition,
+                "priority": p.priority,
+                "apply-to": p.apply_to,
+            }),
         });
     }
     for (vhost, l) in broker.limits.all() {
@@ -135,7 +167,14 @@ fn snapshot_users(broker: &Broker, d: &mut Definitions) {
 pub fn import_users(broker: &Broker, d: &Definitions) -> Vec<String> {
     let mut errors = Vec::new();
     for v in &d.vhosts {
-        broker.add_vhost(&v.name);
+        let vh = broker.add_vhost(&v.name);
+        match v.queue_type() {
+            None => {}
+            Some(t @ ("classic" | "quorum" | "stream")) => {
+                vh.set_default_queue_type(Some(t.to_string()))
+            }
+            Some(t) => errors.push(format!("vhost '{}': unknown queue type '{t}'", v.name)),
+        }
     }
     for u in &d.users {
         let Some(alg) = crate::auth::HashingAlgorithm::parse(&u.hashing_algorithm) else {
@@ -154,6 +193,29 @@ pub fn import_users(broker: &Broker, d: &Definitions) -> Vec<String> {
     }
     for p in &d.permissions {
         if let Err(e) = broker.set_permissions(&p.user, &p.vhost, &p.configure, &p.write, &p.read) {
+            errors.push(e.to_string());
+        }
+    }
+    for p in d.parameters.iter().filter(|p| p.component == "shovel") {
+        broker.add_vhost(&p.vhost);
+        if let Err(e) = broker.shovels.put(&p.vhost, &p.name, &p.value) {
+            errors.push(format!("shovel '{}': {e}", p.name));
+        }
+    }
+    for u in d.users.iter().filter(|u| !u.limits.is_empty()) {
+        match crate::limits::UserLimits::from_json(&u.limits) {
+            Ok(l) => {
+                if let Err(e) = broker.set_user_limits(&u.name, l) {
+                    errors.push(e.to_string());
+                }
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    for p in &d.topic_permissions {
+        if let Err(e) =
+            broker.set_topic_permission(&p.user, &p.vhost, &p.exchange, &p.write, &p.read)
+        {
             errors.push(e.to_string());
         }
     }
@@ -196,6 +258,29 @@ fn import_policies(broker: &Broker, d: &Definitions) -> Vec<String> {
                 broker.add_vhost(&p.vhost);
                 vhosts.insert(p.vhost.clone());
                 broker.policies.put(p);
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    for p in d
+        .parameters
+        .iter()
+        .filter(|p| p.component == "operator_policy")
+    {
+        let v = &p.value;
+        let r = crate::policy::Policy::new_operator(
+            &p.vhost,
+            &p.name,
+            v["pattern"].as_str().unwrap_or(""),
+            v["apply-to"].as_str().unwrap_or("all"),
+            v["priority"].as_i64().unwrap_or(0),
+            v["definition"].clone(),
+        );
+        match r {
+            Ok(op) => {
+                broker.add_vhost(&op.vhost);
+                vhosts.insert(op.vhost.clone());
+                broker.policies.operator().put(op);
             }
             Err(e) => errors.push(e),
         }

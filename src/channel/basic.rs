@@ -108,6 +108,9 @@ impl Channel {
                 x.name, cx.vhost.name
             )));
         }
+        if x.kind == crate::routing::ExchangeKind::Topic {
+            cx.permit_topic(Access::Write, &x.name, p.routing_key.as_str())?;
+        }
         let summary = properties::summary(&properties).unwrap_or_default();
         if let Some(uid) = &summary.user_id {
             cx.check_user_id(uid)?;

@@ -76,6 +76,7 @@ impl Channel {
                     Resource::Exchange,
                     bd.destination.as_str(),
                     bd.source.as_str(),
+                    bd.routing_key.as_str(),
                 )?;
                 cx.vhost.bind_exchange(
                     bd.destination.as_str(),
@@ -93,6 +94,7 @@ impl Channel {
                     Resource::Exchange,
                     u.destination.as_str(),
                     u.source.as_str(),
+                    u.routing_key.as_str(),
                 )?;
                 cx.vhost.unbind_exchange(
                     u.destination.as_str(),
@@ -196,7 +198,7 @@ impl Channel {
                 } else {
                     bd.routing_key.to_string()
                 };
-                permit_binding(cx, Resource::Queue, &queue, bd.exchange.as_str())?;
+                permit_binding(cx, Resource::Queue, &queue, bd.exchange.as_str(), &rk)?;
                 cx.vhost.bind_queue(
                     &queue,
                     bd.exchange.as_str(),
@@ -210,7 +212,13 @@ impl Channel {
             }
             q::AMQPMethod::Unbind(u) => {
                 let queue = self.queue_name(u.queue.as_str())?;
-                permit_binding(cx, Resource::Queue, &queue, u.exchange.as_str())?;
+                permit_binding(
+                    cx,
+                    Resource::Queue,
+                    &queue,
+                    u.exchange.as_str(),
+                    u.routing_key.as_str(),
+                )?;
                 cx.vhost.unbind_queue(
                     &queue,
                     u.exchange.as_str(),
@@ -267,16 +275,24 @@ impl Channel {
 
 /// Bindings need write on the destination, then read on the source (RabbitMQ's
 /// `binding_action`); between the two RabbitMQ refuses the default exchange, which the
-/// vhost does here.
+/// vhost does here. A topic exchange as the source also needs the binding key to match
+/// the user's topic read permission there.
 fn permit_binding(
     cx: &ConnCtx<'_>,
     dest_kind: Resource,
     dest: &str,
     source: &str,
+    routing_key: &str,
 ) -> AmqpResult<()> {
     cx.permit(Access::Write, dest_kind, dest)?;
     if source.is_empty() || (dest_kind == Resource::Exchange && dest.is_empty()) {
         return Ok(());
     }
-    cx.permit(Access::Read, Resource::Exchange, source)
+    cx.permit(Access::Read, Resource::Exchange, source)?;
+    match cx.vhost.exchange(source) {
+        Some(x) if x.kind == ExchangeKind::Topic => {
+            cx.permit_topic(Access::Read, source, routing_key)
+        }
+        _ => Ok(()),
+    }
 }

@@ -70,6 +70,19 @@ impl ConnCtx<'_> {
             .check(self.user, &self.vhost.name, access, kind, name)
     }
 
+    /// Checks the routing key of a publish (Write) or binding (Read) on the topic exchange
+    /// `exchange` against the user's topic permissions ([`crate::auth::topic`]).
+    pub fn permit_topic(
+        &self,
+        access: Access,
+        exchange: &str,
+        routing_key: &str,
+    ) -> AmqpResult<()> {
+        self.broker
+            .auth
+            .check_topic(self.user, &self.vhost.name, access, exchange, routing_key)
+    }
+
     /// The `user-id` property must name the authenticated user, unless the user has the
     /// `impersonator` tag (RabbitMQ's `check_user_id_header`).
     pub fn check_user_id(&self, claimed: &str) -> AmqpResult<()> {

@@ -54,6 +54,9 @@ impl Connection {
                         ))
                         .with_method(20, 10));
                     }
+                    self.broker
+                        .check_channel_limit(&self.user)
+                        .map_err(|e| e.with_method(20, 10))?;
                     let ch = Box::new(Channel::new(channel));
                     self.mgmt.channel_opened(&ch.shared);
                     self.channels.insert(channel, ch);

@@ -14,7 +14,11 @@
 //! | `clear_permissions [-p VHOST] USER` | `DELETE /api/permissions/VHOST/USER` |
 //! | `set_vhost_limits [-p VHOST] JSON` | `PUT /api/vhost-limits/VHOST/max-connections` and `.../max-queues` |
 //! | `export_definitions FILE` / `import_definitions FILE` | `GET` / `POST /api/definitions` (`-` is stdout / stdin) |
+//! | `add_vhost NAME --default-queue-type TYPE` | `PUT /api/vhosts/NAME` with `default_queue_type` |
+//!
+//! and the access rules of [`access`]: topic permissions, user limits, operator policies.
 
+mod access;
 pub mod http;
 
 use http::{segment, Endpoint, HttpError};
@@ -42,7 +46,12 @@ pub enum Command {
     /// List virtual hosts.
     ListVhosts,
     /// Create a virtual host.
-    AddVhost { name: String },
+    AddVhost {
+        name: String,
+        /// Queue type for queues declared without x-queue-type (classic, quorum, stream).
+        #[arg(long = "default-queue-type")]
+        default_queue_type: Option<String>,
+    },
     /// Delete a virtual host (its connections are closed, its queues deleted).
     DeleteVhost { name: String },
     /// List permissions in a vhost.
@@ -70,6 +79,59 @@ pub enum Command {
         #[arg(short = 'p', long = "vhost", default_value = "/")]
         vhost: String,
         limits: String,
+    },
+    /// List topic permissions in a vhost.
+    ListTopicPermissions {
+        #[arg(short = 'p', long = "vhost", default_value = "/")]
+        vhost: String,
+    },
+    /// Set a user's topic permissions (write / read patterns on routing keys) on an exchange.
+    SetTopicPermissions {
+        #[arg(short = 'p', long = "vhost", default_value = "/")]
+        vhost: String,
+        user: String,
+        exchange: String,
+        write: String,
+        read: String,
+    },
+    /// Remove a user's topic permissions in a vhost (on one exchange, or all).
+    ClearTopicPermissions {
+        #[arg(short = 'p', long = "vhost", default_value = "/")]
+        vhost: String,
+        user: String,
+        exchange: Option<String>,
+    },
+    /// Set user limits, e.g. '{"max-connections": 10, "max-channels": 20}' (-1 = no limit).
+    SetUserLimits { user: String, limits: String },
+    /// Remove one user limit (max-connections, max-channels) or all ("all").
+    ClearUserLimits { user: String, limit: String },
+    /// List user limits (of one user, or all).
+    ListUserLimits {
+        #[arg(long)]
+        user: Option<String>,
+    },
+    /// Set an operator policy: NAME PATTERN DEFINITION-JSON.
+    SetOperatorPolicy {
+        #[arg(short = 'p', long = "vhost", default_value = "/")]
+        vhost: String,
+        name: String,
+        pattern: String,
+        definition: String,
+        #[arg(long, default_value_t = 0)]
+        priority: i64,
+        #[arg(long = "apply-to", default_value = "queues")]
+        apply_to: String,
+    },
+    /// Remove an operator policy.
+    ClearOperatorPolicy {
+        #[arg(short = 'p', long = "vhost", default_value = "/")]
+        vhost: String,
+        name: String,
+    },
+    /// List operator policies in a vhost.
+    ListOperatorPolicies {
+        #[arg(short = 'p', long = "vhost", default_value = "/")]
+        vhost: String,
     },
     /// Write the definitions JSON to FILE ('-' for stdout).
     ExportDefinitions { file: String },
@@ -159,12 +221,16 @@ pub fn run(ep: &Endpoint, cmd: &Command, out: &mut dyn Write) -> Result<(), CtlE
                 writeln!(out, "{}", v["name"].as_str().unwrap_or(""))?;
             }
         }
-        Command::AddVhost { name } => send_json(
-            ep,
-            "PUT",
-            &format!("/api/vhosts/{}", segment(name)),
-            &json!({}),
-        )?,
+        Command::AddVhost {
+            name,
+            default_queue_type,
+        } => {
+            let mut body = json!({});
+            if let Some(t) = default_queue_type {
+                body["default_queue_type"] = json!(t);
+            }
+            send_json(ep, "PUT", &format!("/api/vhosts/{}", segment(name)), &body)?
+        }
         Command::DeleteVhost { name } => {
             ep.request("DELETE", &format!("/api/vhosts/{}", segment(name)), None)?;
         }
@@ -210,6 +276,15 @@ pub fn run(ep: &Endpoint, cmd: &Command, out: &mut dyn Write) -> Result<(), CtlE
                 send_json(ep, "PUT", &path, &json!({ "value": val }))?;
             }
         }
+        Command::ListTopicPermissions { .. }
+        | Command::SetTopicPermissions { .. }
+        | Command::ClearTopicPermissions { .. }
+        | Command::SetUserLimits { .. }
+        | Command::ClearUserLimits { .. }
+        | Command::ListUserLimits { .. }
+        | Command::SetOperatorPolicy { .. }
+        | Command::ClearOperatorPolicy { .. }
+        | Command::ListOperatorPolicies { .. } => access::run(ep, cmd, out)?,
         Command::ExportDefinitions { file } => {
             let r = ep.request("GET", "/api/definitions", None)?;
             if file == "-" {

@@ -81,6 +81,12 @@ fn admin_only(method: &Method, path: &str) -> bool {
         || p.starts_with("/users")
         || p.starts_with("/permissions")
         || p.starts_with("/definitions")
+        || p.starts_with("/topic-permissions")
+        || p.starts_with("/user-limits")
+        || p.starts_with("/operator-policies")
+        || p.starts_with("/parameters")
+        || p.starts_with("/shovels")
+        || (p.starts_with("/vhosts/") && p.ends_with("/topic-permissions"))
         || (p.starts_with("/vhosts/") && p.ends_with("/permissions"))
         // One vhost's record is the administrators' (RabbitMQ's rabbit_mgmt_wm_vhost).
         || (p.starts_with("/vhosts/") && p.matches('/').count() == 2)

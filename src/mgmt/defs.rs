@@ -46,7 +46,7 @@ fn export_json(b: &Broker, vhost: Option<&str>) -> Value {
         out.insert("users".into(), d["users"].clone());
         out.insert("vhosts".into(), d["vhosts"].clone());
         out.insert("permissions".into(), d["permissions"].clone());
-        out.insert("topic_permissions".into(), json!([]));
+        out.insert("topic_permissions".into(), d["topic_permissions"].clone());
         out.insert("global_parameters".into(), json!([]));
     }
     out.insert("parameters".into(), section("parameters"));

@@ -89,11 +89,8 @@ pub fn queue(b: &Broker, q: &Arc<Queue>) -> Value {
     let unacked = q.unacked_count();
     let snap = q.counters.snap();
     let rates = b.stats.queue_rates(q);
-    let policy = b.policies.matching(&q.config.vhost, q.name(), "queues");
-    let effective = policy
-        .as_ref()
-        .map(|p| p.definition.clone())
-        .unwrap_or_else(|| json!({}));
+    let policy = b.policies.effective(&q.config.vhost, q.name(), "queues");
+    let effective = policy.definition.clone().unwrap_or_else(|| json!({}));
     let mut v = json!({
         "name": q.name(),
         "vhost": q.config.vhost,
@@ -104,8 +101,8 @@ pub fn queue(b: &Broker, q: &Arc<Queue>) -> Value {
         "node": node_name(b),
         "type": q.queue_type().as_str(),
         "state": "running",
-        "policy": policy.as_ref().map(|p| p.name.clone()),
-        "operator_policy": null,
+        "policy": policy.policy,
+        "operator_policy": policy.operator_policy,
         "effective_policy_definition": effective,
         "exclusive_consumer_tag": null,
         "single_active_consumer_tag": null,

@@ -5,6 +5,7 @@
 //! registry in [`crate::stats`]) and call the same vhost operations AMQP methods call, so
 //! an object declared over HTTP behaves exactly like one declared by a client.
 
+mod access;
 mod auth;
 mod console;
 mod defs;
@@ -13,6 +14,7 @@ pub mod json;
 mod metrics;
 mod query;
 mod read;
+mod shovels;
 mod write;
 
 use crate::broker::Broker;
@@ -151,6 +153,59 @@ pub(crate) fn router(broker: Arc<Broker>) -> Router {
                 .put(write::put_policy)
                 .delete(write::delete_policy),
         )
+        .route("/topic-permissions", get(access::topic_permissions))
+        .route(
+            "/topic-permissions/{vhost}/{user}",
+            get(access::topic_permissions_of)
+                .put(access::put_topic_permission)
+                .delete(access::delete_topic_permissions),
+        )
+        .route(
+            "/topic-permissions/{vhost}/{user}/{exchange}",
+            axum::routing::delete(access::delete_topic_permission),
+        )
+        .route(
+            "/users/{name}/topic-permissions",
+            get(access::user_topic_permissions),
+        )
+        .route(
+            "/vhosts/{vhost}/topic-permissions",
+            get(access::vhost_topic_permissions),
+        )
+        .route("/user-limits", get(access::user_limits))
+        .route("/user-limits/{user}", get(access::user_limits_of))
+        .route(
+            "/user-limits/{user}/{name}",
+            axum::routing::put(access::put_user_limit).delete(access::delete_user_limit),
+        )
+        .route("/operator-policies", get(access::operator_policies))
+        .route(
+            "/operator-policies/{vhost}",
+            get(access::operator_policies_vhost),
+        )
+        .route(
+            "/operator-policies/{vhost}/{name}",
+            get(access::operator_policy)
+                .put(access::put_operator_policy)
+                .delete(access::delete_operator_policy),
+        )
+        .route("/parameters", get(shovels::parameters))
+        .route(
+            "/parameters/{component}",
+            get(shovels::parameters_component),
+        )
+        .route(
+            "/parameters/{component}/{vhost}",
+            get(shovels::parameters_vhost),
+        )
+        .route(
+            "/parameters/{component}/{vhost}/{name}",
+            get(shovels::parameter)
+                .put(shovels::put_parameter)
+                .delete(shovels::delete_parameter),
+        )
+        .route("/shovels", get(shovels::shovels))
+        .route("/shovels/{vhost}", get(shovels::shovels_vhost))
         .route("/health/checks/alarms", get(read::alarms))
         .route("/health/checks/local-alarms", get(read::alarms))
         .route("/aliveness-test/{vhost}", get(write::aliveness))

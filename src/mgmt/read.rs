@@ -36,13 +36,13 @@ pub fn users_of(b: &Broker) -> Vec<Arc<User>> {
     v
 }
 
-pub fn user_json(u: &User) -> Value {
+pub fn user_json(b: &Broker, u: &User) -> Value {
     json!({
         "name": u.name,
         "password_hash": u.password_hash,
         "hashing_algorithm": u.hashing_algorithm.as_str(),
         "tags": u.tags,
-        "limits": {},
+        "limits": b.limits.user(&u.name).to_json(),
     })
 }
 

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 impl Queue {
-    /// Applies the queue's current policy (the best match in `policies`, looked up under
+    /// Applies the queue's current policy (the best match in `policies`, merged with the
+    /// best operator policy, looked up under
     /// the queue's lock so concurrent policy changes cannot leave a stale one applied), as
     /// RabbitMQ's `process_args_policy`: the settings change at once, a lower length limit
     /// drops (dead-letters) the head, and an x-expires idle timer restarts from now.
@@ -21,13 +22,13 @@ impl Queue {
             if self.is_deleted() {
                 return;
             }
-            let p = policies.matching(&self.config.vhost, self.name(), "queues");
-            let json = p.as_ref().map(|p| p.to_json());
-            if json == st.policy {
+            // The user policy merged with the operator policy (the lower cap wins).
+            let e = policies.effective(&self.config.vhost, self.name(), "queues");
+            if e.definition == st.policy {
                 return;
             }
-            st.policy = json;
-            st.eff = self.args.with_policy(p.as_ref().map(|p| &p.definition));
+            st.policy = e.definition;
+            st.eff = self.args.with_policy(st.policy.as_ref());
             if let Some(s) = self.stream() {
                 // Retention from the policy wins over the arguments (see `with_policy`).
                 if let Some(settings) = stream::settings_from_args(&st.eff) {

@@ -21,6 +21,8 @@ pub struct Definitions {
     pub vhosts: Vec<VHostDef>,
     #[serde(default)]
     pub permissions: Vec<PermissionDef>,
+    #[serde(default)]
+    pub topic_permissions: Vec<TopicPermissionDef>,
     /// Runtime parameters; Warren reads and writes the `vhost-limits` component.
     #[serde(default)]
     pub parameters: Vec<ParameterDef>,
@@ -34,9 +36,37 @@ pub struct Definitions {
     pub bindings: Vec<BindingDef>,
 }
 
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct VHostDef {
     pub name: String,
+    /// `classic`, `quorum` or `stream` (RabbitMQ 3.11+ exports it, 3.10.8 leaves it out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_queue_type: Option<String>,
+    /// RabbitMQ 3.11+: `{"default_queue_type": …, "description": …, "tags": […]}`.
+    #[serde(default, skip_serializing)]
+    pub metadata: Option<Value>,
+}
+
+impl VHostDef {
+    /// The default queue type, from the field or from `metadata`.
+    pub fn queue_type(&self) -> Option<&str> {
+        self.default_queue_type
+            .as_deref()
+            .or_else(|| self.metadata.as_ref()?.get("default_queue_type")?.as_str())
+            .filter(|t| *t != "undefined")
+    }
+}
+
+/// A user's topic permission on one exchange, as RabbitMQ exports it.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct TopicPermissionDef {
+    pub user: String,
+    pub vhost: String,
+    pub exchange: String,
+    #[serde(default)]
+    pub write: String,
+    #[serde(default)]
+    pub read: String,
 }
 
 /// A user as RabbitMQ exports it. `tags` is a list since 3.9 and a comma-separated string
@@ -260,6 +290,34 @@ pub fn load(data_dir: &Path) -> std::io::Result<Option<Definitions>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// Reads a definitions file given by the operator (`--load-definitions`): one JSON file,
+/// or a directory whose `*.json` files are read in name order (as RabbitMQ's
+/// `load_definitions`). A file that cannot be read or parsed is an error naming it.
+pub fn read_operator_file(path: &Path) -> std::io::Result<Vec<Definitions>> {
+    let files = if path.is_dir() {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(path)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json"))
+            .collect();
+        v.sort();
+        v
+    } else {
+        vec![path.to_path_buf()]
+    };
+    let mut out = Vec::new();
+    for f in files {
+        let bytes = std::fs::read(&f)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", f.display())))?;
+        out.push(serde_json::from_slice(&bytes).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                format!("{}: {e}", f.display()),
+            )
+        })?);
+    }
+    Ok(out)
 }
 
 /// What the definitions writer needs of a running broker: a snapshot of its durable

@@ -24,6 +24,31 @@ pub(super) fn classic_unmarked(args: &FieldTable) -> std::borrow::Cow<'_, FieldT
     std::borrow::Cow::Owned(t)
 }
 
+/// Both argument tables without `x-queue-type: classic` when both declare a classic queue
+/// (marked or not); otherwise as they are, so a classic redeclare of a quorum queue reads
+/// "received 'classic' but current is 'quorum'", as RabbitMQ 3.10.8 says.
+pub(super) fn unmark_classic<'a>(
+    received: &'a FieldTable,
+    current: &'a FieldTable,
+) -> (
+    std::borrow::Cow<'a, FieldTable>,
+    std::borrow::Cow<'a, FieldTable>,
+) {
+    let classic = |t: &FieldTable| {
+        t.inner()
+            .get("x-queue-type")
+            .is_none_or(|v| value_text(v) == "classic")
+    };
+    if classic(received) && classic(current) {
+        (classic_unmarked(received), classic_unmarked(current))
+    } else {
+        (
+            std::borrow::Cow::Borrowed(received),
+            std::borrow::Cow::Borrowed(current),
+        )
+    }
+}
+
 pub(super) fn inequivalent(arg: &str, what: &str, received: &str, current: &str) -> AmqpError {
     AmqpError::precondition_failed(format_args!(
         "inequivalent arg '{arg}' for {what}: received '{received}' but current is '{current}'"

@@ -83,6 +83,10 @@ pub struct VHost {
     policies: Arc<crate::policy::Policies>,
     /// Internal flow control: each queue declared here charges its publishers against it.
     pub(crate) flow: Arc<crate::flow::Load>,
+    /// `classic`, `quorum` or `stream` for queues declared without `x-queue-type` (see
+    /// [`VHost::with_default_queue_type`]); set through the management API. Read on each
+    /// non-passive queue.declare.
+    default_queue_type: parking_lot::RwLock<Option<String>>,
 }
 
 /// The hasher of name-keyed maps on the publish path.
@@ -123,6 +127,7 @@ impl VHost {
                 streams_dir,
                 policies,
                 flow,
+                default_queue_type: Default::default(),
             };
             for (n, kind, internal) in BUILTIN_EXCHANGES {
                 v.exchanges.insert(
@@ -132,6 +137,33 @@ impl VHost {
             }
             v
         })
+    }
+
+    /// The vhost's default queue type (`classic`, `quorum`, `stream`), if set.
+    pub fn default_queue_type(&self) -> Option<String> {
+        self.default_queue_type.read().clone()
+    }
+
+    /// Sets (or clears) the default queue type; the caller has validated the name.
+    pub fn set_default_queue_type(&self, t: Option<String>) {
+        *self.default_queue_type.write() = t;
+        self.changed.notify_one();
+    }
+
+    /// `d` with `x-queue-type` set to the vhost's default, when RabbitMQ 3.10.8 would add
+    /// it: the vhost has a default and the declare is durable, not exclusive, not
+    /// auto-delete, and names no type (others stay classic).
+    pub fn with_default_queue_type(&self, d: &QueueDeclare) -> Option<QueueDeclare> {
+        let t = self.default_queue_type.read().clone()?;
+        if !d.durable || d.exclusive || d.auto_delete || d.arguments.contains_key("x-queue-type") {
+            return None;
+        }
+        let mut typed = d.clone();
+        typed.arguments.insert(
+            "x-queue-type".into(),
+            amq_protocol::types::AMQPValue::LongString(t.into()),
+        );
+        Some(typed)
     }
 
     /// Re-applies the policies to every queue and exchange (after a policy change).

@@ -1,7 +1,7 @@
 //! A vhost's queues: declare (RabbitMQ's pipeline: an existing queue is compared, a new
 //! one validated by its type), delete, and the exclusive-owner rules.
 
-use super::equivalence::{assert_args_equivalent, classic_unmarked, inequivalent};
+use super::equivalence::{assert_args_equivalent, inequivalent, unmark_classic};
 use super::*;
 
 impl VHost {
@@ -33,6 +33,17 @@ impl VHost {
             q.touch();
             return Ok((q, false));
         }
+        // The vhost's default queue type, as RabbitMQ 3.10.8 applies it: added to the
+        // arguments of a durable, non-exclusive, non-auto-delete declare without one, so
+        // later declares with or without `x-queue-type` are equivalent.
+        let typed;
+        let d = match self.with_default_queue_type(d) {
+            Some(t) => {
+                typed = t;
+                &typed
+            }
+            None => d,
+        };
         if d.name.starts_with("amq.") && !d.server_named {
             return Err(AmqpError::access_refused(format_args!(
                 "queue name '{}' contains reserved prefix 'amq.*'",
@@ -110,12 +121,8 @@ impl VHost {
                 self.name
             )));
         }
-        assert_args_equivalent(
-            &what,
-            &classic_unmarked(&d.arguments),
-            &classic_unmarked(&c.arguments),
-            q.args.queue_type.arguments(),
-        )
+        let (received, current) = unmark_classic(&d.arguments, &c.arguments);
+        assert_args_equivalent(&what, &received, &current, q.args.queue_type.arguments())
     }
 
     /// Deletes a queue by name; returns the number of ready messages it held.

@@ -28,7 +28,7 @@ fn vhost_json(b: &Broker, v: &crate::vhost::VHost) -> Value {
         "description": description,
         "tags": [],
         "metadata": {"description": description, "tags": []},
-        "default_queue_type": "undefined",
+        "default_queue_type": v.default_queue_type().unwrap_or_else(|| "undefined".into()),
         "tracing": false,
         "cluster_state": {node_name(b): "running"},
         "messages": ready + unacked,
@@ -106,14 +106,14 @@ pub async fn user_permissions(axum::extract::State(b): B, Path(u): Path<String>)
 }
 
 pub async fn users(axum::extract::State(b): B) -> ApiResult {
-    list(users_of(&b).iter().map(|u| user_json(u)).collect())
+    list(users_of(&b).iter().map(|u| user_json(&b, u)).collect())
 }
 
 pub async fn user(axum::extract::State(b): B, Path(name): Path<String>) -> ApiResult {
     users_of(&b)
         .iter()
         .find(|u| u.name == name)
-        .map(|u| Json(user_json(u)).into_response())
+        .map(|u| Json(user_json(&b, u)).into_response())
         .ok_or_else(not_found)
 }
 

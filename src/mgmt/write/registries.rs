@@ -9,9 +9,25 @@ use axum::response::IntoResponse;
 use bytes::Bytes;
 use serde_json::{Map, Value};
 
-pub async fn put_vhost(axum::extract::State(b): B, Path(v): Path<String>) -> ApiResult {
+/// PUT /api/vhosts/{name}, with an optional `default_queue_type` (`classic`, `quorum`,
+/// `stream`; RabbitMQ 3.11+ reads it here, 3.10.8 only through `rabbitmqctl add_vhost
+/// --default-queue-type`).
+pub async fn put_vhost(axum::extract::State(b): B, Path(v): Path<String>, raw: Bytes) -> ApiResult {
+    let m = body(&raw)?;
+    let dqt = match m.get("default_queue_type").and_then(|t| t.as_str()) {
+        None | Some("undefined") => None,
+        Some(t @ ("classic" | "quorum" | "stream")) => Some(t.to_string()),
+        Some(t) => {
+            return Err(bad_request(format!(
+                "unsupported default queue type '{t}' (classic, quorum or stream)"
+            )))
+        }
+    };
     let existed = b.vhost(&v).is_some();
-    b.add_vhost(&v);
+    let vh = b.add_vhost(&v);
+    if dqt.is_some() {
+        vh.set_default_queue_type(dqt);
+    }
     b.definitions_changed.notify_one();
     Ok(created_or_updated(!existed))
 }
