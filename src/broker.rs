@@ -38,6 +38,8 @@ pub struct Broker {
     /// Policies per vhost (management); each vhost holds the same handle, to apply them
     /// to the queues and exchanges it declares.
     pub policies: Arc<crate::policy::Policies>,
+    /// The metadata group, when this node is in a cluster (set once at start).
+    pub meta: std::sync::OnceLock<crate::cluster::handle::MetaHandle>,
 }
 
 #[derive(Debug, Clone)]
@@ -70,6 +72,7 @@ impl Broker {
             }),
             stats: crate::stats::Registry::new(),
             policies: Default::default(),
+            meta: Default::default(),
             config,
         };
         b.add_vhost(&b.config.default_vhost.clone());

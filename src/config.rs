@@ -61,6 +61,8 @@ pub struct Config {
     /// `version` in connection.start's server-properties and management's
     /// `product_version` (RabbitMQ's `product.version`); Warren's version by default.
     pub server_version: String,
+    /// The cluster this node belongs to (`--cluster-nodes`); None runs alone.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl Default for Config {
@@ -91,6 +93,7 @@ impl Default for Config {
             max_connections: None,
             server_product: "Warren".into(),
             server_version: env!("CARGO_PKG_VERSION").into(),
+            cluster: None,
         }
     }
 }

@@ -99,6 +99,8 @@ impl Connection {
             cancel_notify: self.cancel_notify,
             stats: &self.mgmt,
             deferred: Some(&mut self.deferred),
+            pending: Some(&mut self.pending),
+            barrier_passed: self.barrier_passed,
         };
         let result = match frame {
             Frame::Method(_, m) => {

@@ -6,6 +6,7 @@
 //! an object declared over HTTP behaves exactly like one declared by a client.
 
 mod auth;
+mod cluster;
 mod console;
 mod defs;
 pub mod json;
@@ -44,12 +45,47 @@ pub async fn start(broker: Arc<Broker>, addr: SocketAddr) -> std::io::Result<Soc
 }
 
 fn router(broker: Arc<Broker>) -> Router {
-    let api = Router::new()
+    let api = api_routes()
+        .layer(axum::middleware::from_fn_with_state(
+            broker.clone(),
+            cluster::replicate,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            broker.clone(),
+            auth::require_user,
+        ));
+    Router::new()
+        .nest("/api", api)
+        .route("/metrics", get(metrics::render))
+        .merge(console::routes())
+        .with_state(broker)
+}
+
+/// Applies a management write replicated from another node (see [`cluster`]): the same
+/// handler, without authentication (the origin checked it) and without replicating again.
+pub async fn apply(
+    broker: Arc<Broker>,
+    method: &str,
+    path: &str,
+    body: String,
+) -> Result<(), String> {
+    cluster::apply(api_routes().with_state(broker), method, path, body).await
+}
+
+/// The API's routes, relative to `/api`.
+fn api_routes() -> Router<Arc<Broker>> {
+    Router::new()
         .route("/overview", get(read::overview))
         .route("/cluster-name", get(read::cluster_name))
         .route("/whoami", get(read::whoami))
         .route("/extensions", get(read::extensions))
         .route("/nodes", get(read::nodes))
+        .route("/cluster-status", get(cluster::status))
+        .route("/cluster/join", post(cluster::join))
+        .route(
+            "/cluster/nodes/{name}",
+            axum::routing::delete(cluster::forget),
+        )
         .route("/nodes/{node}", get(read::node))
         .route("/connections", get(read::connections))
         .route(
@@ -152,15 +188,6 @@ fn router(broker: Arc<Broker>) -> Router {
         .route("/health/checks/local-alarms", get(read::alarms))
         .route("/aliveness-test/{vhost}", get(write::aliveness))
         .fallback(|| async { not_found() })
-        .layer(axum::middleware::from_fn_with_state(
-            broker.clone(),
-            auth::require_user,
-        ));
-    Router::new()
-        .nest("/api", api)
-        .route("/metrics", get(metrics::render))
-        .merge(console::routes())
-        .with_state(broker)
 }
 
 /// An API error in RabbitMQ's shape: `{"error": ..., "reason": ...}`.

@@ -13,7 +13,7 @@ use serde_json::{Map, Number, Value};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 
-#[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Definitions {
     #[serde(default)]
     pub users: Vec<UserDef>,
@@ -34,14 +34,14 @@ pub struct Definitions {
     pub bindings: Vec<BindingDef>,
 }
 
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct VHostDef {
     pub name: String,
 }
 
 /// A user as RabbitMQ exports it. `tags` is a list since 3.9 and a comma-separated string
 /// before; both are read, a list is written.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct UserDef {
     pub name: String,
     #[serde(default)]
@@ -74,7 +74,7 @@ fn tags_from_list_or_string<'de, D: serde::Deserializer<'de>>(
 }
 
 /// A runtime parameter as RabbitMQ exports it (`vhost-limits` is the one Warren uses).
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ParameterDef {
     pub component: String,
     pub name: String,
@@ -83,7 +83,7 @@ pub struct ParameterDef {
 }
 
 /// A policy as RabbitMQ exports it.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PolicyDef {
     pub vhost: String,
     pub name: String,
@@ -114,7 +114,7 @@ impl PolicyDef {
 }
 
 /// A user's permissions in one vhost, as RabbitMQ exports them.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PermissionDef {
     pub user: String,
     pub vhost: String,
@@ -123,7 +123,7 @@ pub struct PermissionDef {
     pub read: String,
 }
 
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ExchangeDef {
     pub name: String,
     pub vhost: String,
@@ -138,7 +138,7 @@ pub struct ExchangeDef {
     pub arguments: Map<String, Value>,
 }
 
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct QueueDef {
     pub name: String,
     pub vhost: String,
@@ -148,7 +148,7 @@ pub struct QueueDef {
     pub arguments: Map<String, Value>,
 }
 
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct BindingDef {
     pub source: String,
     pub vhost: String,
