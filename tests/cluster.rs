@@ -121,6 +121,20 @@ async fn agreed_leader(nodes: &[&Node], secs: u64) -> String {
     .await
 }
 
+/// Runs a `warren-ctl` command against a node's management API.
+async fn ctl(node: &Node, cmd: warren::ctl::Command) -> Result<String, String> {
+    let url = format!("http://127.0.0.1:{}", node.mgmt);
+    tokio::task::spawn_blocking(move || {
+        let ep = warren::ctl::http::Endpoint::parse(&url, "guest", "guest")
+            .map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        warren::ctl::run(&ep, &cmd, &mut out).map_err(|e| e.to_string())?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
+    })
+    .await
+    .unwrap()
+}
+
 fn running(nodes: &Value, name: &str) -> Option<bool> {
     nodes.as_array()?.iter().find(|n| n["name"] == name)?["running"].as_bool()
 }
@@ -236,6 +250,9 @@ async fn three_nodes_replicate_definitions_fail_over_and_catch_up() {
         assert_eq!(b[0]["routing_key"], "eu.#", "{} bindings: {b}", n.name);
         let u = api.get_json("/api/users/carol").await;
         assert_eq!(u["tags"], json!(["management"]));
+        // The hash made on n1, not one salted again on each node.
+        let on_n1 = api1.get_json("/api/users/carol").await;
+        assert_eq!(u["password_hash"], on_n1["password_hash"]);
         // The user logs in on this node with the password set on n1.
         let carol = format!("amqp://carol:pw@127.0.0.1:{}/%2f", n.amqp);
         Connection::connect(&carol, ConnectionProperties::default())
@@ -254,6 +271,17 @@ async fn three_nodes_replicate_definitions_fail_over_and_catch_up() {
     for n in ["n1", "n2", "n3"] {
         assert_eq!(running(&nodes_json, n), Some(true), "{nodes_json}");
     }
+
+    let status = ctl(&nodes[1], warren::ctl::Command::ClusterStatus)
+        .await
+        .unwrap();
+    assert!(
+        status.starts_with("Cluster status of node n2 ..."),
+        "{status}"
+    );
+    assert!(status.contains("Disk Nodes\n\nn1\nn2\nn3\n"), "{status}");
+    assert!(status.contains("Running Nodes\n\nn1\nn2\nn3\n"), "{status}");
+    assert!(status.contains("Metadata Store Leader\n\nn1\n"), "{status}");
 
     // kill -9 the leader: the other two elect one within a few seconds.
     let killed = nodes.iter().position(|n| n.name == first).unwrap();
@@ -319,6 +347,47 @@ async fn three_nodes_replicate_definitions_fail_over_and_catch_up() {
     })
     .await;
     let all: Vec<&Node> = nodes.iter().collect();
-    agreed_leader(&all, 10).await;
+    let leader = agreed_leader(&all, 10).await;
+
+    // forget_cluster_node takes a follower out of the membership; join_cluster, run on
+    // that node, brings it back as a voter, and it sees what was declared meanwhile.
+    let lead = nodes.iter().find(|n| n.name == leader).unwrap();
+    let out = nodes.iter().find(|n| n.name != leader).unwrap();
+    let e = ctl(
+        lead,
+        warren::ctl::Command::ForgetClusterNode { node: "n9".into() },
+    )
+    .await
+    .unwrap_err();
+    assert!(e.starts_with("400"), "{e}");
+    let r = lead.api().delete("/api/cluster/nodes/n9").await;
+    assert!(r.text().contains("not a cluster member"), "{}", r.text());
+    ctl(
+        lead,
+        warren::ctl::Command::ForgetClusterNode {
+            node: out.name.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    let v = lead.api().get_json("/api/nodes").await;
+    assert_eq!(v.as_array().unwrap().len(), 2, "{v}");
+    assert_eq!(running(&v, &out.name), None);
+    let (_cl, chl) = channel(lead).await;
+    chl.queue_declare("while-out".into(), durable_q, FieldTable::default())
+        .await
+        .unwrap();
+    let seed = format!("{}@127.0.0.1:{}", lead.name, lead.cluster);
+    ctl(out, warren::ctl::Command::JoinCluster { node: seed })
+        .await
+        .unwrap();
+    eventually(10, "the rejoined node a voter again", || async {
+        let st = out.status().await?;
+        let members = st["members"].as_array()?.clone();
+        (members.len() == 3 && members.iter().all(|m| m["voter"] == true)).then_some(())
+    })
+    .await;
+    let (_co, cho) = channel(out).await;
+    passive_queue(&cho, "while-out").await.unwrap();
     println!("cluster test took {:?}", started.elapsed());
 }

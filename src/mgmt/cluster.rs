@@ -10,6 +10,7 @@ use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use axum::RequestExt;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
@@ -42,7 +43,7 @@ pub fn replicated(method: &Method, path: &str) -> bool {
 
 /// Middleware: a definition-changing request that succeeded here is replicated before
 /// its response goes out (503 when the cluster cannot commit it).
-pub async fn replicate(State(b): State<Arc<Broker>>, req: Request, next: Next) -> Response {
+pub async fn replicate(State(b): State<Arc<Broker>>, mut req: Request, next: Next) -> Response {
     let Some(meta) = b.meta.get().cloned() else {
         return next.run(req).await;
     };
@@ -55,16 +56,34 @@ pub async fn replicate(State(b): State<Arc<Broker>>, req: Request, next: Next) -
     if !replicated(&method, req.uri().path()) {
         return next.run(req).await;
     }
+    let user = if method == Method::PUT && req.uri().path().starts_with("/users/") {
+        req.extract_parts::<axum::extract::Path<String>>()
+            .await
+            .ok()
+            .map(|p: axum::extract::Path<String>| p.0)
+    } else {
+        None
+    };
     let (parts, body) = req.into_parts();
     let Ok(bytes) = axum::body::to_bytes(body, MAX_BODY).await else {
         return bad_request("request body too large").into_response();
     };
-    let text = String::from_utf8_lossy(&bytes).into_owned();
+    let mut text = String::from_utf8_lossy(&bytes).into_owned();
     let resp = next
         .run(Request::from_parts(parts, axum::body::Body::from(bytes)))
         .await;
     if !resp.status().is_success() {
         return resp;
+    }
+    if let Some(u) = user.and_then(|name: String| b.user(&name)) {
+        // The hash computed here, not the password: no plain password in the Raft log,
+        // and the same salted hash on every node.
+        text = json!({
+            "password_hash": u.password_hash,
+            "hashing_algorithm": u.hashing_algorithm.as_str(),
+            "tags": u.tags,
+        })
+        .to_string();
     }
     let cmd = MetaCmd::Http {
         method: method.to_string(),
