@@ -101,6 +101,13 @@ impl LogStore {
         self.submit(&Record::Applied(log_id, membership.clone()), None);
     }
 
+    /// Waits until every record submitted so far is durable (writes the committed id
+    /// again, durably, behind them).
+    pub async fn flush(&self) -> std::io::Result<()> {
+        let committed = self.state.lock().committed;
+        self.write(&Record::Committed(committed)).await
+    }
+
     fn submit(&self, r: &Record, done: Option<Box<dyn FnOnce(std::io::Result<()>) + Send>>) {
         match serde_json::to_vec(r) {
             Ok(bytes) => self.wal.submit(self.group, &bytes, done),

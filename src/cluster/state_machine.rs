@@ -241,3 +241,151 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::wal::Wal;
+    use openraft::{CommittedLeaderId, Membership};
+    use std::collections::{BTreeMap, BTreeSet};
+
+    /// Records what it is asked; its "registries" are one definitions document.
+    #[derive(Default)]
+    struct Fake {
+        applied: parking_lot::Mutex<Vec<MetaCmd>>,
+        defs: parking_lot::Mutex<Definitions>,
+        persisted: parking_lot::Mutex<usize>,
+        installed: parking_lot::Mutex<Vec<Definitions>>,
+    }
+
+    impl Apply for Fake {
+        fn apply(&self, cmd: MetaCmd) -> BoxFut<Result<(), String>> {
+            if let MetaCmd::Import(d) = &cmd {
+                self.defs.lock().queues.extend(d.queues.iter().cloned());
+            }
+            self.applied.lock().push(cmd.clone());
+            let r = match cmd {
+                MetaCmd::DeleteQueue { .. } => Err("no such queue".to_string()),
+                _ => Ok(()),
+            };
+            Box::pin(async move { r })
+        }
+        fn persist(&self) -> std::io::Result<()> {
+            *self.persisted.lock() += 1;
+            Ok(())
+        }
+        fn export(&self) -> Definitions {
+            self.defs.lock().clone()
+        }
+        fn install(&self, d: &Definitions) {
+            self.installed.lock().push(d.clone());
+        }
+        fn merge(&self, d: &Definitions) {
+            self.defs.lock().queues.extend(d.queues.iter().cloned());
+        }
+    }
+
+    fn log_id(index: u64) -> LogId<Nid> {
+        LogId::new(CommittedLeaderId::new(1, 1), index)
+    }
+
+    fn import_queue(name: &str) -> MetaCmd {
+        let mut d = Definitions::default();
+        d.queues.push(crate::store::definitions::QueueDef {
+            name: name.into(),
+            vhost: "/".into(),
+            durable: true,
+            auto_delete: false,
+            arguments: Default::default(),
+        });
+        MetaCmd::Import(d)
+    }
+
+    fn open(dir: &std::path::Path, fake: Arc<Fake>) -> StateMachine {
+        let (wal, mut rec) = Wal::open(dir).unwrap();
+        let log = LogStore::new(0, Arc::new(wal), rec.remove(&0).unwrap_or_default());
+        StateMachine::open(fake, log, dir.to_path_buf())
+    }
+
+    /// Commands are applied in order with their replies, the registries saved once per
+    /// batch; the applied id and membership survive a restart (nothing is replayed); a
+    /// snapshot is the export, and installing one hands it to the registries.
+    #[tokio::test]
+    async fn applies_in_order_and_remembers_where_it_stopped() {
+        let dir = std::env::temp_dir().join(format!("warren-sm-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let fake = Arc::new(Fake::default());
+        let members = BTreeMap::from([(
+            1,
+            Member {
+                name: "n1".into(),
+                addr: "127.0.0.1:1".into(),
+            },
+        )]);
+        let membership = Membership::new(vec![BTreeSet::from([1])], members);
+        let entries = vec![
+            Entry {
+                log_id: log_id(1),
+                payload: EntryPayload::Membership(membership.clone()),
+            },
+            Entry {
+                log_id: log_id(2),
+                payload: EntryPayload::Normal(import_queue("a")),
+            },
+            Entry {
+                log_id: log_id(3),
+                payload: EntryPayload::Blank,
+            },
+            Entry {
+                log_id: log_id(4),
+                payload: EntryPayload::Normal(MetaCmd::DeleteQueue {
+                    vhost: "/".into(),
+                    name: "gone".into(),
+                }),
+            },
+        ];
+        {
+            let mut sm = open(&dir, fake.clone());
+            assert_eq!(sm.applied_state().await.unwrap().0, None);
+            let replies = sm.apply(entries).await.unwrap();
+            assert_eq!(
+                replies,
+                vec![None, None, None, Some("no such queue".into())]
+            );
+            assert_eq!(fake.applied.lock().len(), 2);
+            assert_eq!(*fake.persisted.lock(), 1);
+            let (applied, m) = sm.applied_state().await.unwrap();
+            assert_eq!(applied, Some(log_id(4)));
+            assert_eq!(m.log_id(), &Some(log_id(1)));
+            let mut b = sm.get_snapshot_builder().await;
+            let snap = b.build_snapshot().await.unwrap();
+            assert_eq!(snap.meta.last_log_id, Some(log_id(4)));
+            let d: Definitions = serde_json::from_slice(snap.snapshot.get_ref()).unwrap();
+            assert_eq!(d.queues[0].name, "a");
+            sm.log.flush().await.unwrap();
+        }
+        // Reopened: where it stopped, with the membership, the snapshot merged in.
+        let again = Arc::new(Fake::default());
+        let mut sm = open(&dir, again.clone());
+        let (applied, m) = sm.applied_state().await.unwrap();
+        assert_eq!(applied, Some(log_id(4)));
+        assert_eq!(m.membership(), &membership);
+        assert_eq!(again.defs.lock().queues.len(), 1);
+        let current = sm.get_current_snapshot().await.unwrap().unwrap();
+        assert_eq!(current.meta.last_log_id, Some(log_id(4)));
+        // A snapshot from a leader replaces the registries' content.
+        let mut meta = current.meta.clone();
+        meta.last_log_id = Some(log_id(9));
+        let mut data = Definitions::default();
+        data.vhosts
+            .push(crate::store::definitions::VHostDef { name: "v".into() });
+        let bytes = serde_json::to_vec(&data).unwrap();
+        sm.install_snapshot(&meta, Box::new(Cursor::new(bytes)))
+            .await
+            .unwrap();
+        assert_eq!(again.installed.lock()[0].vhosts[0].name, "v");
+        assert_eq!(sm.applied_state().await.unwrap().0, Some(log_id(9)));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
