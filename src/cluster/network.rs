@@ -22,6 +22,12 @@ use tokio::net::{TcpListener, TcpStream};
 /// Largest frame read from a peer.
 pub const MAX_FRAME: usize = 64 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// openraft 0.9 gives an append-entries RPC the heartbeat interval (150 ms) to answer,
+/// and a follower answers after its fdatasync: on a busy disk that is too short, and each
+/// timeout costs a back-off. Appends get at least this long (under the election timeout).
+const APPEND_MIN_TIMEOUT: Duration = Duration::from_millis(400);
+/// After an unreachable peer, retry this soon (openraft's default is 500 ms).
+const BACKOFF: Duration = Duration::from_millis(100);
 
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Request {
@@ -199,6 +205,10 @@ fn unexpected<E: std::error::Error>() -> RPCError<Nid, Member, E> {
 }
 
 impl RaftNetwork<TypeConfig> for PeerClient {
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(std::iter::repeat(BACKOFF))
+    }
+
     async fn append_entries(
         &mut self,
         rpc: AppendEntriesRequest<TypeConfig>,
@@ -206,7 +216,10 @@ impl RaftNetwork<TypeConfig> for PeerClient {
     ) -> Result<AppendEntriesResponse<Nid>, RpcErr> {
         match self
             .peer
-            .call(&Request::Append(rpc), option.hard_ttl())
+            .call(
+                &Request::Append(rpc),
+                option.hard_ttl().max(APPEND_MIN_TIMEOUT),
+            )
             .await
             .map_err(unreachable)?
         {
