@@ -43,6 +43,8 @@ pub struct Broker {
     pub policies: Arc<crate::policy::Policies>,
     /// Dynamic shovels (`/api/parameters/shovel`), each a task with its own AMQP clients.
     pub shovels: crate::shovel::Shovels,
+    /// The metadata group, when this node is in a cluster (set once at start).
+    pub meta: std::sync::OnceLock<crate::cluster::handle::MetaHandle>,
 }
 
 #[derive(Debug, Clone)]
@@ -78,6 +80,7 @@ impl Broker {
             stats: crate::stats::Registry::new(),
             policies: Default::default(),
             flow: crate::flow::Load::new(config.flow_credit, config.flow_busy_threshold),
+            meta: Default::default(),
             config,
         };
         b.add_vhost(&b.config.default_vhost.clone());

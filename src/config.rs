@@ -70,6 +70,8 @@ pub struct Config {
     /// Definitions imported at every start, after the saved ones (RabbitMQ's
     /// `load_definitions`): a JSON file or a directory of them.
     pub load_definitions: Option<PathBuf>,
+    /// The cluster this node belongs to (`--cluster-nodes`); None runs alone.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
 }
 
 impl Default for Config {
@@ -103,6 +105,7 @@ impl Default for Config {
             server_product: "Warren".into(),
             server_version: env!("CARGO_PKG_VERSION").into(),
             load_definitions: None,
+            cluster: None,
         }
     }
 }

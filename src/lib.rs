@@ -35,6 +35,8 @@
 //!   only reads snapshots and calls the same vhost operations as AMQP methods.
 //! - [`shovel`]: dynamic shovels, each a task moving messages between two AMQP 0-9-1
 //!   brokers with lapin clients (rabbitmq_shovel's JSON keys, saved with the definitions).
+//! - [`cluster`]: nodes on openraft; the metadata group replicates definition changes to
+//!   every node (channels and management reach it through [`cluster::handle::Metadata`]).
 //! - [`policy`]: policies per vhost, matched against queue and exchange names; a queue acts
 //!   on its declare arguments merged with its policy, re-applied whenever a policy changes.
 //!
@@ -58,7 +60,10 @@
 //! [`store::definitions::DefinitionsSource`] (the broker's snapshot and import live in
 //! [`broker::definitions`]); the stats sampler a [`stats::Sampled`]; [`limits`] the counts
 //! it checks; channel handlers a [`channel::BrokerCtx`] (permissions, limits,
-//! `max_message_size`). Policy changes are applied by [`broker::Broker::apply_policies`].
+//! `max_message_size`, the metadata group's [`cluster::handle::MetaHandle`]); the Raft
+//! storage, transport and state machine ([`cluster`]) an [`cluster::state_machine::Apply`]
+//! implemented by `cluster::apply`, the one cluster module that names the broker. Policy
+//! changes are applied by [`broker::Broker::apply_policies`].
 //! [`connection::outbound`] is the connections' mailbox: queues, vhosts and the broker send
 //! to it without depending on the connection task. The test
 //! `lower_layers_do_not_name_the_broker` below keeps the broker and the top layers out of
@@ -83,6 +88,7 @@ pub mod alarm;
 pub mod auth;
 pub mod broker;
 pub mod channel;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod ctl;
@@ -180,6 +186,17 @@ pub async fn start(config: Config) -> std::io::Result<BrokerHandle> {
         load_definitions(&broker, path, saved.is_none())?;
     }
     open_message_log(&broker)?;
+    if let Some(c) = broker.config.cluster.clone() {
+        let node = cluster::node::Node::start(
+            c,
+            broker.config.bind,
+            broker.config.data_dir.join("cluster"),
+            Arc::new(cluster::apply::BrokerApply(Arc::downgrade(&broker))),
+            broker.shutdown_signal(),
+        )
+        .await?;
+        let _ = broker.meta.set(Arc::new(cluster::node::Handle(node)));
+    }
     tokio::spawn(store::definitions::writer(
         Arc::downgrade(&broker),
         broker.definitions_changed.clone(),
@@ -315,6 +332,11 @@ mod tests {
             "alarm.rs",
             "auth",
             "channel",
+            "cluster/handle.rs",
+            "cluster/log_store.rs",
+            "cluster/network.rs",
+            "cluster/state_machine.rs",
+            "cluster/wal.rs",
             "config.rs",
             "error.rs",
             "flow.rs",

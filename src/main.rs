@@ -103,6 +103,16 @@ struct Cli {
     /// RabbitMQ's load_definitions.
     #[arg(long, env = "WARREN_LOAD_DEFINITIONS")]
     load_definitions: Option<PathBuf>,
+    /// This node's name in a cluster (`--cluster-nodes` lists it).
+    #[arg(long, env = "WARREN_NODE_NAME")]
+    node_name: Option<String>,
+    /// Port for the other cluster nodes (Raft and forwarding).
+    #[arg(long, env = "WARREN_CLUSTER_PORT", default_value_t = 25672)]
+    cluster_port: u16,
+    /// The cluster's nodes, this one included: `n1@127.0.0.1:25672,n2@127.0.0.1:25673`.
+    /// Without it Warren runs alone.
+    #[arg(long, env = "WARREN_CLUSTER_NODES")]
+    cluster_nodes: Option<String>,
     /// Log level or filter (error, warn, info, debug, trace, or a tracing filter).
     #[arg(long, env = "WARREN_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -117,7 +127,26 @@ async fn main() {
                 .unwrap_or_else(|_| "info".into()),
         )
         .init();
+    let cluster = match &cli.cluster_nodes {
+        None => None,
+        Some(list) => {
+            let nodes = warren::cluster::ClusterConfig::parse_nodes(list).unwrap_or_else(|e| {
+                eprintln!("warren: --cluster-nodes: {e}");
+                std::process::exit(2);
+            });
+            let Some(node_name) = cli.node_name.clone() else {
+                eprintln!("warren: --cluster-nodes needs --node-name");
+                std::process::exit(2);
+            };
+            Some(warren::cluster::ClusterConfig {
+                node_name,
+                port: cli.cluster_port,
+                nodes,
+            })
+        }
+    };
     let config = warren::Config {
+        cluster,
         bind: cli.bind,
         port: cli.port,
         data_dir: cli.data_dir,

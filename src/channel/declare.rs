@@ -1,9 +1,11 @@
 //! exchange.* and queue.* handlers: thin translations to [`crate::vhost::VHost`] calls.
 
 use super::basic::generated_name;
-use super::{Channel, ConnCtx};
+use super::{replicate, Channel, ConnCtx};
 use crate::auth::{access::Resource, Access};
+use crate::cluster::handle::MetaCmd;
 use crate::error::{AmqpError, AmqpResult};
+use crate::protocol::codec::Method;
 use crate::routing::ExchangeKind;
 use crate::vhost::{ExchangeDeclare, QueueDeclare};
 use amq_protocol::protocol::{exchange as x, queue as q, AMQPClass};
@@ -41,6 +43,31 @@ impl Channel {
                         }
                     }
                 }
+                let existed = cx.vhost.exchange(name).is_some();
+                if d.passive
+                    && self.barrier_first(cx, !existed, || {
+                        Method::Other(Box::new(AMQPClass::Exchange(x::AMQPMethod::Declare(
+                            d.clone(),
+                        ))))
+                    })
+                {
+                    return Ok(());
+                }
+                let replicate = (cx.broker.meta.is_some()
+                    && !d.passive
+                    && !existed
+                    && d.durable
+                    && !d.auto_delete)
+                    .then(|| {
+                        replicate::exchange(replicate::exchange_def(
+                            &cx.vhost.name,
+                            name,
+                            d.kind.as_str(),
+                            d.auto_delete,
+                            d.internal,
+                            &d.arguments,
+                        ))
+                    });
                 cx.vhost.declare_exchange(&ExchangeDeclare {
                     name: d.exchange.to_string(),
                     kind: d.kind.to_string(),
@@ -50,25 +77,26 @@ impl Channel {
                     internal: d.internal,
                     arguments: d.arguments,
                 })?;
-                if !nowait {
-                    self.reply(
-                        cx,
-                        AMQPClass::Exchange(x::AMQPMethod::DeclareOk(x::DeclareOk {})),
-                    );
-                }
+                let reply = (!nowait).then_some(AMQPClass::Exchange(x::AMQPMethod::DeclareOk(
+                    x::DeclareOk {},
+                )));
+                self.reply_after(cx, replicate, reply);
             }
             x::AMQPMethod::Delete(d) => {
                 let name = d.exchange.as_str();
                 if !name.is_empty() && !name.starts_with("amq.") {
                     cx.permit(Access::Configure, Resource::Exchange, name)?;
                 }
+                let replicate =
+                    cx.broker.meta.is_some() && cx.vhost.exchange(name).is_some_and(|x| x.durable);
                 cx.vhost.delete_exchange(d.exchange.as_str(), d.if_unused)?;
-                if !d.nowait {
-                    self.reply(
-                        cx,
-                        AMQPClass::Exchange(x::AMQPMethod::DeleteOk(x::DeleteOk {})),
-                    );
-                }
+                let cmd = replicate.then(|| MetaCmd::DeleteExchange {
+                    vhost: cx.vhost.name.clone(),
+                    name: name.to_string(),
+                });
+                let reply = (!d.nowait)
+                    .then_some(AMQPClass::Exchange(x::AMQPMethod::DeleteOk(x::DeleteOk {})));
+                self.reply_after(cx, cmd, reply);
             }
             x::AMQPMethod::Bind(bd) => {
                 permit_binding(
@@ -84,9 +112,20 @@ impl Channel {
                     bd.routing_key.as_str(),
                     &bd.arguments,
                 )?;
-                if !bd.nowait {
-                    self.reply(cx, AMQPClass::Exchange(x::AMQPMethod::BindOk(x::BindOk {})));
-                }
+                let cmd = replicated_exchanges(cx, bd.source.as_str(), bd.destination.as_str())
+                    .then(|| {
+                        replicate::bind(replicate::binding(
+                            &cx.vhost.name,
+                            bd.source.as_str(),
+                            bd.destination.as_str(),
+                            "exchange",
+                            bd.routing_key.as_str(),
+                            &bd.arguments,
+                        ))
+                    });
+                let reply = (!bd.nowait)
+                    .then_some(AMQPClass::Exchange(x::AMQPMethod::BindOk(x::BindOk {})));
+                self.reply_after(cx, cmd, reply);
             }
             x::AMQPMethod::Unbind(u) => {
                 permit_binding(
@@ -96,18 +135,26 @@ impl Channel {
                     u.source.as_str(),
                     u.routing_key.as_str(),
                 )?;
+                let replicate = replicated_exchanges(cx, u.source.as_str(), u.destination.as_str());
                 cx.vhost.unbind_exchange(
                     u.destination.as_str(),
                     u.source.as_str(),
                     u.routing_key.as_str(),
                     &u.arguments,
                 )?;
-                if !u.nowait {
-                    self.reply(
-                        cx,
-                        AMQPClass::Exchange(x::AMQPMethod::UnbindOk(x::UnbindOk {})),
-                    );
-                }
+                let cmd = replicate.then(|| {
+                    MetaCmd::Unbind(replicate::binding(
+                        &cx.vhost.name,
+                        u.source.as_str(),
+                        u.destination.as_str(),
+                        "exchange",
+                        u.routing_key.as_str(),
+                        &u.arguments,
+                    ))
+                });
+                let reply = (!u.nowait)
+                    .then_some(AMQPClass::Exchange(x::AMQPMethod::UnbindOk(x::UnbindOk {})));
+                self.reply_after(cx, cmd, reply);
             }
             other => {
                 return Err(AmqpError::command_invalid(format_args!(
@@ -142,6 +189,22 @@ impl Channel {
                     self.queue_name(d.queue.as_str())?
                 };
                 let nowait = d.nowait;
+                if d.passive
+                    && self.barrier_first(cx, cx.vhost.queue(&name).is_none(), || {
+                        Method::Other(Box::new(AMQPClass::Queue(q::AMQPMethod::Declare(
+                            d.clone(),
+                        ))))
+                    })
+                {
+                    return Ok(());
+                }
+                let replicate = cx.broker.meta.is_some()
+                    && !d.passive
+                    && d.durable
+                    && !d.exclusive
+                    && !d.auto_delete
+                    && !server_named;
+                let args_json = replicate.then(|| d.arguments.clone());
                 if !d.passive {
                     cx.permit(Access::Configure, Resource::Queue, &name)?;
                     if cx.vhost.queue(&name).is_none() {
@@ -157,7 +220,7 @@ impl Channel {
                         }
                     }
                 }
-                let (queue, _) = cx.vhost.declare_queue(
+                let (queue, created) = cx.vhost.declare_queue(
                     &QueueDeclare {
                         name,
                         server_named,
@@ -170,6 +233,7 @@ impl Channel {
                     cx.conn_id,
                 )?;
                 self.last_queue = Some(queue.name().to_string());
+                let mut reply = None;
                 if !nowait {
                     let (ready, _, mut consumers) = queue.stats();
                     if queue.name() == crate::vhost::REPLY_TO {
@@ -180,15 +244,16 @@ impl Channel {
                         // As RabbitMQ (`rabbit_stream_queue:stat/1`): always 0.
                         consumers = 0;
                     }
-                    self.reply(
-                        cx,
-                        AMQPClass::Queue(q::AMQPMethod::DeclareOk(q::DeclareOk {
-                            queue: queue.name().into(),
-                            message_count: ready as u32,
-                            consumer_count: consumers as u32,
-                        })),
-                    );
+                    reply = Some(AMQPClass::Queue(q::AMQPMethod::DeclareOk(q::DeclareOk {
+                        queue: queue.name().into(),
+                        message_count: ready as u32,
+                        consumer_count: consumers as u32,
+                    })));
                 }
+                let cmd = args_json
+                    .filter(|_| created)
+                    .map(|a| replicate::queue(&cx.vhost.name, queue.name(), &a));
+                self.reply_after(cx, cmd, reply);
             }
             q::AMQPMethod::Bind(bd) => {
                 let queue = self.queue_name(bd.queue.as_str())?;
@@ -206,9 +271,19 @@ impl Channel {
                     &bd.arguments,
                     cx.conn_id,
                 )?;
-                if !bd.nowait {
-                    self.reply(cx, AMQPClass::Queue(q::AMQPMethod::BindOk(q::BindOk {})));
-                }
+                let cmd = replicated_queue_binding(cx, bd.exchange.as_str(), &queue).then(|| {
+                    replicate::bind(replicate::binding(
+                        &cx.vhost.name,
+                        bd.exchange.as_str(),
+                        &queue,
+                        "queue",
+                        &rk,
+                        &bd.arguments,
+                    ))
+                });
+                let reply =
+                    (!bd.nowait).then_some(AMQPClass::Queue(q::AMQPMethod::BindOk(q::BindOk {})));
+                self.reply_after(cx, cmd, reply);
             }
             q::AMQPMethod::Unbind(u) => {
                 let queue = self.queue_name(u.queue.as_str())?;
@@ -219,6 +294,7 @@ impl Channel {
                     u.exchange.as_str(),
                     u.routing_key.as_str(),
                 )?;
+                let replicate = replicated_queue_binding(cx, u.exchange.as_str(), &queue);
                 cx.vhost.unbind_queue(
                     &queue,
                     u.exchange.as_str(),
@@ -226,10 +302,18 @@ impl Channel {
                     &u.arguments,
                     cx.conn_id,
                 )?;
-                self.reply(
-                    cx,
-                    AMQPClass::Queue(q::AMQPMethod::UnbindOk(q::UnbindOk {})),
-                );
+                let cmd = replicate.then(|| {
+                    MetaCmd::Unbind(replicate::binding(
+                        &cx.vhost.name,
+                        u.exchange.as_str(),
+                        &queue,
+                        "queue",
+                        u.routing_key.as_str(),
+                        &u.arguments,
+                    ))
+                });
+                let reply = Some(AMQPClass::Queue(q::AMQPMethod::UnbindOk(q::UnbindOk {})));
+                self.reply_after(cx, cmd, reply);
             }
             q::AMQPMethod::Purge(p) => {
                 let name = self.queue_name(p.queue.as_str())?;
@@ -253,15 +337,20 @@ impl Channel {
             q::AMQPMethod::Delete(d) => {
                 let name = self.queue_name(d.queue.as_str())?;
                 cx.permit(Access::Configure, Resource::Queue, &name)?;
+                let replicate = cx.broker.meta.is_some()
+                    && cx.vhost.queue(&name).is_some_and(|q| replicated(&q));
                 let n = cx
                     .vhost
                     .delete_queue(&name, d.if_unused, d.if_empty, cx.conn_id)?;
-                if !d.nowait {
-                    self.reply(
-                        cx,
-                        AMQPClass::Queue(q::AMQPMethod::DeleteOk(q::DeleteOk { message_count: n })),
-                    );
-                }
+                let cmd = replicate.then(|| MetaCmd::DeleteQueue {
+                    vhost: cx.vhost.name.clone(),
+                    name: name.clone(),
+                });
+                let reply =
+                    (!d.nowait).then_some(AMQPClass::Queue(q::AMQPMethod::DeleteOk(q::DeleteOk {
+                        message_count: n,
+                    })));
+                self.reply_after(cx, cmd, reply);
             }
             other => {
                 return Err(AmqpError::command_invalid(format_args!(
@@ -271,6 +360,33 @@ impl Channel {
         }
         Ok(())
     }
+}
+
+/// A queue whose definition every node has: durable, neither exclusive nor auto-delete.
+fn replicated(q: &crate::queue::Queue) -> bool {
+    q.config.durable && q.config.exclusive_owner.is_none() && !q.config.auto_delete
+}
+
+/// In a cluster: both exchanges are durable and not auto-delete (their binding is a
+/// replicated definition).
+fn replicated_exchanges(cx: &ConnCtx<'_>, source: &str, dest: &str) -> bool {
+    let durable = |n: &str| {
+        cx.vhost
+            .exchange(n)
+            .is_some_and(|x| x.durable && !x.auto_delete)
+    };
+    cx.broker.meta.is_some() && !source.is_empty() && durable(source) && durable(dest)
+}
+
+/// In a cluster: a binding from a durable exchange to a replicated queue.
+fn replicated_queue_binding(cx: &ConnCtx<'_>, exchange: &str, queue: &str) -> bool {
+    cx.broker.meta.is_some()
+        && !exchange.is_empty()
+        && cx
+            .vhost
+            .exchange(exchange)
+            .is_some_and(|x| x.durable && !x.auto_delete)
+        && cx.vhost.queue(queue).is_some_and(|q| replicated(&q))
 }
 
 /// Bindings need write on the destination, then read on the source (RabbitMQ's

@@ -9,6 +9,8 @@ mod basic;
 pub use basic::generated_name;
 pub mod content;
 mod declare;
+mod replicate;
+pub use replicate::PendingMeta;
 pub mod unacked;
 
 use crate::auth::access::Resource;
@@ -37,6 +39,8 @@ pub struct BrokerCtx<'a> {
     pub limits: &'a crate::limits::Limits,
     /// Largest message body accepted (`max_message_size`).
     pub max_message_size: u64,
+    /// The metadata group, in a cluster: definition changes are replicated through it.
+    pub meta: Option<&'a crate::cluster::handle::MetaHandle>,
 }
 
 /// What a channel handler may touch of its connection.
@@ -59,6 +63,11 @@ pub struct ConnCtx<'a> {
     /// Queues found overrun by internal flow control after a publish (see
     /// [`crate::flow`]); the connection stops reading until they are released.
     pub flow: Option<&'a mut Vec<Arc<Queue>>>,
+    /// Where a handler leaves a reply that waits for the metadata group (see
+    /// `replicate`); None where frames are not being read.
+    pub pending: Option<&'a mut Option<PendingMeta>>,
+    /// This method is handled again after a read barrier: do not ask for another.
+    pub barrier_passed: bool,
 }
 
 impl ConnCtx<'_> {

@@ -103,6 +103,8 @@ impl Connection {
             stats: &self.mgmt,
             deferred: Some(&mut self.deferred),
             flow: Some(&mut self.overrun),
+            pending: Some(&mut self.pending),
+            barrier_passed: self.barrier_passed,
         };
         let result = match frame {
             Frame::Method(_, m) => {

@@ -96,6 +96,11 @@ pub struct Connection {
     synced: Option<tokio::sync::watch::Receiver<u64>>,
     /// Some channel holds replies until the message log syncs.
     awaiting_sync: bool,
+    /// A reply waiting for the metadata group (cluster only): no further frame is handled
+    /// until it resolves.
+    pending: Option<crate::channel::PendingMeta>,
+    /// The frame being handled is a retry after a read barrier.
+    barrier_passed: bool,
     /// client-properties from connection.start-ok, as management JSON.
     client_properties: serde_json::Value,
     /// What management sees of this connection (registered once the handshake is done).
@@ -131,6 +136,7 @@ fn broker_ctx(b: &Broker) -> crate::channel::BrokerCtx<'_> {
         auth: &b.auth,
         limits: &b.limits,
         max_message_size: b.config.max_message_size,
+        meta: b.meta.get(),
     }
 }
 
@@ -195,6 +201,8 @@ pub async fn serve_stream(
         read_filled: false,
         synced: None,
         awaiting_sync: false,
+        pending: None,
+        barrier_passed: false,
         client_properties: serde_json::Value::Null,
     };
     c.synced = c.broker.message_log().map(|l| l.synced());
@@ -404,7 +412,8 @@ impl Connection {
             let can_read = closing
                 || (self.out.len() < OUT_READ_PAUSE
                     && self.throttle.can_read()
-                    && !self.flow.in_flow());
+                    && !self.flow.in_flow()
+                    && self.pending.is_none());
             let in_flow = self.flow.in_flow() && !closing;
             let can_recv = self.out.len() < OUT_HIGH_WATER && !closing;
             // Small reads while idle (memory per connection), large ones under load: a read
@@ -481,6 +490,9 @@ impl Connection {
                 }
                 r = async { self.synced.as_mut().expect("awaiting_sync implies a log").changed().await }, if self.awaiting_sync && !closing => {
                     if r.is_ok() { self.on_synced(); } else { self.awaiting_sync = false; }
+                },
+                r = async { self.pending.as_mut().expect("checked").wait.as_mut().await }, if self.pending.is_some() && !closing => {
+                    done = self.finish_pending(r);
                 },
                 _ = shutdown.changed(), if !closing => {
                     self.close_with(AmqpError::connection_forced(format_args!("broker forced connection closure with reason 'shutdown'")));
@@ -589,6 +601,10 @@ impl Connection {
     fn process_input(&mut self) -> bool {
         let mut finished = false;
         loop {
+            if self.pending.is_some() {
+                // The rest waits until the metadata group answers (`finish_pending`).
+                break;
+            }
             let frame = match self.decoder.decode(&mut self.inbuf) {
                 Ok(Some(f)) => f,
                 Ok(None) => break,
@@ -649,6 +665,50 @@ impl Connection {
         finished
     }
 
+    /// The metadata group answered the pending reply: send it (or handle the method again
+    /// after a read barrier, or close the channel with 541 when the change could not be
+    /// committed), then handle the frames that waited. True when the connection is
+    /// finished.
+    fn finish_pending(&mut self, r: Result<(), String>) -> bool {
+        let Some(p) = self.pending.take() else {
+            return false;
+        };
+        let open = self.channels.get(&p.channel).is_some_and(|c| !c.closing);
+        if open {
+            if let Err(e) = &r {
+                tracing::warn!(conn = self.id, channel = p.channel, error = %e, "metadata store unavailable");
+            }
+            match (r, p.retry) {
+                (_, Some(m)) => {
+                    // After the barrier, or without it: answer from what this node has.
+                    self.barrier_passed = true;
+                    let res = self.handle_frame(Frame::Method(p.channel, m));
+                    self.barrier_passed = false;
+                    match res {
+                        Ok(true) => return true,
+                        Err(e) if e.is_connection_level() => self.close_with(e),
+                        _ => {}
+                    }
+                }
+                (Ok(()), None) => {
+                    if let Some(reply) = p.reply {
+                        self.out.method(p.channel, reply);
+                    }
+                }
+                (Err(e), None) => self.close_channel(
+                    p.channel,
+                    AmqpError::new(
+                        541,
+                        "INTERNAL_ERROR",
+                        format_args!("metadata store: {e}"),
+                        crate::error::Scope::Channel,
+                    ),
+                ),
+            }
+        }
+        self.process_input()
+    }
+
     fn synced_now(&self) -> u64 {
         self.synced.as_ref().map(|s| *s.borrow()).unwrap_or(0)
     }
@@ -682,6 +742,8 @@ impl Connection {
             stats: &self.mgmt,
             deferred: None,
             flow: None,
+            pending: None,
+            barrier_passed: false,
         };
         match cmd {
             Outbound::Deliver {

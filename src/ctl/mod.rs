@@ -17,6 +17,9 @@
 //! | `add_vhost NAME --default-queue-type TYPE` | `PUT /api/vhosts/NAME` with `default_queue_type` |
 //!
 //! and the access rules of [`access`]: topic permissions, user limits, operator policies.
+//! | `cluster_status` | `GET /api/cluster-status` (Warren's; disk nodes, running nodes, leader) |
+//! | `join_cluster NODE` | `POST /api/cluster/join` (Warren's): the node at `--url` joins NODE's cluster |
+//! | `forget_cluster_node NODE` | `DELETE /api/cluster/nodes/NODE` (Warren's) |
 
 mod access;
 pub mod http;
@@ -137,6 +140,12 @@ pub enum Command {
     ExportDefinitions { file: String },
     /// Import a definitions JSON file ('-' for stdin), e.g. one exported from RabbitMQ.
     ImportDefinitions { file: String },
+    /// Show the cluster: its nodes, which are running, the metadata leader.
+    ClusterStatus,
+    /// Make the node at --url join the cluster of NODE (name@host:cluster-port).
+    JoinCluster { node: String },
+    /// Remove NODE (a node name) from the cluster's membership.
+    ForgetClusterNode { node: String },
 }
 
 /// Why a command failed.
@@ -306,6 +315,38 @@ pub fn run(ep: &Endpoint, cmd: &Command, out: &mut dyn Write) -> Result<(), CtlE
             let _: Value = serde_json::from_slice(&body)?;
             ep.request("POST", "/api/definitions", Some(&body))?;
         }
+        Command::ClusterStatus => cluster_status(&get_json(ep, "/api/cluster-status")?, out)?,
+        Command::JoinCluster { node } => {
+            send_json(ep, "POST", "/api/cluster/join", &json!({ "node": node }))?
+        }
+        Command::ForgetClusterNode { node } => {
+            let path = format!("/api/cluster/nodes/{}", segment(node));
+            ep.request("DELETE", &path, None)?;
+        }
     }
     Ok(())
+}
+
+/// `rabbitmqctl cluster_status`'s sections, from `GET /api/cluster-status`.
+fn cluster_status(s: &Value, out: &mut dyn Write) -> std::io::Result<()> {
+    let node = s["node"].as_str().unwrap_or("");
+    let members: Vec<&Value> = s["members"].as_array().into_iter().flatten().collect();
+    let name = |m: &&Value| m["name"].as_str().unwrap_or("").to_string();
+    writeln!(out, "Cluster status of node {node} ...")?;
+    writeln!(out, "Basics\n\nCluster name: warren\n")?;
+    writeln!(out, "Disk Nodes\n")?;
+    for m in &members {
+        writeln!(out, "{}", name(m))?;
+    }
+    writeln!(out, "\nRunning Nodes\n")?;
+    for m in members.iter().filter(|m| m["running"] == true) {
+        writeln!(out, "{}", name(m))?;
+    }
+    writeln!(out, "\nMetadata Store Leader\n")?;
+    writeln!(out, "{}", s["leader"].as_str().unwrap_or("(none)"))?;
+    writeln!(
+        out,
+        "\nRaft term: {}, applied index: {}",
+        s["term"], s["applied"]
+    )
 }

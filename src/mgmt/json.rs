@@ -13,7 +13,9 @@ use std::sync::Arc;
 
 /// The node name reported everywhere (RabbitMQ's `node`).
 pub fn node_name(b: &Broker) -> String {
-    if b.config.cluster_name.contains('@') {
+    if let Some(c) = &b.config.cluster {
+        c.node_name.clone()
+    } else if b.config.cluster_name.contains('@') {
         b.config.cluster_name.clone()
     } else {
         format!("warren@{}", b.config.cluster_name)

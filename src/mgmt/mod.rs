@@ -7,6 +7,7 @@
 
 mod access;
 mod auth;
+mod cluster;
 mod console;
 mod defs;
 mod idle;
@@ -49,12 +50,52 @@ pub async fn start(broker: Arc<Broker>, addr: SocketAddr) -> std::io::Result<Soc
 
 /// The whole HTTP service (also driven without a socket by [`crate::fuzzing::mgmt`]).
 pub(crate) fn router(broker: Arc<Broker>) -> Router {
-    let api = Router::new()
+    let api = api_routes()
+        // A write made here is replicated through the metadata group (see [`cluster`]).
+        .route_layer(axum::middleware::from_fn_with_state(
+            broker.clone(),
+            cluster::replicate,
+        ))
+        // Only matched routes and methods authenticate, as in RabbitMQ: an unknown path
+        // is 404 and a wrong method 405 before any credentials are looked at.
+        .route_layer(axum::middleware::from_fn_with_state(
+            broker.clone(),
+            auth::require_user,
+        ))
+        .route("/login", post(auth::login))
+        .fallback(|| async { not_found() });
+    Router::new()
+        .nest("/api", api)
+        .route("/metrics", get(metrics::render))
+        .merge(console::routes())
+        .with_state(broker)
+}
+
+/// Applies a management write replicated from another node (see [`cluster`]): the same
+/// handler, without authentication (the origin checked it) and without replicating again.
+pub async fn apply(
+    broker: Arc<Broker>,
+    method: &str,
+    path: &str,
+    body: String,
+) -> Result<(), String> {
+    cluster::apply(api_routes().with_state(broker), method, path, body).await
+}
+
+/// The API's routes, relative to `/api`.
+fn api_routes() -> Router<Arc<Broker>> {
+    Router::new()
         .route("/overview", get(read::overview))
         .route("/cluster-name", get(read::cluster_name))
         .route("/whoami", get(read::whoami))
         .route("/extensions", get(read::extensions))
         .route("/nodes", get(read::nodes))
+        .route("/cluster-status", get(cluster::status))
+        .route("/cluster/join", post(cluster::join))
+        .route(
+            "/cluster/nodes/{name}",
+            axum::routing::delete(cluster::forget),
+        )
         .route("/nodes/{node}", get(read::node))
         .route("/connections", get(read::connections))
         .route(
@@ -211,19 +252,6 @@ pub(crate) fn router(broker: Arc<Broker>) -> Router {
         .route("/aliveness-test/{vhost}", get(write::aliveness))
         // columns, sort, pagination and name filters on what the handlers answer.
         .route_layer(axum::middleware::from_fn(query::shape))
-        // Only matched routes and methods authenticate, as in RabbitMQ: an unknown path
-        // is 404 and a wrong method 405 before any credentials are looked at.
-        .route_layer(axum::middleware::from_fn_with_state(
-            broker.clone(),
-            auth::require_user,
-        ))
-        .route("/login", post(auth::login))
-        .fallback(|| async { not_found() });
-    Router::new()
-        .nest("/api", api)
-        .route("/metrics", get(metrics::render))
-        .merge(console::routes())
-        .with_state(broker)
 }
 
 /// An API error in RabbitMQ's shape: `{"error": ..., "reason": ...}`.

@@ -251,7 +251,11 @@ pub fn fd_count() -> u64 {
 }
 
 pub async fn nodes(axum::extract::State(b): B) -> ApiResult {
-    list(vec![node_json(&b)])
+    let me = node_json(&b);
+    match super::cluster::nodes(&b, me.clone()) {
+        Some(all) => list(all),
+        None => list(vec![me]),
+    }
 }
 
 pub async fn node(axum::extract::State(b): B, Path(name): Path<String>) -> ApiResult {

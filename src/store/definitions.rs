@@ -13,7 +13,7 @@ use serde_json::{Map, Number, Value};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Weak};
 
-#[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
 pub struct Definitions {
     #[serde(default)]
     pub users: Vec<UserDef>,
@@ -36,7 +36,7 @@ pub struct Definitions {
     pub bindings: Vec<BindingDef>,
 }
 
-#[derive(Debug, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Default, Clone, Serialize, Deserialize, PartialEq)]
 pub struct VHostDef {
     pub name: String,
     /// `classic`, `quorum` or `stream` (RabbitMQ 3.11+ exports it, 3.10.8 leaves it out).
@@ -58,7 +58,7 @@ impl VHostDef {
 }
 
 /// A user's topic permission on one exchange, as RabbitMQ exports it.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct TopicPermissionDef {
     pub user: String,
     pub vhost: String,
@@ -71,7 +71,7 @@ pub struct TopicPermissionDef {
 
 /// A user as RabbitMQ exports it. `tags` is a list since 3.9 and a comma-separated string
 /// before; both are read, a list is written.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct UserDef {
     pub name: String,
     #[serde(default)]
@@ -104,7 +104,7 @@ fn tags_from_list_or_string<'de, D: serde::Deserializer<'de>>(
 }
 
 /// A runtime parameter as RabbitMQ exports it (`vhost-limits` is the one Warren uses).
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ParameterDef {
     pub component: String,
     pub name: String,
@@ -113,7 +113,7 @@ pub struct ParameterDef {
 }
 
 /// A policy as RabbitMQ exports it.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PolicyDef {
     pub vhost: String,
     pub name: String,
@@ -144,7 +144,7 @@ impl PolicyDef {
 }
 
 /// A user's permissions in one vhost, as RabbitMQ exports them.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PermissionDef {
     pub user: String,
     pub vhost: String,
@@ -153,7 +153,7 @@ pub struct PermissionDef {
     pub read: String,
 }
 
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ExchangeDef {
     pub name: String,
     pub vhost: String,
@@ -168,7 +168,7 @@ pub struct ExchangeDef {
     pub arguments: Map<String, Value>,
 }
 
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct QueueDef {
     pub name: String,
     pub vhost: String,
@@ -178,7 +178,7 @@ pub struct QueueDef {
     pub arguments: Map<String, Value>,
 }
 
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct BindingDef {
     pub source: String,
     pub vhost: String,

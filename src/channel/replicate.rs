@@ -1,0 +1,146 @@
+//! Definition changes made on a channel, in a cluster: the change is made here first
+//! (with RabbitMQ's checks and reply codes), then replicated through the metadata group,
+//! and its reply (declare-ok, bind-ok, …) leaves only once the group has committed it.
+//! Meanwhile the connection handles no further frames, so the client sees its methods
+//! answered in order. A passive declare that misses first waits for this node to apply
+//! everything the group has committed, then looks again.
+
+use super::{Channel, ConnCtx};
+use crate::cluster::handle::{BoxFut, MetaCmd};
+use crate::protocol::codec::Method;
+use crate::store::definitions::{table_to_json, BindingDef, Definitions, ExchangeDef, QueueDef};
+use amq_protocol::protocol::AMQPClass;
+use amq_protocol::types::FieldTable;
+
+/// A reply waiting for the metadata group.
+pub struct PendingMeta {
+    pub channel: u16,
+    /// Resolves when the change is committed and applied here (or the barrier passed).
+    pub wait: BoxFut<Result<(), String>>,
+    /// Sent once `wait` succeeds.
+    pub reply: Option<AMQPClass>,
+    /// A method handled again after a read barrier (a passive declare that missed).
+    pub retry: Option<Method>,
+}
+
+impl std::fmt::Debug for PendingMeta {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PendingMeta")
+            .field("channel", &self.channel)
+            .field("reply", &self.reply)
+            .finish()
+    }
+}
+
+impl Channel {
+    /// Sends `reply` now, or, when `cmd` must be replicated, once it is.
+    pub(super) fn reply_after(
+        &self,
+        cx: &mut ConnCtx<'_>,
+        cmd: Option<MetaCmd>,
+        reply: Option<AMQPClass>,
+    ) {
+        if let (Some(cmd), Some(meta)) = (cmd, cx.broker.meta) {
+            if let Some(slot) = cx.pending.as_deref_mut() {
+                *slot = Some(PendingMeta {
+                    channel: self.id,
+                    wait: meta.replicate(cmd),
+                    reply,
+                    retry: None,
+                });
+                return;
+            }
+        }
+        if let Some(r) = reply {
+            self.reply(cx, r);
+        }
+    }
+
+    /// In a cluster, when `missing`: asks for a read barrier and for `retry` to be
+    /// handled again after it; true when the caller must stop here.
+    pub(super) fn barrier_first(
+        &self,
+        cx: &mut ConnCtx<'_>,
+        missing: bool,
+        retry: impl FnOnce() -> Method,
+    ) -> bool {
+        if !missing || cx.barrier_passed {
+            return false;
+        }
+        let Some(meta) = cx.broker.meta else {
+            return false;
+        };
+        let Some(slot) = cx.pending.as_deref_mut() else {
+            return false;
+        };
+        *slot = Some(PendingMeta {
+            channel: self.id,
+            wait: meta.barrier(),
+            reply: None,
+            retry: Some(retry()),
+        });
+        true
+    }
+}
+
+/// The replicated form of an exchange declare.
+pub fn exchange(d: ExchangeDef) -> MetaCmd {
+    let mut defs = Definitions::default();
+    defs.exchanges.push(d);
+    MetaCmd::Import(defs)
+}
+
+pub fn exchange_def(
+    vhost: &str,
+    name: &str,
+    kind: &str,
+    auto_delete: bool,
+    internal: bool,
+    args: &FieldTable,
+) -> ExchangeDef {
+    ExchangeDef {
+        name: name.to_string(),
+        vhost: vhost.to_string(),
+        kind: kind.to_string(),
+        durable: true,
+        auto_delete,
+        internal,
+        arguments: table_to_json(args),
+    }
+}
+
+pub fn queue(vhost: &str, name: &str, args: &FieldTable) -> MetaCmd {
+    let mut defs = Definitions::default();
+    defs.queues.push(QueueDef {
+        name: name.to_string(),
+        vhost: vhost.to_string(),
+        durable: true,
+        auto_delete: false,
+        arguments: table_to_json(args),
+    });
+    MetaCmd::Import(defs)
+}
+
+pub fn binding(
+    vhost: &str,
+    source: &str,
+    dest: &str,
+    dest_type: &str,
+    rk: &str,
+    args: &FieldTable,
+) -> BindingDef {
+    BindingDef {
+        source: source.to_string(),
+        vhost: vhost.to_string(),
+        destination: dest.to_string(),
+        destination_type: dest_type.to_string(),
+        routing_key: rk.to_string(),
+        arguments: table_to_json(args),
+    }
+}
+
+pub fn bind(b: BindingDef) -> MetaCmd {
+    let mut defs = Definitions::default();
+    defs.bindings.push(b);
+    MetaCmd::Import(defs)
+}

@@ -1,0 +1,288 @@
+//! The inter-node transport on `--cluster-port`: TCP, each message a length-prefixed
+//! frame (`[len u32 big-endian][JSON]`), one request and its response at a time per
+//! connection. Raft's RPCs (append-entries, vote, install-snapshot) travel over it, and so
+//! do the cluster's own requests (a write forwarded to the leader, a read barrier, a
+//! membership change, a liveness probe). TLS can wrap the same streams later.
+
+use super::handle::{BoxFut, MetaCmd};
+use super::{Member, Nid, TypeConfig};
+use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
+use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use serde::{Deserialize, Serialize};
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+/// Largest frame read from a peer.
+pub const MAX_FRAME: usize = 64 << 20;
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
+/// openraft 0.9 gives an append-entries RPC the heartbeat interval (150 ms) to answer,
+/// and a follower answers after its fdatasync: on a busy disk that is too short, and each
+/// timeout costs a back-off. Appends get at least this long (under the election timeout).
+const APPEND_MIN_TIMEOUT: Duration = Duration::from_millis(400);
+/// After an unreachable peer, retry this soon (openraft's default is 500 ms).
+const BACKOFF: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Request {
+    Append(AppendEntriesRequest<TypeConfig>),
+    Vote(VoteRequest<Nid>),
+    Snapshot(InstallSnapshotRequest<TypeConfig>),
+    /// A metadata write forwarded to the leader.
+    Write(MetaCmd),
+    /// The leader's committed index, confirmed by a quorum (a read barrier).
+    ReadIndex,
+    /// Add this node to the membership (sent to any member; forwarded to the leader).
+    Join(Member),
+    /// Remove the named node from the membership.
+    Forget(String),
+    Ping,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum Response {
+    Append(Result<AppendEntriesResponse<Nid>, RaftError<Nid>>),
+    Vote(Result<VoteResponse<Nid>, RaftError<Nid>>),
+    Snapshot(Result<InstallSnapshotResponse<Nid>, RaftError<Nid, InstallSnapshotError>>),
+    /// The log index the write was committed at, or why not.
+    Index(Result<u64, String>),
+    Done(Result<(), String>),
+    Pong(String),
+}
+
+/// Writes one frame.
+pub async fn write_frame<W: AsyncWriteExt + Unpin, T: Serialize>(
+    w: &mut W,
+    msg: &T,
+) -> io::Result<()> {
+    let bytes = serde_json::to_vec(msg).map_err(io::Error::other)?;
+    if bytes.len() > MAX_FRAME {
+        return Err(io::Error::other("cluster frame too large"));
+    }
+    let mut buf = Vec::with_capacity(4 + bytes.len());
+    buf.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    buf.extend_from_slice(&bytes);
+    w.write_all(&buf).await
+}
+
+/// Reads one frame; a length past [`MAX_FRAME`] or undecodable JSON is an error, never a
+/// panic or a huge allocation.
+pub async fn read_frame<R: AsyncReadExt + Unpin, T: for<'de> Deserialize<'de>>(
+    r: &mut R,
+) -> io::Result<T> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len).await?;
+    let len = u32::from_be_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "cluster frame too large",
+        ));
+    }
+    let mut buf = vec![0u8; len];
+    r.read_exact(&mut buf).await?;
+    serde_json::from_slice(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// What serves requests arriving on the cluster port.
+pub trait Serve: Send + Sync + 'static {
+    fn serve(&self, req: Request) -> BoxFut<Response>;
+}
+
+/// Accepts peers on `listener` until `stop` flips; one task per connection.
+pub async fn listen(
+    listener: TcpListener,
+    serve: Arc<dyn Serve>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.wait_for(|s| *s) => return,
+        };
+        let Ok((mut sock, _)) = accepted else {
+            continue;
+        };
+        let _ = sock.set_nodelay(true);
+        let serve = serve.clone();
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                let req: Request = tokio::select! {
+                    r = read_frame(&mut sock) => match r {
+                        Ok(r) => r,
+                        Err(_) => return,
+                    },
+                    _ = stop.wait_for(|s| *s) => return,
+                };
+                let resp = serve.serve(req).await;
+                if write_frame(&mut sock, &resp).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
+}
+
+/// A connection to one peer, opened on first use and again after an error.
+#[derive(Debug)]
+pub struct Peer {
+    pub addr: String,
+    conn: tokio::sync::Mutex<Option<TcpStream>>,
+}
+
+impl Peer {
+    pub fn new(addr: String) -> Peer {
+        Peer {
+            addr,
+            conn: tokio::sync::Mutex::new(None),
+        }
+    }
+
+    /// Sends `req` and waits up to `timeout` for the response. On any error the
+    /// connection is dropped (a late response must not answer the next request).
+    pub async fn call(&self, req: &Request, timeout: Duration) -> io::Result<Response> {
+        let mut conn = self.conn.lock().await;
+        let r = tokio::time::timeout(timeout, async {
+            if conn.is_none() {
+                let s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
+                    .await
+                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+                let _ = s.set_nodelay(true);
+                *conn = Some(s);
+            }
+            let s = conn
+                .as_mut()
+                .ok_or_else(|| io::Error::other("no connection"))?;
+            write_frame(s, req).await?;
+            read_frame::<_, Response>(s).await
+        })
+        .await
+        .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "peer timed out")));
+        if r.is_err() {
+            *conn = None;
+        }
+        r
+    }
+}
+
+/// openraft's network factory: one [`Peer`] per target.
+#[derive(Debug, Clone, Default)]
+pub struct Network;
+
+impl RaftNetworkFactory<TypeConfig> for Network {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, _target: Nid, node: &Member) -> PeerClient {
+        PeerClient {
+            peer: Peer::new(node.addr.clone()),
+        }
+    }
+}
+
+pub struct PeerClient {
+    peer: Peer,
+}
+
+type RpcErr<E = openraft::error::Infallible> = RPCError<Nid, Member, RaftError<Nid, E>>;
+
+fn unreachable<E: std::error::Error>(e: io::Error) -> RPCError<Nid, Member, E> {
+    if e.kind() == io::ErrorKind::TimedOut || e.kind() == io::ErrorKind::ConnectionRefused {
+        RPCError::Unreachable(Unreachable::new(&e))
+    } else {
+        RPCError::Network(NetworkError::new(&e))
+    }
+}
+
+fn unexpected<E: std::error::Error>() -> RPCError<Nid, Member, E> {
+    RPCError::Network(NetworkError::new(&io::Error::other("unexpected response")))
+}
+
+impl RaftNetwork<TypeConfig> for PeerClient {
+    fn backoff(&self) -> openraft::network::Backoff {
+        openraft::network::Backoff::new(std::iter::repeat(BACKOFF))
+    }
+
+    async fn append_entries(
+        &mut self,
+        rpc: AppendEntriesRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<Nid>, RpcErr> {
+        match self
+            .peer
+            .call(
+                &Request::Append(rpc),
+                option.hard_ttl().max(APPEND_MIN_TIMEOUT),
+            )
+            .await
+            .map_err(unreachable)?
+        {
+            Response::Append(r) => {
+                r.map_err(|e| RPCError::RemoteError(openraft::error::RemoteError::new(0, e)))
+            }
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        rpc: InstallSnapshotRequest<TypeConfig>,
+        option: RPCOption,
+    ) -> Result<InstallSnapshotResponse<Nid>, RpcErr<InstallSnapshotError>> {
+        match self
+            .peer
+            .call(&Request::Snapshot(rpc), option.hard_ttl())
+            .await
+            .map_err(unreachable)?
+        {
+            Response::Snapshot(r) => {
+                r.map_err(|e| RPCError::RemoteError(openraft::error::RemoteError::new(0, e)))
+            }
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn vote(
+        &mut self,
+        rpc: VoteRequest<Nid>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<Nid>, RpcErr> {
+        match self
+            .peer
+            .call(&Request::Vote(rpc), option.hard_ttl())
+            .await
+            .map_err(unreachable)?
+        {
+            Response::Vote(r) => {
+                r.map_err(|e| RPCError::RemoteError(openraft::error::RemoteError::new(0, e)))
+            }
+            _ => Err(unexpected()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_round_trip_and_oversized_frames_are_refused() {
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        write_frame(&mut a, &Request::Ping).await.unwrap();
+        let r: Request = read_frame(&mut b).await.unwrap();
+        assert!(matches!(r, Request::Ping));
+        a.write_all(&(u32::MAX).to_be_bytes()).await.unwrap();
+        let e = read_frame::<_, Request>(&mut b).await.unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        let (mut a, mut b) = tokio::io::duplex(1 << 16);
+        a.write_all(&3u32.to_be_bytes()).await.unwrap();
+        a.write_all(b"{{{").await.unwrap();
+        assert!(read_frame::<_, Request>(&mut b).await.is_err());
+    }
+}
