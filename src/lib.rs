@@ -80,6 +80,7 @@ pub mod channel;
 pub mod config;
 pub mod connection;
 pub mod ctl;
+pub mod delayed;
 pub mod error;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -169,6 +170,7 @@ pub async fn start(config: Config) -> std::io::Result<BrokerHandle> {
         );
     }
     open_message_log(&broker)?;
+    open_delay_store(&broker)?;
     tokio::spawn(store::definitions::writer(
         Arc::downgrade(&broker),
         broker.definitions_changed.clone(),
@@ -208,6 +210,35 @@ pub async fn start(config: Config) -> std::io::Result<BrokerHandle> {
         broker,
         task,
     })
+}
+
+/// Opens the delay store of x-delayed-message exchanges (after the message log, which
+/// writes its records) and starts its timer, which finds exchanges through a weak
+/// lookup of the vhosts.
+fn open_delay_store(broker: &Arc<broker::Broker>) -> std::io::Result<()> {
+    let Some(log) = broker.message_log() else {
+        return Ok(());
+    };
+    let c = &broker.config;
+    let d = delayed::Delayed::open(&c.data_dir, c.segment_size, log.clone())?;
+    let r = d.recovery();
+    if r.segments > 0 {
+        tracing::info!(
+            pending = r.pending,
+            segments = r.segments,
+            damaged = r.damaged,
+            "recovered delayed messages"
+        );
+    }
+    let weak = Arc::downgrade(broker);
+    let lookup: delayed::Lookup = Box::new(move |vhost, exchange| {
+        let v = weak.upgrade()?.vhost(vhost)?;
+        let x = v.exchange(exchange)?;
+        Some((v, x))
+    });
+    tokio::spawn(d.clone().run(lookup, broker.shutdown_signal()));
+    let _ = broker.delayed.set(d);
+    Ok(())
 }
 
 /// Opens the message log and gives every durable queue its stored messages back.
@@ -272,6 +303,7 @@ mod tests {
             "auth",
             "channel",
             "config.rs",
+            "delayed",
             "error.rs",
             "limits.rs",
             "message.rs",

@@ -161,8 +161,31 @@ impl Channel {
         });
         let mut routed = std::mem::take(&mut self.routed);
         routed.clear();
-        cx.vhost
-            .route(&x, msg.routing_key.as_str(), headers.as_ref(), &mut routed);
+        // An x-delayed-message exchange holds a message with a positive x-delay instead of
+        // routing it: no queue now, so a mandatory one comes back (as with the plugin).
+        if x.delayed {
+            if let Some(delay) = crate::delayed::due::delay_of(headers.as_ref()) {
+                if let Mode::Tx(state) = &mut self.mode {
+                    state.publishes.push(TxPublish {
+                        msg,
+                        queues: routed,
+                        mandatory: p.mandatory,
+                        delay: Some((x.name.clone(), delay)),
+                    });
+                    return Ok(());
+                }
+                let stored = cx.schedule_delayed(&x.name, &msg, delay);
+                self.deliver_published(msg, routed, p.mandatory, stored, cx);
+                return Ok(());
+            }
+        }
+        cx.vhost.route_message(
+            &x,
+            msg.routing_key.as_str(),
+            headers.as_ref(),
+            Some(&msg.properties),
+            &mut routed,
+        );
         for key in &extra_keys {
             cx.vhost.route(&x, key, headers.as_ref(), &mut routed);
         }
@@ -171,22 +194,25 @@ impl Channel {
                 msg,
                 queues: routed,
                 mandatory: p.mandatory,
+                delay: None,
             });
             return Ok(());
         }
         // deliver_published puts the (drained) buffer back in `self.routed`.
-        self.deliver_published(msg, routed, p.mandatory, cx);
+        self.deliver_published(msg, routed, p.mandatory, None, cx);
         Ok(())
     }
 
     /// Hands a routed message to its queues, returns it if unroutable and mandatory, and
     /// counts the confirm. Returns the message-log sequence number to wait for when the
-    /// message was stored (persistent, durable queue).
+    /// message was stored (persistent, durable queue); `stored` is the number a delayed
+    /// message's record waits for.
     pub(super) fn deliver_published(
         &mut self,
         msg: Arc<Message>,
         mut queues: Vec<Arc<Queue>>,
         mandatory: bool,
+        stored: Option<u64>,
         cx: &mut ConnCtx<'_>,
     ) -> Option<u64> {
         if queues.is_empty() && mandatory {
@@ -201,6 +227,7 @@ impl Channel {
                 .content(self.id, &msg.properties, &msg.body, cx.frame_max);
         }
         let (rejected, lsn) = crate::queue::enqueue(msg, &mut queues, cx.deferred.as_deref_mut());
+        let lsn = lsn.max(stored);
         if let Mode::Confirm { seq, pending } = &mut self.mode {
             *seq += 1;
             // A stored message is confirmed once on disk; later confirms queue behind it,

@@ -126,6 +126,7 @@ fn broker_ctx(b: &Broker) -> crate::channel::BrokerCtx<'_> {
         auth: &b.auth,
         limits: &b.limits,
         max_message_size: b.config.max_message_size,
+        delayed: b.delayed.get(),
     }
 }
 

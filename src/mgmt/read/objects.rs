@@ -3,13 +3,24 @@
 
 use super::*;
 
+/// An exchange's JSON; an x-delayed-message exchange also shows `messages_delayed`, as the
+/// plugin's `info/1` adds it to RabbitMQ's exchange items.
+fn exchange_json(b: &Broker, v: &crate::vhost::VHost, x: &crate::vhost::Exchange) -> Value {
+    let mut j = json::exchange(v, x);
+    if x.delayed {
+        let n = b.delayed.get().map_or(0, |d| d.count(&v.name, &x.name));
+        j["messages_delayed"] = json!(n);
+    }
+    j
+}
+
 fn exchanges_json(b: &Broker, me: &Caller, vhost: Option<&str>) -> Vec<Value> {
     let mut out = Vec::new();
     let vs = visible_vhosts(b, me);
     for v in vs.iter().filter(|v| vhost.is_none_or(|n| v.name == n)) {
         let mut xs = v.exchanges();
         xs.sort_by(|a, b| a.name.cmp(&b.name));
-        out.extend(xs.iter().map(|x| json::exchange(v, x)));
+        out.extend(xs.iter().map(|x| exchange_json(b, v, x)));
     }
     out
 }
@@ -35,7 +46,7 @@ pub async fn exchange(
 ) -> ApiResult {
     let vh = b.vhost(&v).ok_or_else(not_found)?;
     let x = vh.exchange(&name).ok_or_else(not_found)?;
-    let mut j = json::exchange(&vh, &x);
+    let mut j = exchange_json(&b, &vh, &x);
     j["incoming"] = json!([]);
     j["outgoing"] = json!([]);
     ok(j)
