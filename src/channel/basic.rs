@@ -12,6 +12,7 @@ use crate::protocol::properties;
 use crate::queue::args::QueueType;
 use crate::queue::consumer::Consumer;
 use crate::queue::{ConsumeRefused, Queue};
+use crate::stats::messages::MsgCounters;
 use crate::vhost::REPLY_TO;
 use amq_protocol::protocol::{basic as b, AMQPClass};
 use std::sync::atomic::Ordering::SeqCst;
@@ -107,6 +108,10 @@ impl Channel {
                 "cannot publish to internal exchange '{}' in vhost '{}'",
                 x.name, cx.vhost.name
             )));
+        }
+        cx.stats.msgs.received(body.len() as u64);
+        if let Mode::Confirm { .. } = self.mode {
+            MsgCounters::bump(&cx.stats.msgs.received_confirm, 1);
         }
         let summary = properties::summary(&properties).unwrap_or_default();
         if let Some(uid) = &summary.user_id {
@@ -215,6 +220,15 @@ impl Channel {
         stored: Option<u64>,
         cx: &mut ConnCtx<'_>,
     ) -> Option<u64> {
+        let counts = &cx.stats.msgs;
+        MsgCounters::bump(
+            match (queues.is_empty(), mandatory) {
+                (false, _) => &counts.routed,
+                (true, true) => &counts.unroutable_returned,
+                (true, false) => &counts.unroutable_dropped,
+            },
+            1,
+        );
         if queues.is_empty() && mandatory {
             cx.out.basic_return(
                 self.id,
@@ -230,6 +244,9 @@ impl Channel {
         let lsn = lsn.max(stored);
         if let Mode::Confirm { seq, pending } = &mut self.mode {
             *seq += 1;
+            if !rejected {
+                MsgCounters::bump(&cx.stats.msgs.confirmed, 1);
+            }
             // A stored message is confirmed once on disk; later confirms queue behind it,
             // so confirms stay in order.
             if let Some(wait) = lsn.or_else(|| self.held.back().map(|h| h.0)) {
@@ -465,10 +482,13 @@ impl Channel {
                     });
                 }
             }
-            None => self.reply(
-                cx,
-                AMQPClass::Basic(b::AMQPMethod::GetEmpty(b::GetEmpty {})),
-            ),
+            None => {
+                MsgCounters::bump(&cx.stats.msgs.get_empty, 1);
+                self.reply(
+                    cx,
+                    AMQPClass::Basic(b::AMQPMethod::GetEmpty(b::GetEmpty {})),
+                )
+            }
         }
         Ok(())
     }

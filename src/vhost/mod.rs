@@ -81,6 +81,16 @@ pub struct VHost {
     /// The broker's policies: applied to each queue and exchange declared here (and to
     /// existing ones on a change, by [`crate::broker::Broker::apply_policies`]).
     policies: Arc<crate::policy::Policies>,
+    /// Queues declared, created and deleted here (`rabbitmq_queues_*_total`).
+    pub queue_counts: QueueCounts,
+}
+
+/// Queue lifecycle counters of a vhost, bumped by its declare and delete paths.
+#[derive(Debug, Default)]
+pub struct QueueCounts {
+    pub declared: std::sync::atomic::AtomicU64,
+    pub created: std::sync::atomic::AtomicU64,
+    pub deleted: std::sync::atomic::AtomicU64,
 }
 
 /// The hasher of name-keyed maps on the publish path.
@@ -148,6 +158,7 @@ impl VHost {
                 paging,
                 streams_dir,
                 policies,
+                queue_counts: Default::default(),
             };
             for (n, kind, internal) in BUILTIN_EXCHANGES {
                 v.exchanges.insert(
