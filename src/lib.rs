@@ -32,6 +32,9 @@
 //!   only reads snapshots and calls the same vhost operations as AMQP methods.
 //! - [`policy`]: policies per vhost, matched against queue and exchange names; a queue acts
 //!   on its declare arguments merged with its policy, re-applied whenever a policy changes.
+//! - [`delayed`]: the delay store of `x-delayed-message` exchanges: held messages in their
+//!   own segment files (written in the message log's group commit), a 32-byte entry each in
+//!   a due-time schedule, and the timer task that routes them when due.
 //!
 //! # Layers
 //!
@@ -41,7 +44,8 @@
 //! server, connection, mgmt, ctl       the listeners, per-connection tasks, HTTP API
 //!   └─ broker                         registries: vhosts, users, limits, alarms, policies,
 //!        │                            open connections, stats, the store cell, shutdown
-//!        └─ channel, vhost            a connection's channels; a vhost's objects
+//!        └─ channel, vhost, delayed   a connection's channels; a vhost's objects; held
+//!             │                       delayed messages (reaches vhosts through a lookup)
 //!             └─ queue, routing       queues, consumers, binding indexes
 //!                  └─ store, alarm, limits, stats, policy, auth, protocol, message
 //! ```

@@ -171,8 +171,8 @@ fn frame_at(data: &Bytes) -> Option<Result<(Bytes, usize), &'static str>> {
 pub struct Found {
     pub seq: u64,
     pub due: u64,
-    pub vhost: String,
-    pub exchange: String,
+    /// Index into [`Scan::exchanges`].
+    pub exchange: u32,
     pub segment: u32,
     pub offset: u32,
     pub len: u32,
@@ -183,6 +183,8 @@ pub struct Found {
 pub struct Scan {
     /// Puts that no del removed.
     pub pending: Vec<Found>,
+    /// (vhost, exchange) of the puts, each once.
+    pub exchanges: Vec<(String, String)>,
     /// Every segment present, with the segments its dels name puts in (for reclaiming).
     pub segments: Vec<(u32, HashSet<u32>)>,
     pub max_seq: u64,
@@ -202,6 +204,7 @@ pub fn scan(dir: &Path) -> std::io::Result<Scan> {
     numbers.sort_unstable();
     let mut puts: HashMap<u64, Found> = HashMap::new();
     let mut s = Scan::default();
+    let mut ids: HashMap<(String, String), u32> = HashMap::new();
     for n in numbers {
         let data = Bytes::from(std::fs::read(segment_path(dir, n))?);
         let mut at = 0usize;
@@ -217,13 +220,14 @@ pub fn scan(dir: &Path) -> std::io::Result<Scan> {
             match decode(payload) {
                 Some(Rec::Put(p)) => {
                     s.max_seq = s.max_seq.max(p.seq);
+                    let next = ids.len() as u32;
+                    let exchange = *ids.entry((p.vhost, p.exchange)).or_insert(next);
                     puts.insert(
                         p.seq,
                         Found {
                             seq: p.seq,
                             due: p.due,
-                            vhost: p.vhost,
-                            exchange: p.exchange,
+                            exchange,
                             segment: n,
                             offset: at as u32,
                             len: size as u32,
@@ -249,6 +253,10 @@ pub fn scan(dir: &Path) -> std::io::Result<Scan> {
         s.segments.push((n, refs));
     }
     s.pending = puts.into_values().collect();
+    s.exchanges = vec![Default::default(); ids.len()];
+    for (names, id) in ids {
+        s.exchanges[id as usize] = names;
+    }
     Ok(s)
 }
 
@@ -328,12 +336,27 @@ pub fn place(segment: u32, offset: u32) -> u64 {
     ((segment as u64) << 32) | offset as u64
 }
 
+/// Joins records that follow each other in one segment into one write: (segment,
+/// offset, bytes) runs, in order.
+fn runs(records: &[(u64, Vec<u8>)]) -> Vec<(u32, u32, Vec<u8>)> {
+    let mut out: Vec<(u32, u32, Vec<u8>)> = Vec::new();
+    for (at, bytes) in records {
+        let (seg, off) = unplace(*at);
+        match out.last_mut() {
+            Some((s, o, buf)) if *s == seg && *o as usize + buf.len() == off as usize => {
+                buf.extend_from_slice(bytes)
+            }
+            _ => out.push((seg, off, bytes.clone())),
+        }
+    }
+    out
+}
+
 impl SideLog for Files {
     fn write_synced(&self, records: &[(u64, Vec<u8>)]) -> std::io::Result<()> {
         let mut head = self.head.lock();
         let mut dirty: Option<u32> = None;
-        for (at, bytes) in records {
-            let (seg, off) = unplace(*at);
+        for (seg, off, bytes) in runs(records) {
             if head.as_ref().is_none_or(|(n, _)| *n != seg) {
                 if let (Some(_), Some((_, f))) = (dirty.take(), head.as_ref()) {
                     f.sync_data()?;
@@ -347,7 +370,7 @@ impl SideLog for Files {
                 *head = Some((seg, f));
             }
             let (_, f) = head.as_ref().expect("opened above");
-            f.write_all_at(bytes, off as u64)?;
+            f.write_all_at(&bytes, off as u64)?;
             dirty = Some(seg);
             self.written.fetch_max(seg, Ordering::AcqRel);
         }
@@ -391,6 +414,20 @@ mod tests {
             properties: Bytes::from_static(&[0, 0]),
             body: Bytes::from(format!("body {seq}")),
         }
+    }
+
+    #[test]
+    fn adjacent_records_are_written_together() {
+        let r = runs(&[
+            (place(0, 0), vec![1, 2]),
+            (place(0, 2), vec![3]),
+            (place(0, 9), vec![4]),
+            (place(1, 0), vec![5]),
+        ]);
+        assert_eq!(
+            r,
+            vec![(0, 0, vec![1, 2, 3]), (0, 9, vec![4]), (1, 0, vec![5])]
+        );
     }
 
     #[test]

@@ -138,8 +138,13 @@ impl Delayed {
             segments: scan.segments.len(),
             damaged: scan.damage.len(),
         };
+        let ids: Vec<u32> = scan
+            .exchanges
+            .iter()
+            .map(|(v, x)| st.intern(v, x))
+            .collect();
         for f in scan.pending {
-            let exchange = st.intern(&f.vhost, &f.exchange);
+            let exchange = ids[f.exchange as usize];
             st.track(Entry {
                 due: f.due,
                 seq: f.seq,
