@@ -31,6 +31,8 @@ pub struct Broker {
     pub definitions_changed: Arc<tokio::sync::Notify>,
     /// The message log, once open (after the definitions are restored).
     pub store: crate::queue::StoreCell,
+    /// The delay store of x-delayed-message exchanges, once open (after the message log).
+    pub delayed: std::sync::OnceLock<Arc<crate::delayed::Delayed>>,
     /// Queue paging (None when the budget is 0: everything stays in memory).
     paging: Option<Arc<crate::queue::pager::Paging>>,
     /// Internal flow control: its settings and whether the runtime is saturated (set by
@@ -71,6 +73,7 @@ impl Broker {
             connections: DashMap::new(),
             definitions_changed,
             store: Default::default(),
+            delayed: Default::default(),
             paging: (config.queue_memory_budget > 0).then(|| {
                 crate::queue::pager::Paging::new(
                     config.data_dir.join("pages"),

@@ -7,9 +7,12 @@
 //! keeps a short history; the management API reads snapshots, never the hot structures'
 //! locks for long.
 
+pub mod messages;
+
 use crate::queue::consumer::ChannelShared;
 use crate::queue::Queue;
 use dashmap::DashMap;
+use messages::{MsgCounters, MsgSnap};
 use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
@@ -140,6 +143,8 @@ pub struct ConnShared {
     pub channel_max: u16,
     pub heartbeat: u16,
     pub counters: Counters,
+    /// Routed / unroutable / confirmed messages, sizes (see [`messages`]).
+    pub msgs: MsgCounters,
     pub recv_oct: AtomicU64,
     pub send_oct: AtomicU64,
     pub recv_cnt: AtomicU64,
@@ -169,6 +174,7 @@ impl ConnShared {
             channel_max: 0,
             heartbeat: 0,
             counters: Counters::default(),
+            msgs: MsgCounters::default(),
             recv_oct: AtomicU64::new(0),
             send_oct: AtomicU64::new(0),
             recv_cnt: AtomicU64::new(0),
@@ -197,6 +203,7 @@ impl ConnShared {
     }
 
     pub fn channel_opened(&self, ch: &Arc<ChannelShared>) {
+        MsgCounters::bump(&self.msgs.channels_opened, 1);
         let mut chans = self.channels.lock();
         chans.retain(|w| w.strong_count() > 0);
         chans.push(Arc::downgrade(ch));
@@ -288,6 +295,11 @@ pub struct Registry {
     pub connections: DashMap<u64, Arc<ConnShared>>,
     /// Counters of connections and queues that are gone (so totals never go down).
     pub retired: Counters,
+    /// Message counters of closed connections.
+    pub retired_msgs: MsgCounters,
+    /// Connections opened and closed since the start (`rabbitmq_connections_*_total`).
+    pub connections_opened: AtomicU64,
+    pub connections_closed: AtomicU64,
     history: Mutex<History>,
     pub started_at: u64,
 }
@@ -310,12 +322,22 @@ impl Registry {
     }
 
     pub fn register(&self, c: Arc<ConnShared>) {
+        self.connections_opened.fetch_add(1, Relaxed);
         self.connections.insert(c.id, c);
+    }
+
+    /// Message counters of every connection, open or closed.
+    pub fn msg_totals(&self) -> MsgSnap {
+        self.connections
+            .iter()
+            .fold(self.retired_msgs.snap(), |acc, c| acc.plus(&c.msgs.snap()))
     }
 
     /// The connection is gone: its counters join the retired totals.
     pub fn unregister(&self, id: u64) {
         if let Some((_, c)) = self.connections.remove(&id) {
+            self.connections_closed.fetch_add(1, Relaxed);
+            self.retired_msgs.add(&c.msgs.snap());
             let mut s = c.counters.snap();
             // Queue-side counters are counted by queues; connections add publishes only.
             s = Snap {

@@ -14,6 +14,8 @@ command -v amqp-publish >/dev/null || need+=(amqp-tools)
 command -v rabbitmqadmin >/dev/null || need+=(rabbitmq-server)
 command -v chromium >/dev/null || need+=(chromium)
 command -v chromedriver >/dev/null || need+=(chromium-driver)
+# tests/dashboards.rs validates /metrics with promtool (Debian's prometheus).
+command -v promtool >/dev/null || need+=(prometheus)
 # python3 -m venv needs Debian's python3-venv.
 python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
 if [ ${#need[@]} -gt 0 ]; then
@@ -52,6 +54,11 @@ kill $wpid 2>/dev/null || true
 # landing.
 ref=../shared/rabbitmq-reference.sh
 if [ -f "$ref" ] && timeout 600 bash "$ref" start 5682; then
+  # The ext.chash / ext.random scenarios need the two exchange plugins Debian ships.
+  refdir=/tmp/rabbitmq-ref-5682
+  HOME=$refdir RABBITMQ_ENABLED_PLUGINS_FILE=$refdir/enabled_plugins RABBITMQ_PLUGINS_EXPAND_DIR=$refdir/plugins \
+    timeout 120 rabbitmq-plugins -n ref5682@localhost enable rabbitmq_consistent_hash_exchange rabbitmq_random_exchange >/dev/null ||
+    echo "WARNING: could not enable the exchange plugins on the reference RabbitMQ" >&2
   echo "== conformance against RabbitMQ (127.0.0.1:5682) =="
   ./target/release/conformance --uri amqp://guest:guest@127.0.0.1:5682/%2f --reference ||
     echo "WARNING: conformance scenarios failed against the reference RabbitMQ (see above)" >&2

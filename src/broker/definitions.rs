@@ -47,7 +47,7 @@ pub fn snapshot(broker: &Broker) -> Definitions {
             d.exchanges.push(ExchangeDef {
                 name: x.name.to_string(),
                 vhost: vhost.name.clone(),
-                kind: x.kind.as_str().to_string(),
+                kind: x.type_name().to_string(),
                 durable: true,
                 auto_delete: x.auto_delete,
                 internal: x.internal,
@@ -315,7 +315,7 @@ fn restore_objects(broker: &Broker, d: &Definitions) {
         else {
             continue;
         };
-        if ExchangeKind::parse(&x.kind).is_none() {
+        if !ExchangeKind::is_declarable(&x.kind) {
             tracing::warn!(exchange = %x.name, kind = %x.kind, "skipping exchange of unknown type");
             continue;
         }

@@ -12,6 +12,7 @@ use crate::protocol::properties;
 use crate::queue::args::QueueType;
 use crate::queue::consumer::Consumer;
 use crate::queue::{ConsumeRefused, Queue};
+use crate::stats::messages::MsgCounters;
 use crate::vhost::REPLY_TO;
 use amq_protocol::protocol::{basic as b, AMQPClass};
 use std::sync::atomic::Ordering::SeqCst;
@@ -111,6 +112,10 @@ impl Channel {
         if x.kind == crate::routing::ExchangeKind::Topic {
             cx.permit_topic(Access::Write, &x.name, p.routing_key.as_str())?;
         }
+        cx.stats.msgs.received(body.len() as u64);
+        if let Mode::Confirm { .. } = self.mode {
+            MsgCounters::bump(&cx.stats.msgs.received_confirm, 1);
+        }
         let summary = properties::summary(&properties).unwrap_or_default();
         if let Some(uid) = &summary.user_id {
             cx.check_user_id(uid)?;
@@ -164,8 +169,31 @@ impl Channel {
         });
         let mut routed = std::mem::take(&mut self.routed);
         routed.clear();
-        cx.vhost
-            .route(&x, msg.routing_key.as_str(), headers.as_ref(), &mut routed);
+        // An x-delayed-message exchange holds a message with a positive x-delay instead of
+        // routing it: no queue now, so a mandatory one comes back (as with the plugin).
+        if x.delayed {
+            if let Some(delay) = crate::delayed::due::delay_of(headers.as_ref()) {
+                if let Mode::Tx(state) = &mut self.mode {
+                    state.publishes.push(TxPublish {
+                        msg,
+                        queues: routed,
+                        mandatory: p.mandatory,
+                        delay: Some((x.name.clone(), delay)),
+                    });
+                    return Ok(());
+                }
+                let stored = cx.schedule_delayed(&x.name, &msg, delay);
+                self.deliver_published(msg, routed, p.mandatory, stored, cx);
+                return Ok(());
+            }
+        }
+        cx.vhost.route_message(
+            &x,
+            msg.routing_key.as_str(),
+            headers.as_ref(),
+            Some(&msg.properties),
+            &mut routed,
+        );
         for key in &extra_keys {
             cx.vhost.route(&x, key, headers.as_ref(), &mut routed);
         }
@@ -174,24 +202,36 @@ impl Channel {
                 msg,
                 queues: routed,
                 mandatory: p.mandatory,
+                delay: None,
             });
             return Ok(());
         }
         // deliver_published puts the (drained) buffer back in `self.routed`.
-        self.deliver_published(msg, routed, p.mandatory, cx);
+        self.deliver_published(msg, routed, p.mandatory, None, cx);
         Ok(())
     }
 
     /// Hands a routed message to its queues, returns it if unroutable and mandatory, and
     /// counts the confirm. Returns the message-log sequence number to wait for when the
-    /// message was stored (persistent, durable queue).
+    /// message was stored (persistent, durable queue); `stored` is the number a delayed
+    /// message's record waits for.
     pub(super) fn deliver_published(
         &mut self,
         msg: Arc<Message>,
         mut queues: Vec<Arc<Queue>>,
         mandatory: bool,
+        stored: Option<u64>,
         cx: &mut ConnCtx<'_>,
     ) -> Option<u64> {
+        let counts = &cx.stats.msgs;
+        MsgCounters::bump(
+            match (queues.is_empty(), mandatory) {
+                (false, _) => &counts.routed,
+                (true, true) => &counts.unroutable_returned,
+                (true, false) => &counts.unroutable_dropped,
+            },
+            1,
+        );
         if queues.is_empty() && mandatory {
             cx.out.basic_return(
                 self.id,
@@ -209,8 +249,12 @@ impl Channel {
             cx.deferred.as_deref_mut(),
             cx.flow.as_deref_mut(),
         );
+        let lsn = lsn.max(stored);
         if let Mode::Confirm { seq, pending } = &mut self.mode {
             *seq += 1;
+            if !rejected {
+                MsgCounters::bump(&cx.stats.msgs.confirmed, 1);
+            }
             // A stored message is confirmed once on disk; later confirms queue behind it,
             // so confirms stay in order.
             if let Some(wait) = lsn.or_else(|| self.held.back().map(|h| h.0)) {
@@ -446,10 +490,13 @@ impl Channel {
                     });
                 }
             }
-            None => self.reply(
-                cx,
-                AMQPClass::Basic(b::AMQPMethod::GetEmpty(b::GetEmpty {})),
-            ),
+            None => {
+                MsgCounters::bump(&cx.stats.msgs.get_empty, 1);
+                self.reply(
+                    cx,
+                    AMQPClass::Basic(b::AMQPMethod::GetEmpty(b::GetEmpty {})),
+                )
+            }
         }
         Ok(())
     }

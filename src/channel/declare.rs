@@ -33,8 +33,7 @@ impl Channel {
                 let name = d.exchange.as_str();
                 // After the type and default-exchange checks, as RabbitMQ; the
                 // alternate exchange is checked only when the exchange is new.
-                if !d.passive && !name.is_empty() && ExchangeKind::parse(d.kind.as_str()).is_some()
-                {
+                if !d.passive && !name.is_empty() && ExchangeKind::is_declarable(d.kind.as_str()) {
                     cx.permit(Access::Configure, Resource::Exchange, name)?;
                     if cx.vhost.exchange(name).is_none() {
                         if let Some(ae) = exchange_arg(&d.arguments, "alternate-exchange") {

@@ -41,6 +41,8 @@ pub struct BrokerCtx<'a> {
     pub max_message_size: u64,
     /// The metadata group, in a cluster: definition changes are replicated through it.
     pub meta: Option<&'a crate::cluster::handle::MetaHandle>,
+    /// The delay store of x-delayed-message exchanges (None until it is open).
+    pub delayed: Option<&'a Arc<crate::delayed::Delayed>>,
 }
 
 /// What a channel handler may touch of its connection.
@@ -71,6 +73,18 @@ pub struct ConnCtx<'a> {
 }
 
 impl ConnCtx<'_> {
+    /// Holds a message published to the x-delayed-message exchange `x` of this vhost;
+    /// the message log sequence number its confirm waits for.
+    pub fn schedule_delayed(
+        &self,
+        x: &str,
+        msg: &crate::message::Message,
+        delay: u64,
+    ) -> Option<u64> {
+        let store = self.broker.delayed?;
+        Some(store.schedule(&self.vhost.name, x, msg, delay))
+    }
+
     /// Checks that this connection's user has `access` on a resource of its vhost (see the
     /// table above); the channel handlers call it before touching the resource.
     pub fn permit(&self, access: Access, kind: Resource, name: &str) -> AmqpResult<()> {
@@ -125,6 +139,9 @@ struct TxPublish {
     msg: Arc<crate::message::Message>,
     queues: Vec<Arc<Queue>>,
     mandatory: bool,
+    /// Published to an x-delayed-message exchange (its name) with this delay: held in
+    /// the delay store at commit instead of routed.
+    delay: Option<(Arc<str>, u64)>,
 }
 
 #[derive(Debug)]
@@ -329,8 +346,11 @@ impl Channel {
                 let state = std::mem::take(state);
                 let mut wait = None;
                 for p in state.publishes {
+                    let stored = p
+                        .delay
+                        .and_then(|(x, delay)| cx.schedule_delayed(&x, &p.msg, delay));
                     wait = self
-                        .deliver_published(p.msg, p.queues, p.mandatory, cx)
+                        .deliver_published(p.msg, p.queues, p.mandatory, stored, cx)
                         .or(wait);
                 }
                 for a in state.acks {

@@ -137,6 +137,7 @@ fn broker_ctx(b: &Broker) -> crate::channel::BrokerCtx<'_> {
         limits: &b.limits,
         max_message_size: b.config.max_message_size,
         meta: b.meta.get(),
+        delayed: b.delayed.get(),
     }
 }
 

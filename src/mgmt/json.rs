@@ -176,7 +176,7 @@ pub fn exchange(vhost: &VHost, x: &Exchange) -> Value {
     json!({
         "name": &*x.name,
         "vhost": vhost.name,
-        "type": x.kind.as_str(),
+        "type": x.type_name(),
         "durable": x.durable,
         "auto_delete": x.auto_delete,
         "internal": x.internal,

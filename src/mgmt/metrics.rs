@@ -8,6 +8,8 @@ use axum::http::header;
 use axum::response::IntoResponse;
 use std::fmt::Write;
 
+mod node;
+
 fn esc(s: &str) -> String {
     s.replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -206,18 +208,22 @@ pub async fn render(axum::extract::State(b): B) -> impl IntoResponse {
     o.sample("rabbitmq_process_open_fds", "", fd_count());
     o.family(
         "rabbitmq_identity_info",
-        "gauge",
+        "untyped",
         "RabbitMQ node & cluster identity info",
     );
+    // rabbitmq_endpoint: which endpoint this is, as rabbitmq_prometheus 3.11+ labels it
+    // (the dashboards select on it).
     o.sample(
         "rabbitmq_identity_info",
         &format!(
-            "rabbitmq_node=\"{}\",rabbitmq_cluster=\"{}\"",
+            "rabbitmq_node=\"{}\",rabbitmq_cluster=\"{}\",rabbitmq_cluster_permanent_id=\"{}\",rabbitmq_endpoint=\"metrics\"",
             esc(&super::json::node_name(&b)),
+            esc(&b.config.cluster_name),
             esc(&b.config.cluster_name)
         ),
         1,
     );
+    node::render(&mut o, &b, &queues);
     (
         [(
             header::CONTENT_TYPE,

@@ -81,6 +81,12 @@ fn exchange_types() -> Value {
             "topic",
             "AMQP topic exchange, as per the AMQP specification"
         ),
+        t("x-consistent-hash", "Consistent Hashing Exchange"),
+        t(
+            "x-random",
+            "Randomly picks a binding (queue) to route via (to)."
+        ),
+        t("x-delayed-message", "Delayed Message Exchange."),
     ])
 }
 

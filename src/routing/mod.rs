@@ -13,6 +13,7 @@
 mod dedup;
 mod dest_set;
 pub(crate) mod erl_term;
+pub mod hash_ring;
 pub mod headers;
 mod identity;
 mod table;
@@ -24,23 +25,41 @@ pub use headers::{headers_match, validate_x_match, XMatch};
 pub use table::BindingTable;
 pub use topic::TopicTrie;
 
-/// The four exchange types that AMQP 0-9-1 defines and RabbitMQ ships built in.
+/// The exchange type of `x-delayed-message` exchanges (the rabbitmq-delayed-message-exchange
+/// plugin's): they route as the type in their `x-delayed-type` argument, after holding
+/// messages with an `x-delay` header for that many milliseconds.
+pub const DELAYED_TYPE: &str = "x-delayed-message";
+
+/// How an exchange routes: the four types that AMQP 0-9-1 defines and RabbitMQ ships
+/// built in, and the two of RabbitMQ's plugins that Debian's package ships
+/// (`rabbitmq_consistent_hash_exchange`, `rabbitmq_random_exchange`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ExchangeKind {
     Direct,
     Fanout,
     Topic,
     Headers,
+    /// `x-consistent-hash`: one destination, chosen by hashing ([`hash_ring`]).
+    ConsistentHash,
+    /// `x-random`: one destination, chosen at random.
+    Random,
 }
 
 impl ExchangeKind {
     /// Every kind, in the order RabbitMQ lists them.
-    pub const ALL: [ExchangeKind; 4] = [
+    pub const ALL: [ExchangeKind; 6] = [
         ExchangeKind::Direct,
         ExchangeKind::Fanout,
         ExchangeKind::Headers,
         ExchangeKind::Topic,
+        ExchangeKind::ConsistentHash,
+        ExchangeKind::Random,
     ];
+
+    /// True for every type exchange.declare accepts, `x-delayed-message` included.
+    pub fn is_declarable(s: &str) -> bool {
+        s == DELAYED_TYPE || ExchangeKind::parse(s).is_some()
+    }
 
     /// Parses the `type` field of exchange.declare. Matching is exact and case-sensitive,
     /// as RabbitMQ looks the type up in its registry by the binary it was sent.
@@ -50,6 +69,8 @@ impl ExchangeKind {
             "fanout" => Some(ExchangeKind::Fanout),
             "topic" => Some(ExchangeKind::Topic),
             "headers" => Some(ExchangeKind::Headers),
+            "x-consistent-hash" => Some(ExchangeKind::ConsistentHash),
+            "x-random" => Some(ExchangeKind::Random),
             _ => None,
         }
     }
@@ -61,6 +82,8 @@ impl ExchangeKind {
             ExchangeKind::Fanout => "fanout",
             ExchangeKind::Topic => "topic",
             ExchangeKind::Headers => "headers",
+            ExchangeKind::ConsistentHash => "x-consistent-hash",
+            ExchangeKind::Random => "x-random",
         }
     }
 }
@@ -90,7 +113,8 @@ mod tests {
             "TOPIC",
             "",
             " fanout",
-            "x-consistent-hash",
+            "X-consistent-hash",
+            "x-delayed-message",
             "header",
         ] {
             assert_eq!(ExchangeKind::parse(bad), None, "{bad:?}");

@@ -6,6 +6,7 @@ use std::hash::Hash;
 use amq_protocol::types::FieldTable;
 
 use super::dest_set::DestSet;
+use super::hash_ring::{parse_weight, HashRing};
 use super::headers::headers_match;
 use super::identity::same_args;
 use super::topic::TopicTrie;
@@ -34,6 +35,8 @@ pub struct BindingTable<D> {
     direct: HashMap<Box<str>, DestSet<D>, foldhash::fast::RandomState>,
     /// Topic exchanges: the (binding key, destination) pairs.
     topic: TopicTrie<D>,
+    /// Consistent-hash exchanges: each destination's buckets, weighted by binding key.
+    ring: HashRing<D>,
     len: usize,
     /// Creation counter, so `bindings()` can list bindings in the order they were made.
     next_seq: u64,
@@ -52,6 +55,7 @@ impl<D: Clone + Eq + Hash> BindingTable<D> {
             by_dest: HashMap::new(),
             direct: HashMap::default(),
             topic: TopicTrie::new(),
+            ring: HashRing::default(),
             len: 0,
             next_seq: 0,
         }
@@ -89,7 +93,11 @@ impl<D: Clone + Eq + Hash> BindingTable<D> {
                 ExchangeKind::Topic => {
                     self.topic.insert(routing_key, dest);
                 }
-                ExchangeKind::Fanout | ExchangeKind::Headers => {}
+                ExchangeKind::ConsistentHash => {
+                    // The vhost refused keys that are not weights; ignored here if any.
+                    self.ring.add(&dest, parse_weight(routing_key).unwrap_or(0));
+                }
+                ExchangeKind::Fanout | ExchangeKind::Headers | ExchangeKind::Random => {}
             }
         }
         true
@@ -108,6 +116,8 @@ impl<D: Clone + Eq + Hash> BindingTable<D> {
         };
         tables.swap_remove(pos);
         self.len -= 1;
+        // As the plugin: removing any binding of a destination removes its buckets.
+        self.ring.remove(dest);
         if tables.is_empty() {
             keys.remove(routing_key);
             if keys.is_empty() {
@@ -137,6 +147,15 @@ impl<D: Clone + Eq + Hash> BindingTable<D> {
             }
             ExchangeKind::Fanout => out.extend(self.by_dest.keys().cloned()),
             ExchangeKind::Topic => self.topic.route(routing_key, out),
+            ExchangeKind::ConsistentHash => self.route_hashed(routing_key.as_bytes(), out),
+            ExchangeKind::Random => {
+                // rabbit_exchange_type_random: one destination, uniformly at random.
+                let n = self.by_dest.len();
+                if n > 0 {
+                    let pick = rand::random_range(0..n);
+                    out.extend(self.by_dest.keys().nth(pick).cloned());
+                }
+            }
             ExchangeKind::Headers => {
                 for (dest, keys) in &self.by_dest {
                     let hit = keys
@@ -151,6 +170,13 @@ impl<D: Clone + Eq + Hash> BindingTable<D> {
         }
     }
 
+    /// Consistent-hash exchanges: the destination owning the bucket of `value` (the routing
+    /// key, or the header or property named by the exchange's `hash-header` /
+    /// `hash-property`).
+    pub fn route_hashed(&self, value: &[u8], out: &mut Vec<D>) {
+        out.extend(self.ring.pick(value).cloned());
+    }
+
     /// Convenience form of [`route`](Self::route) that returns a fresh vector.
     pub fn route_to_vec(&self, routing_key: &str, headers: Option<&FieldTable>) -> Vec<D> {
         let mut out = Vec::new();
@@ -163,6 +189,7 @@ impl<D: Clone + Eq + Hash> BindingTable<D> {
         let Some(keys) = self.by_dest.remove(dest) else {
             return 0;
         };
+        self.ring.remove(dest);
         let mut removed = 0;
         for (key, tables) in keys {
             removed += tables.len();
@@ -234,7 +261,10 @@ impl<D: Clone + Eq + Hash> BindingTable<D> {
             ExchangeKind::Topic => {
                 self.topic.remove(key, dest);
             }
-            ExchangeKind::Fanout | ExchangeKind::Headers => {}
+            ExchangeKind::Fanout
+            | ExchangeKind::Headers
+            | ExchangeKind::ConsistentHash
+            | ExchangeKind::Random => {}
         }
     }
 }

@@ -65,6 +65,25 @@ enum Op {
     },
     /// Records for a stream's own segment files, written and synced in the same batch.
     Stream { stream: Arc<Stream>, chunk: Chunk },
+    /// A record for another store's files (the delay store), at a place it chose.
+    Side {
+        log: Arc<dyn SideLog>,
+        at: u64,
+        bytes: Vec<u8>,
+    },
+}
+
+/// Records for a [`SideLog`]: (place, bytes), in the order they were placed.
+type SideRecords = Vec<(u64, Vec<u8>)>;
+
+/// A store whose files the log's writer thread writes and syncs in its batches (after the
+/// log's own records), so that the batch's sequence number counts as synced only once
+/// they are on disk: the delay store (`crate::delayed`) uses it to confirm a delayed
+/// message after fdatasync, sharing the group commit.
+pub trait SideLog: Send + Sync + std::fmt::Debug {
+    /// Writes each record at its place (an opaque number the store chose when it
+    /// appended it) and syncs them. Called again with the same records after a failure.
+    fn write_synced(&self, records: &[(u64, Vec<u8>)]) -> std::io::Result<()>;
 }
 
 #[derive(Debug, Default)]
@@ -318,6 +337,7 @@ impl MessageLog {
             buf: Vec::with_capacity(1 << 20),
             acct: Vec::new(),
             streams: Vec::new(),
+            sides: Vec::new(),
             flush_definitions,
         };
         // Segments nobody needs any more go now (after a crash, or queues deleted meanwhile).
@@ -380,6 +400,19 @@ impl MessageLog {
     pub fn append_stream(&self, stream: Arc<Stream>, chunk: Chunk) -> u64 {
         let mut p = self.pending.lock();
         p.ops.push(Op::Stream { stream, chunk });
+        p.lsn += 1;
+        let lsn = p.lsn;
+        drop(p);
+        self.wake.notify_one();
+        lsn
+    }
+
+    /// A record for `log`'s own files, written and synced with the next batch; returns
+    /// the log sequence number to wait for. The caller keeps the records of one store in
+    /// the order it placed them.
+    pub fn append_side(&self, log: Arc<dyn SideLog>, at: u64, bytes: Vec<u8>) -> u64 {
+        let mut p = self.pending.lock();
+        p.ops.push(Op::Side { log, at, bytes });
         p.lsn += 1;
         let lsn = p.lsn;
         drop(p);
@@ -487,6 +520,8 @@ struct Writer {
     acct: Vec<Acct>,
     /// Stream records of the batch being written, merged per stream.
     streams: Vec<(Arc<Stream>, Chunk)>,
+    /// Other stores' records of the batch, per store, in order.
+    sides: Vec<(Arc<dyn SideLog>, SideRecords)>,
     flush_definitions: DefinitionsFlush,
 }
 
@@ -504,6 +539,7 @@ impl Writer {
                 self.encode(ops);
                 self.write_batch_retrying();
                 self.write_streams_retrying();
+                self.write_sides_retrying();
                 self.log.synced.send_replace(lsn);
                 if self.head_bytes >= self.segment_size {
                     self.cut_tail();
@@ -548,6 +584,16 @@ impl Writer {
                     {
                         Some((_, c)) => c.extend(chunk),
                         None => self.streams.push((stream, chunk)),
+                    }
+                }
+                Op::Side { log, at, bytes } => {
+                    match self
+                        .sides
+                        .iter_mut()
+                        .find(|(s, _)| std::ptr::addr_eq(Arc::as_ptr(s), Arc::as_ptr(&log)))
+                    {
+                        Some((_, recs)) => recs.push((at, bytes)),
+                        None => self.sides.push((log, vec![(at, bytes)])),
                     }
                 }
                 Op::Ids { kind, queue, ids } => {
@@ -598,6 +644,25 @@ impl Writer {
             }
             if self.log.failing.swap(false, Ordering::Relaxed) {
                 tracing::warn!("stream segment writes work again");
+            }
+        }
+    }
+
+    /// Writes and syncs other stores' records of the batch, after the log's own (so a
+    /// removal recorded there never reaches the disk before the publish it follows),
+    /// retrying like the log itself.
+    fn write_sides_retrying(&mut self) {
+        for (side, recs) in std::mem::take(&mut self.sides) {
+            let mut delay = Duration::from_millis(100);
+            while let Err(e) = side.write_synced(&recs) {
+                if !self.log.failing.swap(true, Ordering::Relaxed) {
+                    tracing::error!(error = %e, store = ?side, "cannot write a store's records; confirms wait until it works again");
+                }
+                std::thread::sleep(delay);
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+            if self.log.failing.swap(false, Ordering::Relaxed) {
+                tracing::warn!("store writes work again");
             }
         }
     }

@@ -14,9 +14,9 @@ use crate::error::{AmqpError, AmqpResult};
 use crate::queue::args::QueueArgs;
 use crate::queue::{Queue, QueueConfig};
 use crate::routing::ExchangeKind;
-use amq_protocol::types::FieldTable;
+use amq_protocol::types::{AMQPValue, FieldTable};
 use dashmap::DashMap;
-pub use exchange::{Dest, Exchange};
+pub use exchange::{Dest, Exchange, HashOn};
 use std::sync::Arc;
 
 use equivalence::{assert_args_equivalent, inequivalent};
@@ -87,6 +87,16 @@ pub struct VHost {
     /// [`VHost::with_default_queue_type`]); set through the management API. Read on each
     /// non-passive queue.declare.
     default_queue_type: parking_lot::RwLock<Option<String>>,
+    /// Queues declared, created and deleted here (`rabbitmq_queues_*_total`).
+    pub queue_counts: QueueCounts,
+}
+
+/// Queue lifecycle counters of a vhost, bumped by its declare and delete paths.
+#[derive(Debug, Default)]
+pub struct QueueCounts {
+    pub declared: std::sync::atomic::AtomicU64,
+    pub created: std::sync::atomic::AtomicU64,
+    pub deleted: std::sync::atomic::AtomicU64,
 }
 
 /// The hasher of name-keyed maps on the publish path.
@@ -96,6 +106,35 @@ pub type NameHasher = foldhash::fast::RandomState;
 pub const REPLY_TO: &str = "amq.rabbitmq.reply-to";
 
 /// Formats a boolean the way RabbitMQ's inequivalence messages do.
+/// The routing kind of an exchange.declare's type, and whether it is an
+/// `x-delayed-message` exchange (routing as its `x-delayed-type`): the plugin's checks
+/// and texts.
+fn exchange_type(d: &ExchangeDeclare) -> AmqpResult<(ExchangeKind, bool)> {
+    let unknown = |t: &str| AmqpError::command_invalid(format_args!("unknown exchange type '{t}'"));
+    if d.kind != crate::routing::DELAYED_TYPE {
+        return ExchangeKind::parse(&d.kind)
+            .map(|k| (k, false))
+            .ok_or_else(|| unknown(&d.kind));
+    }
+    let inner = match d.arguments.inner().get("x-delayed-type") {
+        Some(AMQPValue::LongString(s)) => String::from_utf8_lossy(s.as_bytes()).into_owned(),
+        Some(AMQPValue::ShortString(s)) => s.as_str().to_string(),
+        _ => {
+            return Err(AmqpError::precondition_failed(format_args!(
+                "Invalid argument, 'x-delayed-type' must be an existing exchange type"
+            )))
+        }
+    };
+    if inner == crate::routing::DELAYED_TYPE {
+        return Err(AmqpError::precondition_failed(format_args!(
+            "Invalid argument, 'x-delayed-message' can't be used for 'x-delayed-type'"
+        )));
+    }
+    ExchangeKind::parse(&inner)
+        .map(|k| (k, true))
+        .ok_or_else(|| unknown(&inner))
+}
+
 fn tf(b: bool) -> &'static str {
     if b {
         "true"
@@ -128,6 +167,7 @@ impl VHost {
                 policies,
                 flow,
                 default_queue_type: Default::default(),
+                queue_counts: Default::default(),
             };
             for (n, kind, internal) in BUILTIN_EXCHANGES {
                 v.exchanges.insert(
@@ -264,12 +304,10 @@ impl VHost {
         if d.passive {
             return self.existing_exchange(&d.name);
         }
-        let kind = ExchangeKind::parse(&d.kind).ok_or_else(|| {
-            AmqpError::command_invalid(format_args!("unknown exchange type '{}'", d.kind))
-        })?;
+        let (kind, delayed) = exchange_type(d)?;
         if let Some(existing) = self.exchange(&d.name) {
             return self
-                .assert_exchange_equivalent(&existing, kind, d)
+                .assert_exchange_equivalent(&existing, kind, delayed, d)
                 .map(|_| existing);
         }
         if d.name.starts_with("amq.") {
@@ -278,9 +316,14 @@ impl VHost {
                 d.name
             )));
         }
-        let x = Exchange::new(
+        if kind == ExchangeKind::ConsistentHash {
+            HashOn::from_args(&d.arguments)
+                .map_err(|text| AmqpError::precondition_failed(format_args!("{text}")))?;
+        }
+        let x = Exchange::new_typed(
             &d.name,
             kind,
+            delayed,
             d.durable,
             d.auto_delete,
             d.internal,
@@ -289,7 +332,7 @@ impl VHost {
         let entry = self.exchanges.entry(d.name.clone()).or_insert(x).clone();
         entry.apply_policy(&self.name, &self.policies);
         self.changed.notify_one();
-        self.assert_exchange_equivalent(&entry, kind, d)?;
+        self.assert_exchange_equivalent(&entry, kind, delayed, d)?;
         Ok(entry)
     }
 
@@ -297,11 +340,17 @@ impl VHost {
         &self,
         x: &Exchange,
         kind: ExchangeKind,
+        delayed: bool,
         d: &ExchangeDeclare,
     ) -> AmqpResult<()> {
         let what = format!("exchange '{}' in vhost '{}'", x.name, self.name);
-        if x.kind != kind {
-            return Err(inequivalent("type", &what, kind.as_str(), x.kind.as_str()));
+        if x.kind != kind || x.delayed != delayed {
+            let declared = if delayed {
+                crate::routing::DELAYED_TYPE
+            } else {
+                kind.as_str()
+            };
+            return Err(inequivalent("type", &what, declared, x.type_name()));
         }
         if x.durable != d.durable {
             return Err(inequivalent("durable", &what, tf(d.durable), tf(x.durable)));
@@ -393,7 +442,7 @@ impl VHost {
     ) -> AmqpResult<()> {
         let q = self.usable_queue(queue, conn)?;
         let x = self.bindable_source(exchange, "bind")?;
-        self.validate_binding(&x, args)?;
+        self.validate_binding(&x, rk, args)?;
         x.bindings.write().bind(rk, args, Dest::Queue(q));
         self.changed.notify_one();
         Ok(())
@@ -442,7 +491,7 @@ impl VHost {
         }
         let d = self.existing_exchange(dest)?;
         let x = self.bindable_source(source, "bind")?;
-        self.validate_binding(&x, args)?;
+        self.validate_binding(&x, rk, args)?;
         x.bindings
             .write()
             .bind(rk, args, Dest::Exchange(d.name.clone()));
@@ -491,7 +540,11 @@ impl VHost {
         self.existing_exchange(name)
     }
 
-    fn validate_binding(&self, x: &Exchange, args: &FieldTable) -> AmqpResult<()> {
+    fn validate_binding(&self, x: &Exchange, rk: &str, args: &FieldTable) -> AmqpResult<()> {
+        if x.kind == ExchangeKind::ConsistentHash {
+            crate::routing::hash_ring::parse_weight(rk)
+                .map_err(|text| AmqpError::precondition_failed(format_args!("{text}")))?;
+        }
         if x.kind == ExchangeKind::Headers {
             crate::routing::headers::validate_x_match(args).map_err(|text| {
                 AmqpError::precondition_failed(format_args!(
@@ -512,6 +565,19 @@ impl VHost {
         exchange: &Arc<Exchange>,
         rk: &str,
         headers: Option<&FieldTable>,
+        out: &mut Vec<Arc<Queue>>,
+    ) {
+        self.route_message(exchange, rk, headers, None, out)
+    }
+
+    /// [`route`](Self::route) with the message's raw content properties, which
+    /// consistent-hash exchanges with a `hash-property` read.
+    pub fn route_message(
+        &self,
+        exchange: &Arc<Exchange>,
+        rk: &str,
+        headers: Option<&FieldTable>,
+        properties: Option<&[u8]>,
         out: &mut Vec<Arc<Queue>>,
     ) {
         if exchange.name.is_empty() {
@@ -545,7 +611,7 @@ impl VHost {
                 visited.push(x.name.clone());
             }
             dests.clear();
-            x.bindings.read().route(rk, headers, &mut dests);
+            x.route_into(rk, headers, properties, &mut dests);
             if dests.is_empty() {
                 if let Some(ae) = x.alternate().and_then(|n| self.exchange(&n)) {
                     pending.push(ae);

@@ -94,6 +94,11 @@ impl VHost {
             self.check_exclusive(&q, conn)?;
             self.assert_queue_equivalent(&q, d, conn)?;
         }
+        use std::sync::atomic::Ordering::Relaxed;
+        self.queue_counts.declared.fetch_add(1, Relaxed);
+        if created {
+            self.queue_counts.created.fetch_add(1, Relaxed);
+        }
         Ok((q, created))
     }
 
@@ -164,6 +169,9 @@ impl VHost {
             return 0;
         }
         self.changed.notify_one();
+        self.queue_counts
+            .deleted
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (n, consumers) = q.delete();
         self.remove_destination(&Dest::Queue(q.clone()));
         for c in consumers {

@@ -3,6 +3,17 @@
 
 use super::*;
 
+/// An exchange's JSON; an x-delayed-message exchange also shows `messages_delayed`, as the
+/// plugin's `info/1` adds it to RabbitMQ's exchange items.
+fn exchange_json(b: &Broker, v: &crate::vhost::VHost, x: &crate::vhost::Exchange) -> Value {
+    let mut j = json::exchange(v, x);
+    if x.delayed {
+        let n = b.delayed.get().map_or(0, |d| d.count(&v.name, &x.name));
+        j["messages_delayed"] = json!(n);
+    }
+    j
+}
+
 /// The objects `each` lists for every vhost the caller may see (all of them, or the one
 /// named: 404 when it does not exist).
 fn per_vhost(
@@ -23,14 +34,14 @@ fn per_vhost(
     )
 }
 
-fn exchanges_in(v: &crate::vhost::VHost) -> Vec<Value> {
+fn exchanges_in(b: &Broker, v: &crate::vhost::VHost) -> Vec<Value> {
     let mut xs = v.exchanges();
     xs.sort_by(|a, b| a.name.cmp(&b.name));
-    xs.iter().map(|x| json::exchange(v, x)).collect()
+    xs.iter().map(|x| exchange_json(b, v, x)).collect()
 }
 
 pub async fn exchanges(axum::extract::State(b): B, Extension(me): Me) -> ApiResult {
-    per_vhost(&b, &me, None, exchanges_in)
+    per_vhost(&b, &me, None, |v| exchanges_in(&b, v))
 }
 
 pub async fn exchanges_vhost(
@@ -38,7 +49,7 @@ pub async fn exchanges_vhost(
     Extension(me): Me,
     Path(v): Path<String>,
 ) -> ApiResult {
-    per_vhost(&b, &me, Some(&v), exchanges_in)
+    per_vhost(&b, &me, Some(&v), |vh| exchanges_in(&b, vh))
 }
 
 pub async fn exchange(
@@ -47,7 +58,7 @@ pub async fn exchange(
 ) -> ApiResult {
     let vh = b.vhost(&v).ok_or_else(not_found)?;
     let x = vh.exchange(&name).ok_or_else(not_found)?;
-    let mut j = json::exchange(&vh, &x);
+    let mut j = exchange_json(&b, &vh, &x);
     j["incoming"] = json!([]);
     j["outgoing"] = json!([]);
     ok(j)

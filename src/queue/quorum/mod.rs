@@ -43,6 +43,18 @@ pub(crate) struct QuorumState {
     consumers: HashMap<ConsumerKey, Arc<Consumer>>,
     /// Bodies of the backlog beyond the memory budget (`None`: everything in memory).
     pages: Option<PageStore>,
+    /// Commands applied since the queue was opened: on one node, its Raft log's last
+    /// written, committed and applied index (the `rabbitmq_raft_*` metrics).
+    applied: u64,
+}
+
+/// What the `rabbitmq_raft_*` metrics show of a quorum queue on one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RaftStats {
+    /// Commands applied since the queue was opened in this run (not persisted).
+    pub index: u64,
+    /// One leader since the start: term 1.
+    pub term: u64,
 }
 
 impl QuorumState {
@@ -54,6 +66,7 @@ impl QuorumState {
             fifo: Fifo::new(config_of(eff)),
             consumers: HashMap::new(),
             pages: paging.map(PageStore::new),
+            applied: 0,
         }
     }
 
@@ -170,6 +183,7 @@ impl Queue {
             return Reply::Ok;
         };
         let mut fx = Vec::new();
+        q.applied += 1;
         let reply = q.fifo.apply(now_ms(), cmd, &mut fx);
         for effect in fx {
             match effect {
@@ -623,6 +637,14 @@ impl Queue {
 
     pub(super) fn q_finish(self: &Arc<Self>, after: After) {
         self.q_after(after);
+    }
+
+    /// The queue's Raft figures for `/metrics`; None unless it is a quorum queue.
+    pub fn raft_stats(&self) -> Option<RaftStats> {
+        self.state.lock().quorum.as_ref().map(|q| RaftStats {
+            index: q.applied,
+            term: 1,
+        })
     }
 
     /// Held at-least-once dead letters (management's `messages_dlx`).

@@ -27,6 +27,7 @@ pub mod consumer_priority;
 pub mod dlx;
 pub mod expires;
 pub mod maxlen;
+pub mod plugin_exchanges;
 pub mod priority;
 pub mod quorum;
 pub mod reply_to;
@@ -48,6 +49,7 @@ pub fn scenarios() -> Vec<Scenario> {
     v.extend(cancel::scenarios());
     v.extend(quorum::scenarios());
     v.extend(stream::scenarios());
+    v.extend(plugin_exchanges::scenarios());
     v
 }
 
