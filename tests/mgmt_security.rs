@@ -27,12 +27,22 @@ const METHODS: [&str; 4] = ["GET", "PUT", "POST", "DELETE"];
 
 /// (path, methods) of every route in the management router, `/api` ones prefixed.
 fn routes() -> Vec<(String, Vec<&'static str>)> {
-    let (api, top) = ROUTER
+    // The body of `fn name(` up to its closing brace at the start of a line.
+    let body = |name: &str| {
+        let f = &ROUTER[ROUTER.find(name).unwrap_or_else(|| panic!("{name}"))..];
+        &f[..f.find("\n}\n").expect("the function's end")]
+    };
+    // `api_routes()` holds the API's routes; `router()` adds a few to it before nesting
+    // it under /api, and the top-level ones after.
+    let (api_head, top) = body("fn router(")
         .split_once(".nest(\"/api\", api)")
         .expect("the router nests /api");
-    let api = &api[api.find("fn router(").expect("fn router")..];
     let mut out = Vec::new();
-    for (prefix, text) in [("/api", api), ("", top)] {
+    for (prefix, text) in [
+        ("/api", body("fn api_routes(")),
+        ("/api", api_head),
+        ("", top),
+    ] {
         for chunk in text.split(".route(").skip(1) {
             let path = chunk
                 .split('"')
