@@ -33,7 +33,9 @@ sys.exit(tuple(int(x) for x in celery.__version__.split(".")[:2]) < (5, 5))' 2>/
 fi
 
 # Unit, conformance (in-process, through lapin), interop, management, shutdown, restart.
-cargo test --workspace --release
+# Examples are not built here (they are bench and demo programs, built by bench/*.sh and
+# checked by `cargo clippy --all-targets`): eleven more linked binaries cost CI minutes.
+cargo test --workspace --release --lib --bins --tests
 
 # Injected disk faults: the failpoints (src/store/fault.rs) exist only with this feature.
 cargo test --release --features failpoints --test disk_faults
