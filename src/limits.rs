@@ -48,14 +48,10 @@ impl VHostLimits {
 
     /// RabbitMQ's JSON shape; unlimited entries are left out.
     pub fn to_json(self) -> Map<String, Value> {
-        let mut m = Map::new();
-        if let Some(n) = self.max_connections {
-            m.insert("max-connections".into(), n.into());
-        }
-        if let Some(n) = self.max_queues {
-            m.insert("max-queues".into(), n.into());
-        }
-        m
+        limits_json(&[
+            ("max-connections", self.max_connections),
+            ("max-queues", self.max_queues),
+        ])
     }
 
     pub fn is_empty(self) -> bool {
@@ -106,14 +102,10 @@ impl UserLimits {
 
     /// RabbitMQ's JSON shape; unlimited entries are left out.
     pub fn to_json(self) -> Map<String, Value> {
-        let mut m = Map::new();
-        if let Some(n) = self.max_channels {
-            m.insert("max-channels".into(), n.into());
-        }
-        if let Some(n) = self.max_connections {
-            m.insert("max-connections".into(), n.into());
-        }
-        m
+        limits_json(&[
+            ("max-channels", self.max_channels),
+            ("max-connections", self.max_connections),
+        ])
     }
 
     pub fn is_empty(self) -> bool {
@@ -257,6 +249,14 @@ pub fn check_new_queue(
         )));
     }
     Ok(())
+}
+
+/// RabbitMQ's JSON shape of a set of limits, in the order given; unlimited ones left out.
+fn limits_json(limits: &[(&str, Option<u64>)]) -> Map<String, Value> {
+    limits
+        .iter()
+        .filter_map(|(k, n)| n.map(|n| (k.to_string(), Value::from(n))))
+        .collect()
 }
 
 #[cfg(test)]
