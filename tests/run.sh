@@ -35,13 +35,14 @@ fi
 # Unit, conformance (in-process, through lapin), interop, management, shutdown, restart.
 # Examples are not built here (they are bench and demo programs, built by bench/*.sh and
 # checked by `cargo clippy --all-targets`): eleven more linked binaries cost CI minutes.
+# Every integration test is one binary (tests/all.rs), so a clean build links the crate
+# with lapin and tokio once, not once per file.
 cargo test --workspace --release --lib --bins --tests
 
-# Injected disk faults: the failpoints (src/store/fault.rs) exist only with this feature.
-cargo test --release --features failpoints --test disk_faults
-
-# The suite's counts against the warren binary itself (cargo test captures them).
-cargo build --release -q --workspace --bins
+# The suite's counts against the warren binary itself (cargo test captures them). With
+# --tests this build resolves features as the test build did (dev-dependencies included),
+# so it reuses its artifacts and only links the conformance executable.
+cargo build --release -q --workspace --bins --tests
 ./target/release/warren --port 5679 --management-port 0 --data-dir "$(mktemp -d)" --log-level warn &
 wpid=$!
 trap 'kill $wpid 2>/dev/null || true' EXIT
@@ -80,5 +81,9 @@ if [ -f "$ref" ] && timeout 600 bash "$ref" start 5682; then
 else
   echo "warning: reference RabbitMQ unavailable; differential run skipped" >&2
 fi
+
+# Injected disk faults: the failpoints (src/store/fault.rs) exist only with this feature, so
+# this rebuilds the crate (and the warren binary, with inert failpoints); it runs last.
+cargo test --release --features failpoints --test disk_faults
 
 echo "tests/run.sh: Warren passed every suite (unit, conformance, interop, shutdown, restart)"

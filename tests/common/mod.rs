@@ -5,13 +5,16 @@
 use std::time::Duration;
 use warren::{BrokerHandle, Config};
 
-/// A fresh data directory per broker, so tests never see each other's definitions.
+/// A fresh data directory per broker, so tests never see each other's definitions. Every
+/// test file is a module of one binary (tests/all.rs) with its own copy of this module and
+/// its own counter, so the module's path is part of the name.
 pub fn temp_data_dir() -> std::path::PathBuf {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     std::env::temp_dir().join(format!(
-        "warren-test-{}-{}",
+        "warren-test-{}-{}-{}",
         std::process::id(),
+        module_path!().replace("::", "-"),
         N.fetch_add(1, Ordering::Relaxed)
     ))
 }
