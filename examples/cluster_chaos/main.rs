@@ -230,7 +230,9 @@ async fn publisher(cfg: Arc<Config>, sh: Arc<Shared>, p: usize, home: usize) {
         while !broken && !sh.stop_publishing.load(Relaxed) {
             let wait = next_batch.saturating_duration_since(Instant::now());
             tokio::time::sleep(wait).await;
-            next_batch = next_batch.max(Instant::now() - batch_period) + batch_period;
+            let now = Instant::now();
+            next_batch =
+                next_batch.max(now.checked_sub(batch_period).unwrap_or(now)) + batch_period;
             // A batch: retries first, then fresh ids.
             let mut batch: Vec<(String, u32)> = Vec::with_capacity(cfg.window);
             while batch.len() < cfg.window {
@@ -480,7 +482,10 @@ async fn run() -> i32 {
     };
     let start = Instant::now();
     while start.elapsed() < cfg.duration {
-        tokio::time::sleep(Duration::from_secs(5).min(cfg.duration - start.elapsed())).await;
+        tokio::time::sleep(
+            Duration::from_secs(5).min(cfg.duration.saturating_sub(start.elapsed())),
+        )
+        .await;
         progress("load");
     }
     sh.stop_publishing.store(true, Relaxed);
@@ -634,8 +639,8 @@ async fn failover() -> i32 {
         .unwrap_or(kill);
     let (mut gap, mut resume) = (0u64, None);
     for &t in &after {
-        if prev <= kill + 1000 && t - prev >= gap {
-            gap = t - prev;
+        if prev <= kill + 1000 && t.saturating_sub(prev) >= gap {
+            gap = t.saturating_sub(prev);
             resume = Some(t);
         }
         prev = t;
