@@ -436,6 +436,15 @@ async fn a_queue_homed_on_one_node_is_used_from_the_others() {
         "{e}"
     );
 
+    // A redeclare is refused the same way (RabbitMQ checks the home first).
+    let (_c2d, ch2d) = channel(&nodes[1]).await;
+    let e = ch2d
+        .queue_declare("dq".into(), durable(), FieldTable::default())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("NOT_FOUND - home node 'n1'"), "{e}");
+
     // Back: its persistent messages (the unacknowledged one included) from n2.
     let members = nodes
         .iter()

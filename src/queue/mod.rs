@@ -338,7 +338,7 @@ impl Queue {
     /// The message log and this queue's key in it, for a durable queue once the log is open.
     fn log(&self) -> Option<(&Arc<MessageLog>, &Arc<str>)> {
         let (cell, key) = self.store.as_ref()?;
-        if self.config.home.is_some() && self.is_remote() {
+        if self.is_remote() {
             return None;
         }
         cell.get().map(|l| (l, key))
@@ -346,7 +346,7 @@ impl Queue {
 
     /// The log records persistent messages for this queue.
     pub fn is_stored(&self) -> bool {
-        self.store.is_some() && !(self.config.home.is_some() && self.is_remote())
+        self.store.is_some() && !(self.is_remote())
     }
 
     /// Tells the message log this queue is done with these messages.
@@ -532,7 +532,7 @@ impl Queue {
 
     /// Delivers ready messages to consumers with credit.
     pub fn dispatch(self: &Arc<Self>) {
-        if self.config.home.is_some() && self.is_remote() {
+        if self.is_remote() {
             // The home dispatches; credit given back here reaches it with the settle.
             return;
         }
@@ -806,7 +806,7 @@ pub fn enqueue_confirmed(
     confirm: Option<&crate::connection::outbound::ConnSender>,
 ) -> (bool, Option<u64>, Option<Arc<remote::Ticket>>) {
     let mut ticket = None;
-    if queues.iter().any(|q| q.config.home.is_some()) {
+    if queues.iter().any(|q| q.is_remote()) {
         ticket = forward(&msg, queues, confirm);
     }
     let mut lsn = None;

@@ -138,11 +138,28 @@ pub fn home_down_text(home: &str, queue: &str, vhost: &str) -> String {
 }
 
 impl Queue {
-    /// The cluster link, when this queue's home is another node.
+    /// The cluster link, when this queue lives on another node: a classic queue homed
+    /// elsewhere, or a quorum queue this node is not a member of. Outside a cluster the
+    /// cell is empty and this is one atomic load.
     pub(crate) fn remote(&self) -> Option<&Arc<dyn Remote>> {
-        let home = self.config.home.as_deref()?;
         let r = self.remote.get()?;
-        (r.node() != home).then_some(r)
+        match self.config.home.as_deref() {
+            Some(home) => (r.node() != home).then_some(r),
+            None if self.is_quorum() => {
+                let members = self.quorum_members()?;
+                let member = members.iter().any(|m| m == r.node());
+                (!member && self.quorum_leader().is_some()).then_some(r)
+            }
+            None => None,
+        }
+    }
+
+    /// Where a proxy forwards to: the classic queue's home, or the quorum queue's leader.
+    pub fn forward_target(&self) -> Option<std::borrow::Cow<'_, str>> {
+        match self.config.home.as_deref() {
+            Some(h) => Some(std::borrow::Cow::Borrowed(h)),
+            None => self.quorum_leader().map(std::borrow::Cow::Owned),
+        }
     }
 
     /// This queue lives on another node (this one holds a proxy).
@@ -158,8 +175,8 @@ impl Queue {
     /// For a proxy whose home node is down: RabbitMQ's 404 text.
     pub fn home_down(&self) -> Option<String> {
         let r = self.remote()?;
-        let home = self.config.home.as_deref()?;
-        (!r.is_up(home)).then(|| home_down_text(home, self.name(), &self.config.vhost))
+        let home = self.forward_target()?;
+        (!r.is_up(&home)).then(|| home_down_text(&home, self.name(), &self.config.vhost))
     }
 
     /// quorum members (the `qq` lane replicates quorum queues; until it lands every

@@ -64,7 +64,7 @@ impl VHost {
         // As RabbitMQ: an existing queue is only compared with the declare; the arguments
         // are validated for a new one.
         if let Some(q) = self.queue(&d.name) {
-            self.check_exclusive(&q, conn)?;
+            let q = self.usable_queue(&d.name, conn).map(|_| q)?;
             self.assert_queue_equivalent(&q, d, conn)?;
             q.touch();
             return Ok((q, false));

@@ -265,10 +265,13 @@ impl HomeLink {
         }
         match how {
             0 => {
+                // As a channel settles: a quorum queue by its own ids, a classic one by
+                // the message-log ids of stored messages.
+                let quorum = q.is_quorum();
                 let ids = msgs
                     .iter()
-                    .map(|m| m.msg.persist_id)
-                    .filter(|id| *id != 0 && q.is_stored())
+                    .map(|m| if quorum { m.seq } else { m.msg.persist_id })
+                    .filter(|id| *id != 0 && (quorum || q.is_stored()))
                     .collect();
                 q.acked(msgs.len() as u64, ids);
             }
@@ -304,11 +307,8 @@ impl HomeLink {
                 match q.get(no_ack) {
                     Some((m, left)) => {
                         let got = (m.seq, m.redelivered, m.delivery_count, left, to_msg(&m.msg));
-                        if no_ack {
-                            if m.msg.persist_id != 0 {
-                                q.forget([&m]);
-                            }
-                        } else {
+                        // (With no_ack the queue forgot it already, as for a local get.)
+                        if !no_ack {
                             let key = (vhost.to_string(), queue.to_string());
                             self.outstanding.entry(key).or_default().insert(
                                 m.seq,
@@ -357,7 +357,8 @@ impl HomeLink {
                     };
                     self.send(&f);
                     if consumer.no_ack {
-                        if m.msg.persist_id != 0 {
+                        // (A quorum queue forgot it when it decided the delivery.)
+                        if m.msg.persist_id != 0 && !queue.is_quorum() {
                             forget.push(m);
                         }
                     } else {

@@ -135,7 +135,7 @@ impl Forwarder {
     }
 
     fn link_of(&self, q: &Queue) -> Option<&Arc<Link>> {
-        self.link(q.home()?)
+        self.link(&q.forward_target()?)
     }
 }
 
@@ -433,7 +433,7 @@ impl Remote for Forwarder {
     fn call(&self, queue: &Queue, call: Call) -> Result<Reply, String> {
         let down = || {
             remote::home_down_text(
-                queue.home().unwrap_or_default(),
+                &queue.forward_target().unwrap_or_default(),
                 queue.name(),
                 &queue.config.vhost,
             )
