@@ -47,6 +47,8 @@ pub struct Broker {
     pub shovels: crate::shovel::Shovels,
     /// The metadata group, when this node is in a cluster (set once at start).
     pub meta: std::sync::OnceLock<crate::cluster::handle::MetaHandle>,
+    /// The cluster link to queues homed on other nodes (set once at start, in a cluster).
+    pub remote: crate::queue::remote::RemoteCell,
 }
 
 #[derive(Debug, Clone)]
@@ -84,6 +86,7 @@ impl Broker {
             policies: Default::default(),
             flow: crate::flow::Load::new(config.flow_credit, config.flow_busy_threshold),
             meta: Default::default(),
+            remote: Default::default(),
             config,
         };
         b.add_vhost(&b.config.default_vhost.clone());
@@ -119,7 +122,16 @@ impl Broker {
             .entry(name.to_string())
             .or_insert_with(|| {
                 created = true;
-                VHost::new(name, changed, store, paging, streams, policies, flow)
+                VHost::new(
+                    name,
+                    changed,
+                    store,
+                    paging,
+                    streams,
+                    policies,
+                    flow,
+                    self.remote.clone(),
+                )
             })
             .clone();
         if created {

@@ -178,6 +178,20 @@ pub async fn start(config: Config) -> std::io::Result<BrokerHandle> {
     };
     let tls_addr = tls.as_ref().map(|t| t.0);
     let broker = broker::Broker::new(config);
+    let forwarder = broker.config.cluster.as_ref().map(|c| {
+        let members: Vec<(String, String)> = c
+            .nodes
+            .iter()
+            .map(|m| (m.name.clone(), m.addr.clone()))
+            .collect();
+        cluster::forward::Forwarder::new(&c.node_name, &members)
+    });
+    if let Some(f) = &forwarder {
+        // Before the definitions are restored: queues homed elsewhere are proxies.
+        let _ = broker
+            .remote
+            .set(f.clone() as Arc<dyn queue::remote::Remote>);
+    }
     if let Some(d) = &saved {
         broker::definitions::restore(&broker, d);
         tracing::info!(
@@ -200,6 +214,15 @@ pub async fn start(config: Config) -> std::io::Result<BrokerHandle> {
             broker.shutdown_signal(),
         )
         .await?;
+        if let Some(f) = &forwarder {
+            let weak = Arc::downgrade(&broker);
+            let vhosts: cluster::forward::Vhosts =
+                Arc::new(move |name: &str| weak.upgrade().and_then(|b| b.vhost(name)));
+            node.set_forward(Box::new(move |sock| {
+                tokio::spawn(cluster::forward::home::serve(sock, vhosts.clone()));
+            }));
+            f.start(broker.shutdown_signal());
+        }
         let _ = broker.meta.set(Arc::new(cluster::node::Handle(node)));
     }
     open_delay_store(&broker)?;

@@ -62,6 +62,7 @@ pub fn snapshot(broker: &Broker) -> Definitions {
                     durable: true,
                     auto_delete: q.config.auto_delete,
                     arguments: table_to_json(&q.config.arguments),
+                    node: q.config.home.clone(),
                 });
             }
         }
@@ -339,7 +340,7 @@ fn restore_objects(broker: &Broker, d: &Definitions) {
         else {
             continue;
         };
-        let r = vhost.declare_queue(
+        let r = vhost.declare_queue_at(
             &QueueDeclare {
                 name: q.name.clone(),
                 server_named: true,
@@ -350,6 +351,7 @@ fn restore_objects(broker: &Broker, d: &Definitions) {
                 arguments: json_to_table(&q.arguments),
             },
             0,
+            q.node.as_deref(),
         );
         if let Err(e) = r {
             tracing::warn!(queue = %q.name, error = %e, "could not restore queue");

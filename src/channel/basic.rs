@@ -243,11 +243,13 @@ impl Channel {
             cx.out
                 .content(self.id, &msg.properties, &msg.body, cx.frame_max);
         }
-        let (rejected, lsn) = crate::queue::enqueue(
+        let confirm = matches!(self.mode, Mode::Confirm { .. }).then_some(cx.tx);
+        let (rejected, lsn, ticket) = crate::queue::enqueue_confirmed(
             msg,
             &mut queues,
             cx.deferred.as_deref_mut(),
             cx.flow.as_deref_mut(),
+            confirm,
         );
         let lsn = lsn.max(stored);
         if let Mode::Confirm { seq, pending } = &mut self.mode {
@@ -255,15 +257,17 @@ impl Channel {
             if !rejected {
                 MsgCounters::bump(&cx.stats.msgs.confirmed, 1);
             }
-            // A stored message is confirmed once on disk; later confirms queue behind it,
-            // so confirms stay in order.
-            if let Some(wait) = lsn.or_else(|| self.held.back().map(|h| h.0)) {
+            // A stored message is confirmed once on disk (and a forwarded one once its
+            // home answered); later confirms queue behind it, so confirms stay in order.
+            let behind = self.held.back().map(|h| h.0);
+            if let Some(wait) = lsn.or(behind).or_else(|| ticket.as_ref().map(|_| 0)) {
                 let reply = if rejected {
                     Held::Nack(*seq)
                 } else {
                     Held::Ack(*seq)
                 };
-                self.held.push_back((wait, reply));
+                self.held
+                    .push_back((wait.max(behind.unwrap_or(0)), reply, ticket));
             } else if rejected {
                 // A length limit refused it: confirms before it go out, then its nack.
                 if let Some((first, last)) = pending.take() {
@@ -564,8 +568,10 @@ impl Channel {
                 // Runs of the same queue, with the message-log ids of stored messages.
                 let mut run: Option<(Arc<Queue>, u64, Vec<u64>)> = None;
                 for u in list {
-                    // A quorum queue settles by its own message ids.
-                    let id = if u.queue.is_quorum() {
+                    // A quorum queue settles by its own message ids, a proxy by the
+                    // home's (shifted by one, see `queue::remote`).
+                    let by_seq = u.queue.is_quorum() || u.queue.is_remote();
+                    let id = if by_seq {
                         u.msg.seq
                     } else {
                         u.msg.msg.persist_id
@@ -573,7 +579,7 @@ impl Channel {
                     match &mut run {
                         Some((q, n, ids)) if Arc::ptr_eq(q, &u.queue) => {
                             *n += 1;
-                            if id != 0 && (q.is_stored() || q.is_quorum()) {
+                            if id != 0 && (q.is_stored() || by_seq) {
                                 ids.push(id);
                             }
                         }
@@ -581,7 +587,7 @@ impl Channel {
                             if let Some((q, n, ids)) = run.take() {
                                 q.acked(n, ids);
                             }
-                            let ids = if id != 0 && (u.queue.is_stored() || u.queue.is_quorum()) {
+                            let ids = if id != 0 && (u.queue.is_stored() || by_seq) {
                                 vec![id]
                             } else {
                                 Vec::new()

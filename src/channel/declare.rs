@@ -249,9 +249,10 @@ impl Channel {
                         consumer_count: consumers as u32,
                     })));
                 }
-                let cmd = args_json
-                    .filter(|_| created)
-                    .map(|a| replicate::queue(&cx.vhost.name, queue.name(), &a));
+                let cmd = args_json.filter(|_| created).map(|a| {
+                    let home = queue.home().map(str::to_string);
+                    replicate::queue(&cx.vhost.name, queue.name(), &a, home)
+                });
                 self.reply_after(cx, cmd, reply);
             }
             q::AMQPMethod::Bind(bd) => {

@@ -109,7 +109,7 @@ pub fn exchange_def(
     }
 }
 
-pub fn queue(vhost: &str, name: &str, args: &FieldTable) -> MetaCmd {
+pub fn queue(vhost: &str, name: &str, args: &FieldTable, node: Option<String>) -> MetaCmd {
     let mut defs = Definitions::default();
     defs.queues.push(QueueDef {
         name: name.to_string(),
@@ -117,6 +117,7 @@ pub fn queue(vhost: &str, name: &str, args: &FieldTable) -> MetaCmd {
         durable: true,
         auto_delete: false,
         arguments: table_to_json(args),
+        node,
     });
     MetaCmd::Import(defs)
 }

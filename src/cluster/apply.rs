@@ -71,10 +71,17 @@ fn apply_now(b: &Arc<Broker>, cmd: MetaCmd) -> Result<(), String> {
         MetaCmd::DeleteExchange { vhost: v, name } => vhost(&v)?
             .delete_exchange(&name, false)
             .map_err(|e| e.text.to_string()),
-        MetaCmd::DeleteQueue { vhost: v, name } => vhost(&v)?
-            .delete_queue(&name, false, false, 0)
-            .map(|_| ())
-            .map_err(|e| e.text.to_string()),
+        MetaCmd::DeleteQueue { vhost: v, name } => {
+            let vh = vhost(&v)?;
+            // A proxy goes without asking its home: the home applies the same entry.
+            if let Some(q) = vh.queue(&name).filter(|q| q.is_remote()) {
+                vh.remove_queue(&q);
+                return Ok(());
+            }
+            vh.delete_queue(&name, false, false, 0)
+                .map(|_| ())
+                .map_err(|e| e.text.to_string())
+        }
         MetaCmd::Unbind(bd) => {
             let vh = vhost(&bd.vhost)?;
             let args = crate::store::definitions::json_to_table(&bd.arguments);
@@ -110,7 +117,7 @@ fn reconcile(b: &Arc<Broker>, d: &Definitions) {
                 .iter()
                 .any(|e| e.vhost == vhost.name && e.name == q.name());
             if replicated && !kept {
-                let _ = vhost.delete_queue(q.name(), false, false, 0);
+                vhost.remove_queue(&q);
             }
         }
     }

@@ -17,11 +17,13 @@
 //! | state machine | applied index, membership, snapshots | [`state_machine`] |
 //! | transport | the cluster port's listener, one connection per peer | [`network`] |
 //! | node | the `Raft` instance, bootstrap, liveness probes, forwarding | [`node`] |
+//! | forwarding links | proxies' pending answers; a peer's consumers here | [`forward`] |
 //! | broker side | applying commands to the registries | [`apply`] |
 //!
 //! Without `--cluster-nodes` none of this starts and nothing on the hot path changes.
 
 pub mod apply;
+pub mod forward;
 pub mod handle;
 pub mod log_store;
 pub mod network;

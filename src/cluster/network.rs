@@ -43,6 +43,9 @@ pub enum Request {
     /// Remove the named node from the membership.
     Forget(String),
     Ping,
+    /// The named node opens its forwarding link (`cluster::forward`): the rest of this
+    /// connection carries forwarding frames, not requests.
+    Forward(String),
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -93,6 +96,8 @@ pub async fn read_frame<R: AsyncReadExt + Unpin, T: for<'de> Deserialize<'de>>(
 /// What serves requests arriving on the cluster port.
 pub trait Serve: Send + Sync + 'static {
     fn serve(&self, req: Request) -> BoxFut<Response>;
+    /// Takes over a connection that asked for [`Request::Forward`] (dropped by default).
+    fn forward(&self, _from: String, _sock: TcpStream) {}
 }
 
 /// Accepts peers on `listener` until `stop` flips; one task per connection.
@@ -121,6 +126,10 @@ pub async fn listen(
                     },
                     _ = stop.wait_for(|s| *s) => return,
                 };
+                if let Request::Forward(from) = req {
+                    serve.forward(from, sock);
+                    return;
+                }
                 let resp = serve.serve(req).await;
                 if write_frame(&mut sock, &resp).await.is_err() {
                     return;

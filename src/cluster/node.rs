@@ -34,7 +34,12 @@ pub struct Node {
     peers: parking_lot::Mutex<HashMap<String, Arc<Peer>>>,
     /// When each member last answered a probe.
     alive: parking_lot::Mutex<HashMap<Nid, Instant>>,
+    /// Serves forwarding links from peers (`cluster::forward::home`), once set.
+    forward: std::sync::OnceLock<ForwardHook>,
 }
+
+/// Takes a peer's forwarding link.
+pub type ForwardHook = Box<dyn Fn(tokio::net::TcpStream) + Send + Sync>;
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -96,6 +101,7 @@ impl Node {
             raft,
             peers: Default::default(),
             alive: Default::default(),
+            forward: Default::default(),
         });
         tokio::spawn(network::listen(
             listener,
@@ -112,6 +118,12 @@ impl Node {
         });
         tracing::info!(node = %node.me, id, "cluster node started");
         Ok(node)
+    }
+
+    /// Where peers' forwarding links go (links that arrive before are dropped; the peer
+    /// tries again).
+    pub fn set_forward(&self, hook: ForwardHook) {
+        let _ = self.forward.set(hook);
     }
 
     fn peer(&self, addr: &str) -> Arc<Peer> {
@@ -220,6 +232,7 @@ impl Node {
             Request::Join(m) => Response::Done(self.add_member(m).await),
             Request::Forget(name) => Response::Done(self.remove_member(&name).await),
             Request::Ping => Response::Pong(self.me.name.clone()),
+            Request::Forward(_) => Response::Done(Err("not a request".into())),
         }
     }
 
@@ -287,6 +300,16 @@ impl Serve for Server {
     fn serve(&self, req: Request) -> BoxFut<Response> {
         let node = self.0.clone();
         Box::pin(async move { node.handle(req).await })
+    }
+
+    fn forward(&self, from: String, sock: tokio::net::TcpStream) {
+        match self.0.forward.get() {
+            Some(hook) => {
+                tracing::debug!(peer = %from, "forwarding link accepted");
+                hook(sock)
+            }
+            None => drop(sock),
+        }
     }
 }
 

@@ -26,6 +26,9 @@ pub enum Outbound {
         consumer: Arc<Consumer>,
         nowait: bool,
     },
+    /// Home nodes answered forwarded publishes (`queue::remote::Ticket`): send the
+    /// confirms that waited for them.
+    RemoteSettled,
     /// Close the connection with this error (vhost deleted, management force-close).
     ForceClose(crate::error::AmqpError),
 }

@@ -100,9 +100,11 @@ pub fn queue(b: &Broker, q: &Arc<Queue>) -> Value {
         "auto_delete": q.config.auto_delete,
         "exclusive": q.config.exclusive_owner.is_some(),
         "arguments": field_table(&q.config.arguments),
-        "node": node_name(b),
+        // In a cluster a durable classic queue lives on its home node (RabbitMQ's
+        // `node`: where the queue process runs); "down" while that node is unreachable.
+        "node": q.home().map(str::to_string).unwrap_or_else(|| node_name(b)),
         "type": q.queue_type().as_str(),
-        "state": "running",
+        "state": if q.home_down().is_some() { "down" } else { "running" },
         "policy": policy.policy,
         "operator_policy": policy.operator_policy,
         "effective_policy_definition": effective,

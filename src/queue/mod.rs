@@ -20,6 +20,7 @@ pub mod pager;
 mod policy;
 pub mod quorum;
 mod ready;
+pub mod remote;
 pub mod stream;
 mod timer;
 
@@ -88,6 +89,9 @@ pub struct QueueConfig {
     /// Connection id of the declaring connection when exclusive.
     pub exclusive_owner: Option<u64>,
     pub arguments: FieldTable,
+    /// In a cluster, the node holding a durable queue's messages (see [`remote`]); None
+    /// outside a cluster and for queues local to each node.
+    pub home: Option<String>,
 }
 
 #[derive(Debug)]
@@ -175,6 +179,8 @@ pub struct Queue {
     flow_overrun: AtomicBool,
     /// Woken when the queue stops being overrun (publishers in flow wait on it).
     flow_released: Notify,
+    /// The cluster link: set in a cluster; used when `config.home` is another node.
+    remote: remote::RemoteCell,
 }
 
 /// The broker's message log, shared with queues before it is open (queues from the
@@ -256,6 +262,10 @@ impl Queue {
             .upgrade()
             .map(|v| v.flow.clone())
             .filter(|l| l.enabled());
+        let remote = vhost
+            .upgrade()
+            .map(|v| v.remote.clone())
+            .unwrap_or_default();
         let q = Arc::new(Queue {
             config,
             args,
@@ -271,6 +281,7 @@ impl Queue {
             stream,
             flow_overrun: AtomicBool::new(false),
             flow_released: Notify::new(),
+            remote,
         });
         if q.args.expires.is_some() {
             q.ensure_timer(&mut q.state.lock());
@@ -327,12 +338,15 @@ impl Queue {
     /// The message log and this queue's key in it, for a durable queue once the log is open.
     fn log(&self) -> Option<(&Arc<MessageLog>, &Arc<str>)> {
         let (cell, key) = self.store.as_ref()?;
+        if self.is_remote() {
+            return None;
+        }
         cell.get().map(|l| (l, key))
     }
 
     /// The log records persistent messages for this queue.
     pub fn is_stored(&self) -> bool {
-        self.store.is_some()
+        self.store.is_some() && !(self.is_remote())
     }
 
     /// Tells the message log this queue is done with these messages.
@@ -364,6 +378,9 @@ impl Queue {
     }
 
     pub fn message_count(&self) -> u32 {
+        if self.remote().is_some() {
+            return self.remote_counts().0;
+        }
         if let Some(s) = self.stream() {
             return s.message_count().min(u32::MAX as u64) as u32;
         }
@@ -427,7 +444,18 @@ impl Queue {
     }
 
     pub fn consumer_count(&self) -> u32 {
+        if self.remote().is_some() {
+            return self.remote_counts().1;
+        }
         self.state.lock().consumers.len() as u32
+    }
+
+    /// A proxy's (ready, consumers), asked of the home (0, 0 when it does not answer).
+    fn remote_counts(&self) -> (u32, u32) {
+        match self.remote().map(|r| r.call(self, remote::Call::Counts)) {
+            Some(Ok(remote::Reply::Counts(n, c))) => (n, c),
+            _ => (0, 0),
+        }
     }
 
     pub fn unacked_count(&self) -> u64 {
@@ -436,6 +464,10 @@ impl Queue {
 
     /// (ready messages, ready bytes, consumers)
     pub fn stats(&self) -> (usize, usize, usize) {
+        if self.remote().is_some() {
+            let (n, c) = self.remote_counts();
+            return (n as usize, 0, c as usize);
+        }
         let st = self.state.lock();
         if let Some(s) = self.stream() {
             return (
@@ -457,6 +489,10 @@ impl Queue {
 
     /// Appends a message and delivers what can be delivered.
     pub fn publish(self: &Arc<Self>, msg: Arc<Message>) -> PublishOutcome {
+        if let Some(r) = self.remote() {
+            r.publish(self, &msg, None);
+            return PublishOutcome::Enqueued;
+        }
         if self.is_stream() {
             self.stream_append(&msg);
             return PublishOutcome::Enqueued;
@@ -478,7 +514,7 @@ impl Queue {
     /// (a length limit, a TTL) or is deleted; the caller then uses `publish`. `Some(true)`
     /// asks the caller to dispatch later; `Some(false)` means another publisher will.
     pub fn push_deferred(&self, msg: &Arc<Message>) -> Option<bool> {
-        if msg.expiration.is_some() || self.is_stream() || self.is_quorum() {
+        if msg.expiration.is_some() || self.is_stream() || self.is_quorum() || self.is_remote() {
             return None;
         }
         let mut st = self.state.lock();
@@ -496,6 +532,10 @@ impl Queue {
 
     /// Delivers ready messages to consumers with credit.
     pub fn dispatch(self: &Arc<Self>) {
+        if self.is_remote() {
+            // The home dispatches; credit given back here reaches it with the settle.
+            return;
+        }
         if let Some(s) = self.stream() {
             s.wake_readers();
             return;
@@ -508,6 +548,13 @@ impl Queue {
 
     /// Adds a consumer; deliveries may start at once.
     pub fn consume(self: &Arc<Self>, consumer: Arc<Consumer>) -> Result<(), ConsumeRefused> {
+        if let Some(r) = self.remote() {
+            // Listed here too (management, delete); the home applies exclusivity and
+            // cancels the consumer if it refuses it.
+            self.state.lock().consumers.push(consumer.clone());
+            r.consume(self, consumer);
+            return Ok(());
+        }
         if let Some(s) = self.stream() {
             let mut st = self.state.lock();
             st.consumers.push(consumer.clone());
@@ -526,6 +573,14 @@ impl Queue {
     /// With `dispatch` false the caller dispatches later (a closing channel first gives its
     /// unacked messages back, so the next single active consumer sees them in order).
     pub fn cancel(self: &Arc<Self>, consumer: &Arc<Consumer>, dispatch: bool) -> bool {
+        if let Some(r) = self.remote() {
+            self.state
+                .lock()
+                .consumers
+                .retain(|c| !Arc::ptr_eq(c, consumer));
+            r.cancel(self, consumer);
+            return false;
+        }
         if self.is_quorum() {
             return self.q_cancel(consumer, dispatch);
         }
@@ -534,6 +589,15 @@ impl Queue {
 
     /// Takes the head message for basic.get; with the number of messages left.
     pub fn get(self: &Arc<Self>, no_ack: bool) -> Option<(QueuedMessage, u32)> {
+        if let Some(r) = self.remote() {
+            return match r.call(self, remote::Call::Get { no_ack }) {
+                Ok(remote::Reply::Got(Some((mut m, left)))) => {
+                    m.seq = remote::to_proxy_seq(m.seq);
+                    Some((m, left))
+                }
+                _ => None,
+            };
+        }
         if self.is_stream() {
             return None;
         }
@@ -546,6 +610,10 @@ impl Queue {
     /// Acknowledged deliveries: forget them (`ids`: their message-log ids, if stored).
     /// For a quorum queue, `ids` are the messages' ids in the queue (`QueuedMessage::seq`).
     pub fn acked(self: &Arc<Self>, n: u64, ids: Vec<u64>) {
+        if let Some(r) = self.remote() {
+            let seqs = ids.iter().map(|i| i.saturating_sub(1)).collect();
+            return r.settle(self, remote::SettleHow::Ack, seqs);
+        }
         if self.is_quorum() {
             return self.q_acked(n, ids);
         }
@@ -556,6 +624,9 @@ impl Queue {
 
     /// Rejected deliveries (requeue=false): dead-letter them.
     pub fn rejected(self: &Arc<Self>, msgs: Vec<QueuedMessage>) {
+        if let Some(r) = self.remote() {
+            return r.settle(self, remote::SettleHow::Reject, remote::to_home_seqs(&msgs));
+        }
         if self.is_quorum() {
             return self.q_rejected(msgs);
         }
@@ -572,6 +643,14 @@ impl Queue {
     /// message dies (reason `delivery_limit`); without a limit it goes to the back of the
     /// queue, as in RabbitMQ 3.13.
     pub fn requeue(self: &Arc<Self>, msgs: impl IntoIterator<Item = QueuedMessage>) {
+        if let Some(r) = self.remote() {
+            let msgs: Vec<QueuedMessage> = msgs.into_iter().collect();
+            return r.settle(
+                self,
+                remote::SettleHow::Requeue,
+                remote::to_home_seqs(&msgs),
+            );
+        }
         if let Some(s) = self.stream() {
             // Requeue on a stream only gives credit back (the reader moves on).
             self.unacked
@@ -588,6 +667,10 @@ impl Queue {
     /// A delivery that never reached its consumer (its channel closed first): back to the
     /// queue as it was, without the redelivered mark.
     pub fn return_undelivered(self: &Arc<Self>, m: QueuedMessage, counted_unacked: bool) {
+        if let Some(r) = self.remote() {
+            let seqs = remote::to_home_seqs(std::slice::from_ref(&m));
+            return r.settle(self, remote::SettleHow::Undelivered, seqs);
+        }
         if self.is_quorum() {
             return self.q_return_undelivered(m, counted_unacked);
         }
@@ -615,6 +698,12 @@ impl Queue {
 
     /// Drops every ready message; returns how many.
     pub fn purge(self: &Arc<Self>) -> u32 {
+        if let Some(r) = self.remote() {
+            return match r.call(self, remote::Call::Purge) {
+                Ok(remote::Reply::Count(n)) => n,
+                _ => 0,
+            };
+        }
         if self.is_stream() {
             return 0;
         }
@@ -651,6 +740,10 @@ impl Queue {
     pub fn delete(&self) -> (u32, Vec<Arc<Consumer>>) {
         let mut st = self.state.lock();
         self.deleted.store(true, SeqCst);
+        if self.remote().is_some() {
+            // The home drops the messages (when it applies the replicated delete).
+            return (0, std::mem::take(&mut st.consumers));
+        }
         if let Some(s) = self.stream() {
             let n = s.message_count().min(u32::MAX as u64) as u32;
             s.delete();
@@ -694,11 +787,28 @@ impl Queue {
 /// With `overrun`, queues that are overrun after this publish (see [`crate::flow`]) are
 /// added to it: the publisher's connection stops reading until they are released.
 pub fn enqueue(
+    msg: Arc<Message>,
+    queues: &mut Vec<Arc<Queue>>,
+    deferred: Option<&mut Vec<Arc<Queue>>>,
+    overrun: Option<&mut Vec<Arc<Queue>>>,
+) -> (bool, Option<u64>) {
+    let (rejected, lsn, _) = enqueue_confirmed(msg, queues, deferred, overrun, None);
+    (rejected, lsn)
+}
+
+/// [`enqueue`], and for queues whose home is another node, a ticket that settles once
+/// the homes answered (`confirm`: the publisher's connection, for its confirms).
+pub fn enqueue_confirmed(
     mut msg: Arc<Message>,
     queues: &mut Vec<Arc<Queue>>,
     mut deferred: Option<&mut Vec<Arc<Queue>>>,
     mut overrun: Option<&mut Vec<Arc<Queue>>>,
-) -> (bool, Option<u64>) {
+    confirm: Option<&crate::connection::outbound::ConnSender>,
+) -> (bool, Option<u64>, Option<Arc<remote::Ticket>>) {
+    let mut ticket = None;
+    if queues.iter().any(|q| q.is_remote()) {
+        ticket = forward(&msg, queues, confirm);
+    }
     let mut lsn = None;
     // A quorum queue stores every message, persistent or not. A transient message is
     // stored for its quorum queues only, under a copy of its own, so that the classic
@@ -753,5 +863,39 @@ pub fn enqueue(
         }
         rejected |= q.publish(msg.clone()) == PublishOutcome::Rejected;
     }
-    (rejected, lsn)
+    (rejected, lsn, ticket)
+}
+
+/// Sends the message to the queues whose home is another node and takes them out of
+/// `queues`; the ticket their answers settle, when the publisher wants confirms.
+fn forward(
+    msg: &Arc<Message>,
+    queues: &mut Vec<Arc<Queue>>,
+    confirm: Option<&crate::connection::outbound::ConnSender>,
+) -> Option<Arc<remote::Ticket>> {
+    let mut ticket: Option<Arc<remote::Ticket>> = None;
+    queues.retain(|q| {
+        let Some(r) = q.remote() else {
+            return true;
+        };
+        let t = confirm.map(|c| {
+            ticket
+                .get_or_insert_with(|| {
+                    // Held open by one expected answer until every home got the message.
+                    let t = remote::Ticket::new(c.clone());
+                    t.expect();
+                    t
+                })
+                .clone()
+        });
+        if let Some(t) = &t {
+            t.expect();
+        }
+        r.publish(q, msg, t);
+        false
+    });
+    if let Some(t) = &ticket {
+        t.answer(true);
+    }
+    ticket
 }

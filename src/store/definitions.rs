@@ -176,6 +176,10 @@ pub struct QueueDef {
     pub auto_delete: bool,
     #[serde(default)]
     pub arguments: Map<String, Value>,
+    /// In a cluster, the home node of a durable classic queue (Warren's; RabbitMQ's
+    /// export has no such field, so it is left out when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

@@ -89,6 +89,9 @@ pub struct VHost {
     default_queue_type: parking_lot::RwLock<Option<String>>,
     /// Queues declared, created and deleted here (`rabbitmq_queues_*_total`).
     pub queue_counts: QueueCounts,
+    /// The cluster link (set in a cluster): durable classic queues homed on another node
+    /// are proxies through it ([`crate::queue::remote`]).
+    pub(crate) remote: crate::queue::remote::RemoteCell,
 }
 
 /// Queue lifecycle counters of a vhost, bumped by its declare and delete paths.
@@ -144,6 +147,9 @@ fn tf(b: bool) -> &'static str {
 }
 
 impl VHost {
+    /// The handles a vhost shares with the broker, one per owner (store, paging,
+    /// streams, policies, flow, cluster link).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         name: &str,
         changed: Arc<tokio::sync::Notify>,
@@ -152,6 +158,7 @@ impl VHost {
         streams_dir: Option<std::path::PathBuf>,
         policies: Arc<crate::policy::Policies>,
         flow: Arc<crate::flow::Load>,
+        remote: crate::queue::remote::RemoteCell,
     ) -> Arc<VHost> {
         Arc::new_cyclic(|me| {
             let v = VHost {
@@ -168,6 +175,7 @@ impl VHost {
                 flow,
                 default_queue_type: Default::default(),
                 queue_counts: Default::default(),
+                remote,
             };
             for (n, kind, internal) in BUILTIN_EXCHANGES {
                 v.exchanges.insert(
@@ -260,6 +268,7 @@ impl VHost {
             auto_delete: false,
             exclusive_owner: None,
             arguments: FieldTable::default(),
+            home: None,
         };
         let q = Queue::new(config, Default::default(), self.me.clone());
         self.reply_queues.insert(name, q.clone());
@@ -279,6 +288,9 @@ impl VHost {
     pub fn usable_queue(&self, name: &str, conn: u64) -> AmqpResult<Arc<Queue>> {
         let q = self.queue(name).ok_or_else(|| self.no_queue(name))?;
         self.check_exclusive(&q, conn)?;
+        if let Some(text) = q.home_down() {
+            return Err(AmqpError::not_found(format_args!("{text}")));
+        }
         Ok(q)
     }
 

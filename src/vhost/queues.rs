@@ -7,6 +7,17 @@ use super::*;
 impl VHost {
     /// Declares (or checks) a queue. Returns the queue and whether it was created.
     pub fn declare_queue(&self, d: &QueueDeclare, conn: u64) -> AmqpResult<(Arc<Queue>, bool)> {
+        self.declare_queue_at(d, conn, None)
+    }
+
+    /// [`declare_queue`](Self::declare_queue) of a queue homed on `home` (a replicated
+    /// definition; None: this node, in a cluster, for a durable classic queue).
+    pub fn declare_queue_at(
+        &self,
+        d: &QueueDeclare,
+        conn: u64,
+        home: Option<&str>,
+    ) -> AmqpResult<(Arc<Queue>, bool)> {
         if d.passive {
             if d.name == REPLY_TO {
                 // RabbitMQ answers declare-ok for the pseudo-queue.
@@ -17,6 +28,7 @@ impl VHost {
                     auto_delete: false,
                     exclusive_owner: None,
                     arguments: FieldTable::default(),
+                    home: None,
                 };
                 return Ok((
                     Queue::new(config, Default::default(), std::sync::Weak::new()),
@@ -28,8 +40,7 @@ impl VHost {
                     return Ok((q.clone(), false));
                 }
             }
-            let q = self.queue(&d.name).ok_or_else(|| self.no_queue(&d.name))?;
-            self.check_exclusive(&q, conn)?;
+            let q = self.usable_queue(&d.name, conn)?;
             q.touch();
             return Ok((q, false));
         }
@@ -53,7 +64,7 @@ impl VHost {
         // As RabbitMQ: an existing queue is only compared with the declare; the arguments
         // are validated for a new one.
         if let Some(q) = self.queue(&d.name) {
-            self.check_exclusive(&q, conn)?;
+            let q = self.usable_queue(&d.name, conn).map(|_| q)?;
             self.assert_queue_equivalent(&q, d, conn)?;
             q.touch();
             return Ok((q, false));
@@ -68,6 +79,7 @@ impl VHost {
             auto_delete: d.auto_delete,
             exclusive_owner: d.exclusive.then_some(conn),
             arguments: d.arguments.clone(),
+            home: self.home_of(d, &args, home),
         };
         let mut created = false;
         let q = self
@@ -100,6 +112,17 @@ impl VHost {
             self.queue_counts.created.fetch_add(1, Relaxed);
         }
         Ok((q, created))
+    }
+
+    /// A durable, non-exclusive, non-auto-delete classic queue has a home node in a
+    /// cluster: `home` when the definition names one, else this node.
+    fn home_of(&self, d: &QueueDeclare, args: &QueueArgs, home: Option<&str>) -> Option<String> {
+        let homed = d.durable
+            && !d.exclusive
+            && !d.auto_delete
+            && args.queue_type == crate::queue::args::QueueType::Classic;
+        let here = self.remote.get()?.node();
+        homed.then(|| home.unwrap_or(here).to_string())
     }
 
     fn assert_queue_equivalent(&self, q: &Queue, d: &QueueDeclare, conn: u64) -> AmqpResult<()> {
@@ -143,6 +166,9 @@ impl VHost {
             return Ok(0);
         };
         self.check_exclusive(&q, conn)?;
+        if q.is_remote() {
+            return self.delete_remote(&q, if_unused, if_empty);
+        }
         let (ready, _, consumers) = q.stats();
         if if_unused && consumers > 0 {
             return Err(AmqpError::precondition_failed(format_args!(
@@ -157,6 +183,30 @@ impl VHost {
             )));
         }
         Ok(self.remove_queue(&q))
+    }
+
+    /// Deletes a queue on its home node, then the proxy here.
+    fn delete_remote(&self, q: &Arc<Queue>, if_unused: bool, if_empty: bool) -> AmqpResult<u32> {
+        use crate::queue::remote::{Call, Reply};
+        let r = q
+            .remote()
+            .ok_or_else(|| AmqpError::not_found(format_args!("no cluster link")))?;
+        let n = match r.call(
+            q,
+            Call::Delete {
+                if_unused,
+                if_empty,
+            },
+        ) {
+            Ok(Reply::Count(n)) => n,
+            Ok(Reply::Refused(_, text)) => {
+                return Err(AmqpError::precondition_failed(format_args!("{text}")))
+            }
+            Ok(_) => 0,
+            Err(text) => return Err(AmqpError::not_found(format_args!("{text}"))),
+        };
+        self.remove_queue(q);
+        Ok(n)
     }
 
     /// Removes a queue: unbinds it, tells its consumers, drops its messages.
