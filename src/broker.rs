@@ -47,6 +47,8 @@ pub struct Broker {
     pub shovels: crate::shovel::Shovels,
     /// The metadata group, when this node is in a cluster (set once at start).
     pub meta: std::sync::OnceLock<crate::cluster::handle::MetaHandle>,
+    /// Replicated streams, in a cluster (set once at start, before the metadata group).
+    pub streams: std::sync::OnceLock<Arc<crate::cluster::stream_repl::StreamRepl>>,
 }
 
 #[derive(Debug, Clone)]
@@ -84,6 +86,7 @@ impl Broker {
             policies: Default::default(),
             flow: crate::flow::Load::new(config.flow_credit, config.flow_busy_threshold),
             meta: Default::default(),
+            streams: Default::default(),
             config,
         };
         b.add_vhost(&b.config.default_vhost.clone());

@@ -243,7 +243,7 @@ impl Channel {
             cx.out
                 .content(self.id, &msg.properties, &msg.body, cx.frame_max);
         }
-        let (rejected, lsn) = crate::queue::enqueue(
+        let (rejected, lsn, waits) = crate::queue::enqueue_waits(
             msg,
             &mut queues,
             cx.deferred.as_deref_mut(),
@@ -257,13 +257,15 @@ impl Channel {
             }
             // A stored message is confirmed once on disk; later confirms queue behind it,
             // so confirms stay in order.
-            if let Some(wait) = lsn.or_else(|| self.held.back().map(|h| h.0)) {
+            let behind = self.held.back().map(|h| h.0);
+            let wait = lsn.or(behind).or_else(|| (!waits.is_empty()).then_some(0));
+            if let Some(wait) = wait {
                 let reply = if rejected {
                     Held::Nack(*seq)
                 } else {
                     Held::Ack(*seq)
                 };
-                self.held.push_back((wait, reply));
+                self.held.push_back((wait, reply, waits));
             } else if rejected {
                 // A length limit refused it: confirms before it go out, then its nack.
                 if let Some((first, last)) = pending.take() {
@@ -400,6 +402,16 @@ impl Channel {
         if self.shared.global_prefetch.load(SeqCst) != 0 {
             return Err(AmqpError::not_implemented(format_args!(
                 "{what} does not support global qos"
+            )));
+        }
+        // A replicated stream is read from this node's member; a node that is not one
+        // refuses, as RabbitMQ 3.x (`rabbit_channel`, 405).
+        if q.stream()
+            .and_then(|s| s.replica())
+            .is_some_and(|r| !r.is_member())
+        {
+            return Err(AmqpError::resource_locked(format_args!(
+                "{what} does not have a running local replica"
             )));
         }
         Ok(())

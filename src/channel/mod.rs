@@ -20,6 +20,7 @@ use crate::error::{AmqpError, AmqpResult};
 use crate::protocol::codec::{ContentHeader, Method, ShortStr};
 use crate::protocol::encode::OutBuf;
 use crate::queue::consumer::{ChannelShared, Consumer};
+use crate::queue::stream::replica::Wait as StreamWait;
 use crate::queue::{Queue, QueuedMessage};
 use crate::vhost::VHost;
 use amq_protocol::protocol::{access, basic as b, channel as c, confirm, tx, AMQPClass};
@@ -198,8 +199,9 @@ pub struct Channel {
     last_queue: Option<String>,
     /// Direct reply-to: this channel's pseudo-queue while it consumes `amq.rabbitmq.reply-to`.
     reply_queue: Option<Arc<Queue>>,
-    /// Replies held until the message log has synced past the first number, in order.
-    held: std::collections::VecDeque<(u64, Held)>,
+    /// Replies held until the message log has synced past the first number (and, for a
+    /// replicated stream, until its waits are done), in order.
+    held: std::collections::VecDeque<(u64, Held, Vec<StreamWait>)>,
 }
 
 impl Channel {
@@ -368,7 +370,7 @@ impl Channel {
                 }
                 // Stored messages make commit-ok wait until they are on disk.
                 match wait {
-                    Some(lsn) => self.held.push_back((lsn, Held::CommitOk)),
+                    Some(lsn) => self.held.push_back((lsn, Held::CommitOk, Vec::new())),
                     None => {
                         self.reply(cx, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})))
                     }
@@ -435,8 +437,23 @@ impl Channel {
                 out.basic_ack(id, last, first != last);
             }
         };
-        while let Some(&(lsn, reply)) = self.held.front() {
-            if lsn > synced {
+        while let Some((lsn, reply, waits)) = self.held.front() {
+            if *lsn > synced {
+                break;
+            }
+            let mut reply = *reply;
+            for w in waits {
+                match w.outcome() {
+                    None => break,
+                    Some(true) => {}
+                    Some(false) => {
+                        if let Held::Ack(seq) = reply {
+                            reply = Held::Nack(seq);
+                        }
+                    }
+                }
+            }
+            if waits.iter().any(|w| w.outcome().is_none()) {
                 break;
             }
             self.held.pop_front();
@@ -460,6 +477,17 @@ impl Channel {
     /// True while replies wait for the message log.
     pub fn awaits_sync(&self) -> bool {
         !self.held.is_empty()
+    }
+
+    /// What the first held reply still waits for from replicated streams (the
+    /// connection wakes when one of these changes).
+    pub fn stream_waits(&self) -> Vec<tokio::sync::watch::Receiver<u64>> {
+        self.held.front().map_or_else(Vec::new, |(_, _, w)| {
+            w.iter()
+                .filter(|w| w.outcome().is_none())
+                .map(StreamWait::receiver)
+                .collect()
+        })
     }
 
     /// A delivery from one of this channel's consumers' queues.

@@ -18,6 +18,7 @@
 //! | transport | the cluster port's listener, one connection per peer | [`network`] |
 //! | node | the `Raft` instance, bootstrap, liveness probes, forwarding | [`node`] |
 //! | broker side | applying commands to the registries | [`apply`] |
+//! | stream replication | replicated streams' follower, forwarder and coordinator tasks | [`stream_repl`] |
 //!
 //! Without `--cluster-nodes` none of this starts and nothing on the hot path changes.
 
@@ -27,6 +28,7 @@ pub mod log_store;
 pub mod network;
 pub mod node;
 pub mod state_machine;
+pub mod stream_repl;
 pub mod wal;
 
 use serde::{Deserialize, Serialize};

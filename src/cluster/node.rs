@@ -34,6 +34,8 @@ pub struct Node {
     peers: parking_lot::Mutex<HashMap<String, Arc<Peer>>>,
     /// When each member last answered a probe.
     alive: parking_lot::Mutex<HashMap<Nid, Instant>>,
+    /// Takes the cluster-port connections that are not Raft's (stream replication).
+    pub links: std::sync::OnceLock<Arc<network::LinkServe>>,
 }
 
 impl std::fmt::Debug for Node {
@@ -96,6 +98,7 @@ impl Node {
             raft,
             peers: Default::default(),
             alive: Default::default(),
+            links: Default::default(),
         });
         tokio::spawn(network::listen(
             listener,
@@ -287,6 +290,12 @@ impl Serve for Server {
     fn serve(&self, req: Request) -> BoxFut<Response> {
         let node = self.0.clone();
         Box::pin(async move { node.handle(req).await })
+    }
+
+    fn link(&self, sock: tokio::net::TcpStream) {
+        if let Some(l) = self.0.links.get() {
+            l(sock);
+        }
     }
 }
 

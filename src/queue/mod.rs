@@ -389,14 +389,17 @@ impl Queue {
         Counters::bump(&self.counters.deliver, n);
     }
 
-    /// Appends to the stream; the message log sequence number its confirm waits for.
-    fn stream_append(&self, msg: &Message) -> Option<u64> {
-        let (s, cell) = self.stream.as_ref()?;
+    /// Appends to the stream; the message log sequence number its confirm waits for,
+    /// and, when the stream is replicated, what else it waits for.
+    fn stream_append(&self, msg: &Message) -> (Option<u64>, Option<stream::replica::Wait>) {
+        let Some((s, cell)) = self.stream.as_ref() else {
+            return (None, None);
+        };
         if self.is_deleted() {
-            return None;
+            return (None, None);
         }
         Counters::bump(&self.counters.publish, 1);
-        s.append(msg, cell.get())
+        s.append_replicated(msg, cell.get())
     }
 
     /// Adds a consumer to the queue's list (highest priority first; registration order
@@ -694,11 +697,23 @@ impl Queue {
 /// With `overrun`, queues that are overrun after this publish (see [`crate::flow`]) are
 /// added to it: the publisher's connection stops reading until they are released.
 pub fn enqueue(
+    msg: Arc<Message>,
+    queues: &mut Vec<Arc<Queue>>,
+    deferred: Option<&mut Vec<Arc<Queue>>>,
+    overrun: Option<&mut Vec<Arc<Queue>>>,
+) -> (bool, Option<u64>) {
+    let (rejected, lsn, _) = enqueue_waits(msg, queues, deferred, overrun);
+    (rejected, lsn)
+}
+
+/// [`enqueue`], with the replicated streams' confirm waits ([`stream::replica::Wait`]).
+pub fn enqueue_waits(
     mut msg: Arc<Message>,
     queues: &mut Vec<Arc<Queue>>,
     mut deferred: Option<&mut Vec<Arc<Queue>>>,
     mut overrun: Option<&mut Vec<Arc<Queue>>>,
-) -> (bool, Option<u64>) {
+) -> (bool, Option<u64>, Vec<stream::replica::Wait>) {
+    let mut waits = Vec::new();
     let mut lsn = None;
     // A quorum queue stores every message, persistent or not. A transient message is
     // stored for its quorum queues only, under a copy of its own, so that the classic
@@ -729,7 +744,9 @@ pub fn enqueue(
     for q in queues.drain(..) {
         if q.is_stream() {
             // Streams keep every message, persistent or not, and sync it before confirming.
-            lsn = lsn.max(q.stream_append(&msg));
+            let (l, wait) = q.stream_append(&msg);
+            lsn = lsn.max(l);
+            waits.extend(wait);
             continue;
         }
         let msg = match &stored {
@@ -753,5 +770,5 @@ pub fn enqueue(
         }
         rejected |= q.publish(msg.clone()) == PublishOutcome::Rejected;
     }
-    (rejected, lsn)
+    (rejected, lsn, waits)
 }
