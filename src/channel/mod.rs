@@ -481,13 +481,27 @@ impl Channel {
 
     /// What the first held reply still waits for from replicated streams (the
     /// connection wakes when one of these changes).
-    pub fn stream_waits(&self) -> Vec<tokio::sync::watch::Receiver<u64>> {
-        self.held.front().map_or_else(Vec::new, |(_, _, w)| {
-            w.iter()
-                .filter(|w| w.outcome().is_none())
-                .map(StreamWait::receiver)
-                .collect()
-        })
+    /// `None` when one of them was done meanwhile: flush again first.
+    pub fn stream_waits(&self, synced: u64) -> Option<Vec<tokio::sync::watch::Receiver<u64>>> {
+        let Some((lsn, _, waits)) = self.held.front() else {
+            return Some(Vec::new());
+        };
+        if *lsn <= synced && !waits.is_empty() && waits.iter().all(|w| w.outcome().is_some()) {
+            // Done since the last flush: nothing would wake the connection for it.
+            return None;
+        }
+        let mut out = Vec::new();
+        for w in waits.iter().filter(|w| w.outcome().is_none()) {
+            // Marked seen before looking again, so a change after the look wakes the
+            // connection and one before it is seen now.
+            let mut rx = w.receiver();
+            rx.borrow_and_update();
+            if w.outcome().is_some() {
+                return None;
+            }
+            out.push(rx);
+        }
+        Some(out)
     }
 
     /// A delivery from one of this channel's consumers' queues.

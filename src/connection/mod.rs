@@ -738,13 +738,20 @@ impl Connection {
     /// The replicated streams' watches the held confirms wait on now.
     fn collect_stream_waits(&mut self) {
         self.stream_waits.clear();
-        for ch in self.channels.values() {
-            // A closed watch (its stream is gone) would wake the loop for ever.
-            let open = ch
-                .stream_waits()
-                .into_iter()
-                .filter(|r| r.has_changed().is_ok());
-            self.stream_waits.extend(open);
+        let synced = self.synced_now();
+        for ch in self.channels.values_mut() {
+            // Bounded: each round sends at least the first held reply of the channel.
+            for _ in 0..64 {
+                match ch.stream_waits(synced) {
+                    Some(rx) => {
+                        // A closed watch (its stream is gone) would wake the loop for ever.
+                        let open = rx.into_iter().filter(|r| r.has_changed().is_ok());
+                        self.stream_waits.extend(open);
+                        break;
+                    }
+                    None => ch.flush_confirms(&mut self.out, synced),
+                }
+            }
         }
     }
 
