@@ -49,6 +49,8 @@ pub struct Broker {
     pub meta: std::sync::OnceLock<crate::cluster::handle::MetaHandle>,
     /// The cluster link to queues homed on other nodes (set once at start, in a cluster).
     pub remote: crate::queue::remote::RemoteCell,
+    /// Replicated streams, in a cluster (set once at start, before the metadata group).
+    pub streams: std::sync::OnceLock<Arc<crate::cluster::stream_repl::StreamRepl>>,
 }
 
 #[derive(Debug, Clone)]
@@ -87,6 +89,7 @@ impl Broker {
             flow: crate::flow::Load::new(config.flow_credit, config.flow_busy_threshold),
             meta: Default::default(),
             remote: Default::default(),
+            streams: Default::default(),
             config,
         };
         b.add_vhost(&b.config.default_vhost.clone());

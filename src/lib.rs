@@ -206,6 +206,17 @@ pub async fn start(config: Config) -> std::io::Result<BrokerHandle> {
     }
     open_message_log(&broker)?;
     if let Some(c) = broker.config.cluster.clone() {
+        let streams = cluster::stream_repl::StreamRepl::new(c.node_name.clone(), &c.nodes);
+        let _ = broker.streams.set(streams.clone());
+        // Streams replicated before this start: their saved placements, until the
+        // metadata group says more.
+        for vhost in broker.vhosts() {
+            for q in vhost.queues() {
+                if let Some(p) = q.stream().and_then(|s| s.saved_placement()) {
+                    streams.place(q, p);
+                }
+            }
+        }
         let node = cluster::node::Node::start(
             c,
             broker.config.bind,
@@ -223,7 +234,13 @@ pub async fn start(config: Config) -> std::io::Result<BrokerHandle> {
             }));
             f.start(broker.shutdown_signal());
         }
-        let _ = broker.meta.set(Arc::new(cluster::node::Handle(node)));
+        let links = streams.clone();
+        let _ = node.links.set(Arc::new(move |sock| {
+            tokio::spawn(links.clone().serve_link(sock));
+        }));
+        let meta: cluster::handle::MetaHandle = Arc::new(cluster::node::Handle(node));
+        streams.start(meta.clone(), broker.shutdown_signal());
+        let _ = broker.meta.set(meta);
     }
     open_delay_store(&broker)?;
     tokio::spawn(store::definitions::writer(

@@ -244,7 +244,7 @@ impl Channel {
                 .content(self.id, &msg.properties, &msg.body, cx.frame_max);
         }
         let confirm = matches!(self.mode, Mode::Confirm { .. }).then_some(cx.tx);
-        let (rejected, lsn, ticket) = crate::queue::enqueue_confirmed(
+        let (rejected, lsn, ticket, waits) = crate::queue::enqueue_confirmed(
             msg,
             &mut queues,
             cx.deferred.as_deref_mut(),
@@ -257,17 +257,19 @@ impl Channel {
             if !rejected {
                 MsgCounters::bump(&cx.stats.msgs.confirmed, 1);
             }
-            // A stored message is confirmed once on disk (and a forwarded one once its
-            // home answered); later confirms queue behind it, so confirms stay in order.
+            // A stored message is confirmed once on disk (a forwarded one once its home
+            // answered, a replicated stream's once a majority has it); later confirms
+            // queue behind it, so confirms stay in order.
             let behind = self.held.back().map(|h| h.0);
-            if let Some(wait) = lsn.or(behind).or_else(|| ticket.as_ref().map(|_| 0)) {
+            let waiting = ticket.is_some() || !waits.is_empty();
+            if let Some(wait) = lsn.or(behind).or_else(|| waiting.then_some(0)) {
                 let reply = if rejected {
                     Held::Nack(*seq)
                 } else {
                     Held::Ack(*seq)
                 };
                 self.held
-                    .push_back((wait.max(behind.unwrap_or(0)), reply, ticket));
+                    .push_back((wait.max(behind.unwrap_or(0)), reply, ticket, waits));
             } else if rejected {
                 // A length limit refused it: confirms before it go out, then its nack.
                 if let Some((first, last)) = pending.take() {
@@ -404,6 +406,16 @@ impl Channel {
         if self.shared.global_prefetch.load(SeqCst) != 0 {
             return Err(AmqpError::not_implemented(format_args!(
                 "{what} does not support global qos"
+            )));
+        }
+        // A replicated stream is read from this node's member; a node that is not one
+        // refuses, as RabbitMQ 3.x (`rabbit_channel`, 405).
+        if q.stream()
+            .and_then(|s| s.replica())
+            .is_some_and(|r| !r.is_member())
+        {
+            return Err(AmqpError::resource_locked(format_args!(
+                "{what} does not have a running local replica"
             )));
         }
         Ok(())

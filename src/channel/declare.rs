@@ -253,6 +253,25 @@ impl Channel {
                     let home = queue.home().map(str::to_string);
                     replicate::queue(&cx.vhost.name, queue.name(), &a, home)
                 });
+                let cmd = match (cmd, cx.broker.meta) {
+                    // A new stream in a cluster: replicated from this node, which leads it.
+                    (Some(MetaCmd::Import(defs)), Some(meta)) if queue.is_stream() => {
+                        let st = meta.status();
+                        let nodes: Vec<String> =
+                            st.members.iter().map(|m| m.name.clone()).collect();
+                        Some(MetaCmd::Stream {
+                            defs: Some(defs),
+                            placement: crate::queue::stream::replica::Placement::initial(
+                                &st.node,
+                                &nodes,
+                                &cx.vhost.name,
+                                queue.name(),
+                                queue.args.initial_cluster_size,
+                            ),
+                        })
+                    }
+                    (cmd, _) => cmd,
+                };
                 self.reply_after(cx, cmd, reply);
             }
             q::AMQPMethod::Bind(bd) => {

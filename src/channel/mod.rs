@@ -21,6 +21,7 @@ use crate::protocol::codec::{ContentHeader, Method, ShortStr};
 use crate::protocol::encode::OutBuf;
 use crate::queue::consumer::{ChannelShared, Consumer};
 use crate::queue::remote::Ticket;
+use crate::queue::stream::replica::Wait as StreamWait;
 use crate::queue::{Queue, QueuedMessage};
 use crate::vhost::VHost;
 use amq_protocol::protocol::{access, basic as b, channel as c, confirm, tx, AMQPClass};
@@ -200,8 +201,9 @@ pub struct Channel {
     /// Direct reply-to: this channel's pseudo-queue while it consumes `amq.rabbitmq.reply-to`.
     reply_queue: Option<Arc<Queue>>,
     /// Replies held until the message log has synced past the first number (and the
-    /// home nodes a message was forwarded to answered: the ticket), in order.
-    held: std::collections::VecDeque<(u64, Held, Option<Arc<Ticket>>)>,
+    /// home nodes a message was forwarded to answered: the ticket; and, for a replicated
+    /// stream, until its waits are done), in order.
+    held: std::collections::VecDeque<(u64, Held, Option<Arc<Ticket>>, Vec<StreamWait>)>,
 }
 
 impl Channel {
@@ -370,7 +372,7 @@ impl Channel {
                 }
                 // Stored messages make commit-ok wait until they are on disk.
                 match wait {
-                    Some(lsn) => self.held.push_back((lsn, Held::CommitOk, None)),
+                    Some(lsn) => self.held.push_back((lsn, Held::CommitOk, None, Vec::new())),
                     None => {
                         self.reply(cx, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})))
                     }
@@ -437,12 +439,17 @@ impl Channel {
                 out.basic_ack(id, last, first != last);
             }
         };
-        while let Some((lsn, reply, ticket)) = self.held.front() {
+        while let Some((lsn, reply, ticket, waits)) = self.held.front() {
             if *lsn > synced || ticket.as_ref().is_some_and(|t| !t.done()) {
                 break;
             }
+            if waits.iter().any(|w| w.outcome().is_none()) {
+                break;
+            }
+            let stream_refused = waits.iter().any(|w| w.outcome() == Some(false));
             let reply = match (*reply, ticket) {
                 (Held::Ack(seq), Some(t)) if t.refused() => Held::Nack(seq),
+                (Held::Ack(seq), _) if stream_refused => Held::Nack(seq),
                 (r, _) => r,
             };
             self.held.pop_front();
@@ -466,6 +473,31 @@ impl Channel {
     /// True while replies wait for the message log.
     pub fn awaits_sync(&self) -> bool {
         !self.held.is_empty()
+    }
+
+    /// What the first held reply still waits for from replicated streams (the
+    /// connection wakes when one of these changes).
+    /// `None` when one of them was done meanwhile: flush again first.
+    pub fn stream_waits(&self, synced: u64) -> Option<Vec<tokio::sync::watch::Receiver<u64>>> {
+        let Some((lsn, _, waits)) = self.held.front() else {
+            return Some(Vec::new());
+        };
+        if *lsn <= synced && !waits.is_empty() && waits.iter().all(|w| w.outcome().is_some()) {
+            // Done since the last flush: nothing would wake the connection for it.
+            return None;
+        }
+        let mut out = Vec::new();
+        for w in waits.iter().filter(|w| w.outcome().is_none()) {
+            // Marked seen before looking again, so a change after the look wakes the
+            // connection and one before it is seen now.
+            let mut rx = w.receiver();
+            rx.borrow_and_update();
+            if w.outcome().is_some() {
+                return None;
+            }
+            out.push(rx);
+        }
+        Some(out)
     }
 
     /// A delivery from one of this channel's consumers' queues.

@@ -92,6 +92,21 @@ fn apply_now(b: &Arc<Broker>, cmd: MetaCmd) -> Result<(), String> {
             }
             .map_err(|e| e.text.to_string())
         }
+        MetaCmd::Stream { defs, placement } => {
+            if let Some(d) = defs {
+                let errors = definitions::import(b, &d);
+                if !errors.is_empty() {
+                    return Err(errors.join("; "));
+                }
+            }
+            let q = vhost(&placement.vhost)?
+                .queue(&placement.name)
+                .ok_or_else(|| format!("no stream '{}'", placement.name))?;
+            if let Some(r) = b.streams.get() {
+                r.place(q, placement);
+            }
+            Ok(())
+        }
         MetaCmd::Http { .. } => Err("management request applied elsewhere".into()),
     }
 }

@@ -31,6 +31,12 @@ pub enum MetaCmd {
         name: String,
     },
     Unbind(BindingDef),
+    /// A stream's placement (leader, members, epoch), with its definition when it is new
+    /// (a declare) or alone (a leader change); see `cluster::stream_repl`.
+    Stream {
+        defs: Option<Definitions>,
+        placement: crate::queue::stream::replica::Placement,
+    },
     /// A management API write (`PUT /users/bob`, `DELETE /policies/%2f/p`, …), replayed
     /// through the same handlers on every node. `path` is relative to `/api`.
     Http {

@@ -19,6 +19,7 @@
 //! | node | the `Raft` instance, bootstrap, liveness probes, forwarding | [`node`] |
 //! | forwarding links | proxies' pending answers; a peer's consumers here | [`forward`] |
 //! | broker side | applying commands to the registries | [`apply`] |
+//! | stream replication | replicated streams' follower, forwarder and coordinator tasks | [`stream_repl`] |
 //!
 //! Without `--cluster-nodes` none of this starts and nothing on the hot path changes.
 
@@ -29,6 +30,7 @@ pub mod log_store;
 pub mod network;
 pub mod node;
 pub mod state_machine;
+pub mod stream_repl;
 pub mod wal;
 
 use serde::{Deserialize, Serialize};

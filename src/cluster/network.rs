@@ -79,8 +79,22 @@ pub async fn write_frame<W: AsyncWriteExt + Unpin, T: Serialize>(
 pub async fn read_frame<R: AsyncReadExt + Unpin, T: for<'de> Deserialize<'de>>(
     r: &mut R,
 ) -> io::Result<T> {
-    let mut len = [0u8; 4];
-    r.read_exact(&mut len).await?;
+    read_frame_after(r, None).await
+}
+
+/// [`read_frame`], when its length bytes (`len`) were read already.
+async fn read_frame_after<R: AsyncReadExt + Unpin, T: for<'de> Deserialize<'de>>(
+    r: &mut R,
+    len: Option<[u8; 4]>,
+) -> io::Result<T> {
+    let len = match len {
+        Some(l) => l,
+        None => {
+            let mut l = [0u8; 4];
+            r.read_exact(&mut l).await?;
+            l
+        }
+    };
     let len = u32::from_be_bytes(len) as usize;
     if len > MAX_FRAME {
         return Err(io::Error::new(
@@ -98,7 +112,12 @@ pub trait Serve: Send + Sync + 'static {
     fn serve(&self, req: Request) -> BoxFut<Response>;
     /// Takes over a connection that asked for [`Request::Forward`] (dropped by default).
     fn forward(&self, _from: String, _sock: TcpStream) {}
+    /// A connection that opened with [`super::stream_repl::MAGIC`] (stream replication).
+    fn link(&self, _sock: TcpStream) {}
 }
+
+/// Takes a stream-replication connection.
+pub type LinkServe = dyn Fn(TcpStream) + Send + Sync;
 
 /// Accepts peers on `listener` until `stop` flips; one task per connection.
 pub async fn listen(
@@ -118,9 +137,19 @@ pub async fn listen(
         let serve = serve.clone();
         let mut stop = stop.clone();
         tokio::spawn(async move {
+            let mut len = [0u8; 4];
+            tokio::select! {
+                r = sock.read_exact(&mut len) => if r.is_err() { return },
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            if len == super::stream_repl::MAGIC {
+                serve.link(sock);
+                return;
+            }
+            let mut first = Some(len);
             loop {
                 let req: Request = tokio::select! {
-                    r = read_frame(&mut sock) => match r {
+                    r = read_frame_after(&mut sock, first.take()) => match r {
                         Ok(r) => r,
                         Err(_) => return,
                     },

@@ -36,6 +36,8 @@ pub struct Node {
     alive: parking_lot::Mutex<HashMap<Nid, Instant>>,
     /// Serves forwarding links from peers (`cluster::forward::home`), once set.
     forward: std::sync::OnceLock<ForwardHook>,
+    /// Takes the cluster-port connections that are not Raft's (stream replication).
+    pub links: std::sync::OnceLock<Arc<network::LinkServe>>,
 }
 
 /// Takes a peer's forwarding link.
@@ -102,6 +104,7 @@ impl Node {
             peers: Default::default(),
             alive: Default::default(),
             forward: Default::default(),
+            links: Default::default(),
         });
         tokio::spawn(network::listen(
             listener,
@@ -309,6 +312,12 @@ impl Serve for Server {
                 hook(sock)
             }
             None => drop(sock),
+        }
+    }
+
+    fn link(&self, sock: tokio::net::TcpStream) {
+        if let Some(l) = self.0.links.get() {
+            l(sock);
         }
     }
 }

@@ -96,6 +96,8 @@ pub struct Connection {
     synced: Option<tokio::sync::watch::Receiver<u64>>,
     /// Some channel holds replies until the message log syncs.
     awaiting_sync: bool,
+    /// Replicated streams the first held confirms wait on (see `Channel::stream_waits`).
+    stream_waits: Vec<tokio::sync::watch::Receiver<u64>>,
     /// A reply waiting for the metadata group (cluster only): no further frame is handled
     /// until it resolves.
     pending: Option<crate::channel::PendingMeta>,
@@ -202,6 +204,7 @@ pub async fn serve_stream(
         read_filled: false,
         synced: None,
         awaiting_sync: false,
+        stream_waits: Vec::new(),
         pending: None,
         barrier_passed: false,
         client_properties: serde_json::Value::Null,
@@ -489,7 +492,10 @@ impl Connection {
                     self.check_ack_timeouts(ack_timeout);
                     self.trim_if_idle();
                 }
-                r = async { self.synced.as_mut().expect("awaiting_sync implies a log").changed().await }, if self.awaiting_sync && !closing => {
+                _ = any_changed(&mut self.stream_waits), if !self.stream_waits.is_empty() && !closing => {
+                    self.on_synced();
+                },
+                r = async { self.synced.as_mut().expect("awaiting_sync implies a log").changed().await }, if self.awaiting_sync && self.synced.is_some() && !closing => {
                     if r.is_ok() { self.on_synced(); } else { self.awaiting_sync = false; }
                 },
                 r = async { self.pending.as_mut().expect("checked").wait.as_mut().await }, if self.pending.is_some() && !closing => {
@@ -662,6 +668,7 @@ impl Connection {
                     self.awaiting_sync |= ch.awaits_sync();
                 }
             }
+            self.collect_stream_waits();
         }
         finished
     }
@@ -725,6 +732,27 @@ impl Connection {
             }
         }
         self.awaiting_sync = still;
+        self.collect_stream_waits();
+    }
+
+    /// The replicated streams' watches the held confirms wait on now.
+    fn collect_stream_waits(&mut self) {
+        self.stream_waits.clear();
+        let synced = self.synced_now();
+        for ch in self.channels.values_mut() {
+            // Bounded: each round sends at least the first held reply of the channel.
+            for _ in 0..64 {
+                match ch.stream_waits(synced) {
+                    Some(rx) => {
+                        // A closed watch (its stream is gone) would wake the loop for ever.
+                        let open = rx.into_iter().filter(|r| r.has_changed().is_ok());
+                        self.stream_waits.extend(open);
+                        break;
+                    }
+                    None => ch.flush_confirms(&mut self.out, synced),
+                }
+            }
+        }
     }
 
     fn handle_outbound(&mut self, cmd: Outbound) {
@@ -841,4 +869,19 @@ impl Connection {
         self.mgmt = m;
         self.broker.stats.register(self.mgmt.clone());
     }
+}
+
+/// Resolves when one of `rx` changes.
+async fn any_changed(rx: &mut [tokio::sync::watch::Receiver<u64>]) {
+    use std::future::Future;
+    let mut futs: Vec<_> = rx.iter_mut().map(|r| Box::pin(r.changed())).collect();
+    std::future::poll_fn(|cx| {
+        for f in futs.iter_mut() {
+            if f.as_mut().poll(cx).is_ready() {
+                return std::task::Poll::Ready(());
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
 }

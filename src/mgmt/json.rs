@@ -156,6 +156,29 @@ pub fn queue(b: &Broker, q: &Arc<Queue>) -> Value {
     }
     if let (Some(st), Some(m)) = (q.stream(), v.as_object_mut()) {
         stream_fields(st, m);
+        if let Some(r) = st.replica() {
+            // Replicated: RabbitMQ reports the leader as `node`, every member, and the
+            // members that are running.
+            let p = r.placement();
+            let running: Vec<String> = b
+                .meta
+                .get()
+                .map(|meta| {
+                    meta.status()
+                        .members
+                        .into_iter()
+                        .filter(|n| n.running)
+                        .map(|n| n.name)
+                        .collect()
+                })
+                .unwrap_or_default();
+            let online: Vec<&String> = p.members.iter().filter(|n| running.contains(n)).collect();
+            m.insert("node".into(), json!(p.leader));
+            m.insert("leader".into(), json!(p.leader));
+            m.insert("members".into(), json!(p.members));
+            m.insert("online".into(), json!(online));
+            m.insert("epoch".into(), json!(p.epoch));
+        }
     }
     v
 }

@@ -406,14 +406,17 @@ impl Queue {
         Counters::bump(&self.counters.deliver, n);
     }
 
-    /// Appends to the stream; the message log sequence number its confirm waits for.
-    fn stream_append(&self, msg: &Message) -> Option<u64> {
-        let (s, cell) = self.stream.as_ref()?;
+    /// Appends to the stream; the message log sequence number its confirm waits for,
+    /// and, when the stream is replicated, what else it waits for.
+    fn stream_append(&self, msg: &Message) -> (Option<u64>, Option<stream::replica::Wait>) {
+        let Some((s, cell)) = self.stream.as_ref() else {
+            return (None, None);
+        };
         if self.is_deleted() {
-            return None;
+            return (None, None);
         }
         Counters::bump(&self.counters.publish, 1);
-        s.append(msg, cell.get())
+        s.append_replicated(msg, cell.get())
     }
 
     /// Adds a consumer to the queue's list (highest priority first; registration order
@@ -792,23 +795,26 @@ pub fn enqueue(
     deferred: Option<&mut Vec<Arc<Queue>>>,
     overrun: Option<&mut Vec<Arc<Queue>>>,
 ) -> (bool, Option<u64>) {
-    let (rejected, lsn, _) = enqueue_confirmed(msg, queues, deferred, overrun, None);
+    let (rejected, lsn, _, _) = enqueue_confirmed(msg, queues, deferred, overrun, None);
     (rejected, lsn)
 }
 
-/// [`enqueue`], and for queues whose home is another node, a ticket that settles once
-/// the homes answered (`confirm`: the publisher's connection, for its confirms).
+
+/// [`enqueue`], and what a confirm waits for besides the log: for queues whose home is
+/// another node, a ticket that settles once the homes answered (`confirm`: the
+/// publisher's connection, for its confirms), and the replicated streams' waits.
 pub fn enqueue_confirmed(
     mut msg: Arc<Message>,
     queues: &mut Vec<Arc<Queue>>,
     mut deferred: Option<&mut Vec<Arc<Queue>>>,
     mut overrun: Option<&mut Vec<Arc<Queue>>>,
     confirm: Option<&crate::connection::outbound::ConnSender>,
-) -> (bool, Option<u64>, Option<Arc<remote::Ticket>>) {
+) -> (bool, Option<u64>, Option<Arc<remote::Ticket>>, Vec<stream::replica::Wait>) {
     let mut ticket = None;
     if queues.iter().any(|q| q.is_remote()) {
         ticket = forward(&msg, queues, confirm);
     }
+    let mut waits = Vec::new();
     let mut lsn = None;
     // A quorum queue stores every message, persistent or not. A transient message is
     // stored for its quorum queues only, under a copy of its own, so that the classic
@@ -839,7 +845,9 @@ pub fn enqueue_confirmed(
     for q in queues.drain(..) {
         if q.is_stream() {
             // Streams keep every message, persistent or not, and sync it before confirming.
-            lsn = lsn.max(q.stream_append(&msg));
+            let (l, wait) = q.stream_append(&msg);
+            lsn = lsn.max(l);
+            waits.extend(wait);
             continue;
         }
         let msg = match &stored {
@@ -863,7 +871,7 @@ pub fn enqueue_confirmed(
         }
         rejected |= q.publish(msg.clone()) == PublishOutcome::Rejected;
     }
-    (rejected, lsn, ticket)
+    (rejected, lsn, ticket, waits)
 }
 
 /// Sends the message to the queues whose home is another node and takes them out of

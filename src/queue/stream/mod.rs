@@ -29,6 +29,8 @@
 pub mod index;
 pub mod offset;
 pub mod reader;
+pub mod replica;
+mod replicated;
 pub mod segment;
 
 use crate::message::Message;
@@ -136,6 +138,8 @@ pub struct Stream {
     deleted: AtomicBool,
     /// Reader tasks' wake-ups (credit came back), by consumer.
     readers: Mutex<Vec<reader::Handle>>,
+    /// In a cluster: the stream's replication state (set once; absent alone).
+    repl: std::sync::OnceLock<Arc<replica::Replica>>,
 }
 
 /// The properties of a message with an `x-stream-offset` header whose 8 value bytes are
@@ -299,6 +303,7 @@ impl Stream {
             committed,
             deleted: AtomicBool::new(false),
             readers: Mutex::new(Vec::new()),
+            repl: std::sync::OnceLock::new(),
         })
     }
 
@@ -413,8 +418,8 @@ impl Stream {
         if self.deleted.load(SeqCst) {
             return Ok(());
         }
-        let committed = self.committed();
-        let mut i = chunk.records.partition_point(|r| r.0 < committed);
+        let written = self.written_end();
+        let mut i = chunk.records.partition_point(|r| r.0 < written);
         let mut at: u64 = chunk.records[..i].iter().map(|r| r.2).sum();
         let max_segment = self.settings.lock().max_segment_size;
         while i < chunk.records.len() {
@@ -496,7 +501,7 @@ impl Stream {
                 let end = seg.end;
                 self.apply_retention(&mut segs);
                 drop(segs);
-                self.committed.send_replace(end);
+                self.publish_end(end);
             }
             at += len;
             i = j;
