@@ -479,7 +479,7 @@ impl Channel {
     /// connection wakes when one of these changes).
     /// `None` when one of them was done meanwhile: flush again first.
     pub fn stream_waits(&self, synced: u64) -> Option<Vec<tokio::sync::watch::Receiver<u64>>> {
-        let Some((lsn, _, waits)) = self.held.front() else {
+        let Some((lsn, _, _, waits)) = self.held.front() else {
             return Some(Vec::new());
         };
         if *lsn <= synced && !waits.is_empty() && waits.iter().all(|w| w.outcome().is_some()) {
