@@ -201,6 +201,7 @@ pub async fn start(config: Config) -> std::io::Result<BrokerHandle> {
         )
         .await?;
         let _ = broker.meta.set(Arc::new(cluster::node::Handle(node)));
+        cluster::apply::start_all_groups(&broker).await;
     }
     open_delay_store(&broker)?;
     tokio::spawn(store::definitions::writer(

@@ -11,6 +11,7 @@ use crate::protocol::codec::ShortStr;
 use crate::protocol::properties;
 use crate::queue::args::QueueType;
 use crate::queue::consumer::Consumer;
+use crate::queue::quorum::wire::TicketSlot;
 use crate::queue::{ConsumeRefused, Queue};
 use crate::stats::messages::MsgCounters;
 use crate::vhost::REPLY_TO;
@@ -243,27 +244,39 @@ impl Channel {
             cx.out
                 .content(self.id, &msg.properties, &msg.body, cx.frame_max);
         }
+        let confirming = matches!(self.mode, Mode::Confirm { .. });
+        let mut slot = TicketSlot {
+            conn: cx.tx,
+            ticket: None,
+        };
         let (rejected, lsn) = crate::queue::enqueue(
             msg,
             &mut queues,
             cx.deferred.as_deref_mut(),
             cx.flow.as_deref_mut(),
+            confirming.then_some(&mut slot),
         );
         let lsn = lsn.max(stored);
+        let ticket = slot.ticket;
         if let Mode::Confirm { seq, pending } = &mut self.mode {
             *seq += 1;
             if !rejected {
                 MsgCounters::bump(&cx.stats.msgs.confirmed, 1);
             }
-            // A stored message is confirmed once on disk; later confirms queue behind it,
-            // so confirms stay in order.
-            if let Some(wait) = lsn.or_else(|| self.held.back().map(|h| h.0)) {
+            // A stored message is confirmed once on disk (and committed by its replicated
+            // queues); later confirms queue behind it, so confirms stay in order.
+            let behind = || self.held.back().map(|h| h.0);
+            let wait = match &ticket {
+                Some(_) => Some(lsn.or_else(behind).unwrap_or(0)),
+                None => lsn.or_else(behind),
+            };
+            if let Some(wait) = wait {
                 let reply = if rejected {
                     Held::Nack(*seq)
                 } else {
                     Held::Ack(*seq)
                 };
-                self.held.push_back((wait, reply));
+                self.held.push_back((wait, ticket, reply));
             } else if rejected {
                 // A length limit refused it: confirms before it go out, then its nack.
                 if let Some((first, last)) = pending.take() {
@@ -458,6 +471,14 @@ impl Channel {
         if q.is_quorum() && q.args.single_active_consumer {
             return Err(AmqpError::resource_locked(format_args!(
                 "cannot obtain access to locked queue '{}' in vhost '{}'. basic.get operations are not supported by quorum queues with single active consumer",
+                q.name(),
+                cx.vhost.name
+            )));
+        }
+        if q.is_replicated() {
+            // A dequeue answers from the leader's replica after a commit: not yet.
+            return Err(AmqpError::not_implemented(format_args!(
+                "basic.get is not supported yet by replicated quorum queue '{}' in vhost '{}' (use basic.consume)",
                 q.name(),
                 cx.vhost.name
             )));

@@ -9,7 +9,7 @@ mod basic;
 pub use basic::generated_name;
 pub mod content;
 mod declare;
-mod replicate;
+pub mod replicate;
 pub use replicate::PendingMeta;
 pub mod unacked;
 
@@ -20,6 +20,7 @@ use crate::error::{AmqpError, AmqpResult};
 use crate::protocol::codec::{ContentHeader, Method, ShortStr};
 use crate::protocol::encode::OutBuf;
 use crate::queue::consumer::{ChannelShared, Consumer};
+use crate::queue::quorum::wire::Ticket;
 use crate::queue::{Queue, QueuedMessage};
 use crate::vhost::VHost;
 use amq_protocol::protocol::{access, basic as b, channel as c, confirm, tx, AMQPClass};
@@ -199,7 +200,8 @@ pub struct Channel {
     /// Direct reply-to: this channel's pseudo-queue while it consumes `amq.rabbitmq.reply-to`.
     reply_queue: Option<Arc<Queue>>,
     /// Replies held until the message log has synced past the first number, in order.
-    held: std::collections::VecDeque<(u64, Held)>,
+    /// A replicated quorum queue's ticket, when one is also waited for (in a cluster).
+    held: std::collections::VecDeque<(u64, Option<Arc<Ticket>>, Held)>,
 }
 
 impl Channel {
@@ -368,7 +370,7 @@ impl Channel {
                 }
                 // Stored messages make commit-ok wait until they are on disk.
                 match wait {
-                    Some(lsn) => self.held.push_back((lsn, Held::CommitOk)),
+                    Some(lsn) => self.held.push_back((lsn, None, Held::CommitOk)),
                     None => {
                         self.reply(cx, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})))
                     }
@@ -435,10 +437,14 @@ impl Channel {
                 out.basic_ack(id, last, first != last);
             }
         };
-        while let Some(&(lsn, reply)) = self.held.front() {
-            if lsn > synced {
+        while let Some((lsn, ticket, reply)) = self.held.front() {
+            if *lsn > synced || ticket.as_ref().is_some_and(|t| !t.is_done()) {
                 break;
             }
+            let reply = match (*reply, ticket) {
+                (Held::Ack(seq), Some(t)) if t.failed() => Held::Nack(seq),
+                (r, _) => r,
+            };
             self.held.pop_front();
             match reply {
                 Held::Ack(seq) => {

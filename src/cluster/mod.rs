@@ -8,7 +8,8 @@
 //! declare-ok (forwarded to the leader when this node is not it), so once a client has
 //! its declare-ok every node has the definition (a lookup that misses on another node
 //! first waits for that node to apply what is committed: [`handle::Metadata::barrier`]).
-//! Quorum queues are not replicated yet.
+//! Each quorum queue declared in a cluster is a Raft group of its own ([`qgroup`]) among
+//! the members its definition names, sharing the node's WAL and cluster port.
 //!
 //! | piece | owns | module |
 //! |---|---|---|
@@ -18,6 +19,7 @@
 //! | transport | the cluster port's listener, one connection per peer | [`network`] |
 //! | node | the `Raft` instance, bootstrap, liveness probes, forwarding | [`node`] |
 //! | broker side | applying commands to the registries | [`apply`] |
+//! | queue groups | one quorum queue's Raft member on this node, its driver | [`qgroup`] |
 //!
 //! Without `--cluster-nodes` none of this starts and nothing on the hot path changes.
 
@@ -26,6 +28,8 @@ pub mod handle;
 pub mod log_store;
 pub mod network;
 pub mod node;
+pub mod qgroup;
+pub mod qmembers;
 pub mod state_machine;
 pub mod wal;
 

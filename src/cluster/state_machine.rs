@@ -297,6 +297,7 @@ mod tests {
             durable: true,
             auto_delete: false,
             arguments: Default::default(),
+            quorum: None,
         });
         MetaCmd::Import(d)
     }

@@ -771,6 +771,7 @@ impl Connection {
                 }
             }
             Outbound::ForceClose(e) => self.close_with(e),
+            Outbound::Replicated => self.on_synced(),
         }
     }
 

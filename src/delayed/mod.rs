@@ -396,5 +396,5 @@ fn route(vhost: &Arc<VHost>, x: &Arc<Exchange>, put: Put) {
         Some(&msg.properties),
         &mut queues,
     );
-    crate::queue::enqueue(msg, &mut queues, None, None);
+    crate::queue::enqueue(msg, &mut queues, None, None, None);
 }

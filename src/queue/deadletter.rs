@@ -104,7 +104,7 @@ pub(crate) fn dead_letter(
             !cycle
         });
         unrouted[i] = targets.is_empty();
-        super::enqueue(dead, &mut targets, None, None);
+        super::enqueue(dead, &mut targets, None, None, None);
     }
     unrouted
 }

@@ -175,6 +175,13 @@ pub struct Queue {
     flow_overrun: AtomicBool,
     /// Woken when the queue stops being overrun (publishers in flow wait on it).
     flow_released: Notify,
+    /// A cluster's quorum queue: its Raft group's id (from its definition, never
+    /// changes: read on every publish).
+    replicated: OnceLock<u64>,
+    /// Its member nodes as the definition names them (membership operations change it).
+    members: Mutex<Vec<String>>,
+    /// This node's member of that group, while it is one.
+    group: Mutex<Option<Arc<dyn quorum::wire::Group>>>,
 }
 
 /// The broker's message log, shared with queues before it is open (queues from the
@@ -271,6 +278,9 @@ impl Queue {
             stream,
             flow_overrun: AtomicBool::new(false),
             flow_released: Notify::new(),
+            replicated: OnceLock::new(),
+            members: Mutex::new(Vec::new()),
+            group: Mutex::new(None),
         });
         if q.args.expires.is_some() {
             q.ensure_timer(&mut q.state.lock());
@@ -656,6 +666,9 @@ impl Queue {
             s.delete();
             return (n, std::mem::take(&mut st.consumers));
         }
+        if let Some(g) = self.group.lock().take() {
+            g.stop();
+        }
         if let Some(q) = st.quorum.as_mut() {
             let n = q.fifo.ready_len() as u32;
             let ids = q.drain();
@@ -693,11 +706,14 @@ impl Queue {
 /// now; those the caller must dispatch are added to `deferred`.
 /// With `overrun`, queues that are overrun after this publish (see [`crate::flow`]) are
 /// added to it: the publisher's connection stops reading until they are released.
+/// With `ticket`, a replicated quorum queue's commit is waited for by the publisher's
+/// confirm (the slot makes the ticket when such a queue is among them).
 pub fn enqueue(
     mut msg: Arc<Message>,
     queues: &mut Vec<Arc<Queue>>,
     mut deferred: Option<&mut Vec<Arc<Queue>>>,
     mut overrun: Option<&mut Vec<Arc<Queue>>>,
+    mut ticket: Option<&mut quorum::wire::TicketSlot<'_>>,
 ) -> (bool, Option<u64>) {
     let mut lsn = None;
     // A quorum queue stores every message, persistent or not. A transient message is
@@ -708,7 +724,7 @@ pub fn enqueue(
         let mut log = None;
         let mut keys = Vec::new();
         for q in queues.iter() {
-            if msg.persistent || q.is_quorum() {
+            if (msg.persistent || q.is_quorum()) && !q.is_replicated() {
                 if let Some((l, k)) = q.log() {
                     keys.push(k.clone());
                     log = Some(l.clone());
@@ -730,6 +746,12 @@ pub fn enqueue(
         if q.is_stream() {
             // Streams keep every message, persistent or not, and sync it before confirming.
             lsn = lsn.max(q.stream_append(&msg));
+            continue;
+        }
+        if q.is_replicated() {
+            // Its Raft group stores it: the confirm waits for the group's commit.
+            let done = ticket.as_deref_mut().map(|t| t.get().completion());
+            q.r_publish(&msg, done);
             continue;
         }
         let msg = match &stored {

@@ -173,7 +173,7 @@ pub async fn publish(
     crate::stats::Counters::bump(&b.stats.retired.publish, 1);
     let was_routed = !routed.is_empty();
     // Stored like an AMQP publish (persistent message, durable queue).
-    crate::queue::enqueue(msg, &mut routed, None, None);
+    crate::queue::enqueue(msg, &mut routed, None, None, None);
     Ok(Json(json!({"routed": was_routed})).into_response())
 }
 
