@@ -18,22 +18,19 @@
 //! Not done: snapshots (the log is kept whole, in memory and in the WAL; a member added
 //! later catches up from the log).
 
+mod network;
+mod state_machine;
+
+pub use network::{call, QNetwork};
+pub use state_machine::QStateMachine;
+
 use super::log_store::{GroupConfig, LogStore};
-use super::network::{self, Peer};
+use super::network::Peer;
 use super::node::Node;
 use super::{node_id, Member, Nid};
 use crate::queue::quorum::wire::{Done, Group, QCmd, QEntry, QReply, Replica};
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
-};
-use openraft::storage::RaftStateMachine;
-use openraft::{
-    Entry, EntryPayload, LogId, Raft, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError,
-    StorageIOError, StoredMembership,
-};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, VoteResponse};
+use openraft::{Raft, StoredMembership};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Cursor};
@@ -534,176 +531,10 @@ async fn watch_members(g: Weak<QGroup>, replica: Arc<dyn Replica>) {
     }
 }
 
-/// A binary request to a peer.
-pub(super) async fn call(peer: &Peer, req: &QRequest, timeout: Duration) -> io::Result<QResponse> {
-    let bytes = network::binary(req)?;
-    let resp = peer.call_raw(&bytes, timeout).await?;
-    network::from_binary(&resp)
-}
-
-/// The group's state machine on this member: applies committed entries to the queue's
-/// replica. Not persisted: after a restart the log is applied again from the start.
-pub struct QStateMachine {
-    applied: Option<LogId<Nid>>,
-    membership: StoredMembership<Nid, Member>,
-    replica: Arc<dyn Replica>,
-    leader: Arc<AtomicBool>,
-}
-
-/// Snapshots are not made (the policy is never); asked for one anyway, it fails.
-pub struct NoSnapshots;
-
-impl RaftSnapshotBuilder<QTypeConfig> for NoSnapshots {
-    async fn build_snapshot(&mut self) -> Result<Snapshot<QTypeConfig>, StorageError<Nid>> {
-        Err(StorageIOError::write_snapshot(
-            None,
-            &io::Error::other("queue groups keep their whole log"),
-        )
-        .into())
-    }
-}
-
-impl RaftStateMachine<QTypeConfig> for QStateMachine {
-    type SnapshotBuilder = NoSnapshots;
-
-    async fn applied_state(
-        &mut self,
-    ) -> Result<(Option<LogId<Nid>>, StoredMembership<Nid, Member>), StorageError<Nid>> {
-        Ok((self.applied, self.membership.clone()))
-    }
-
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<QReply>, StorageError<Nid>>
-    where
-        I: IntoIterator<Item = Entry<QTypeConfig>> + Send,
-        I::IntoIter: Send,
-    {
-        let leader = self.leader.load(SeqCst);
-        let mut replies = Vec::new();
-        for e in entries {
-            self.applied = Some(e.log_id);
-            replies.push(match e.payload {
-                EntryPayload::Blank => QReply::default(),
-                EntryPayload::Normal(entry) => self.replica.apply_entry(entry, leader),
-                EntryPayload::Membership(m) => {
-                    self.membership = StoredMembership::new(Some(e.log_id), m);
-                    QReply::default()
-                }
-            });
-        }
-        Ok(replies)
-    }
-
-    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        NoSnapshots
-    }
-
-    async fn begin_receiving_snapshot(
-        &mut self,
-    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<Nid>> {
-        Ok(Box::new(Cursor::new(Vec::new())))
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        meta: &SnapshotMeta<Nid, Member>,
-        _snapshot: Box<Cursor<Vec<u8>>>,
-    ) -> Result<(), StorageError<Nid>> {
-        Err(StorageIOError::read_snapshot(
-            Some(meta.signature()),
-            &io::Error::other("queue groups keep their whole log"),
-        )
-        .into())
-    }
-
-    async fn get_current_snapshot(
-        &mut self,
-    ) -> Result<Option<Snapshot<QTypeConfig>>, StorageError<Nid>> {
-        Ok(None)
-    }
-}
-
-/// openraft's network factory for one group: a connection per target.
-#[derive(Debug, Clone)]
-pub struct QNetwork {
-    gid: u64,
-}
-
-impl RaftNetworkFactory<QTypeConfig> for QNetwork {
-    type Network = QPeerClient;
-
-    async fn new_client(&mut self, _target: Nid, node: &Member) -> QPeerClient {
-        QPeerClient {
-            gid: self.gid,
-            peer: Peer::new(node.addr.clone()),
-        }
-    }
-}
-
-pub struct QPeerClient {
-    gid: u64,
-    peer: Peer,
-}
-
-type RpcErr<E = openraft::error::Infallible> = RPCError<Nid, Member, RaftError<Nid, E>>;
-
-fn net_err<E: std::error::Error>(e: impl std::fmt::Display) -> RPCError<Nid, Member, E> {
-    RPCError::Network(NetworkError::new(&io::Error::other(e.to_string())))
-}
-
-impl RaftNetwork<QTypeConfig> for QPeerClient {
-    fn backoff(&self) -> openraft::network::Backoff {
-        openraft::network::Backoff::new(std::iter::repeat(Duration::from_millis(100)))
-    }
-
-    async fn append_entries(
-        &mut self,
-        rpc: AppendEntriesRequest<QTypeConfig>,
-        option: RPCOption,
-    ) -> Result<AppendEntriesResponse<Nid>, RpcErr> {
-        let timeout = option.hard_ttl().max(Duration::from_millis(400));
-        match call(&self.peer, &QRequest::Append(self.gid, rpc), timeout).await {
-            Ok(QResponse::Append(Ok(r))) => Ok(r),
-            Ok(QResponse::Append(Err(e))) => Err(net_err(e)),
-            Ok(_) => Err(RPCError::Unreachable(Unreachable::new(&io::Error::other(
-                "no such queue group there",
-            )))),
-            Err(e) => Err(RPCError::Unreachable(Unreachable::new(&e))),
-        }
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        _rpc: InstallSnapshotRequest<QTypeConfig>,
-        _option: RPCOption,
-    ) -> Result<InstallSnapshotResponse<Nid>, RpcErr<InstallSnapshotError>> {
-        Err(net_err("queue groups keep their whole log"))
-    }
-
-    async fn vote(
-        &mut self,
-        rpc: VoteRequest<Nid>,
-        option: RPCOption,
-    ) -> Result<VoteResponse<Nid>, RpcErr> {
-        match call(
-            &self.peer,
-            &QRequest::Vote(self.gid, rpc),
-            option.hard_ttl(),
-        )
-        .await
-        {
-            Ok(QResponse::Vote(Ok(r))) => Ok(r),
-            Ok(QResponse::Vote(Err(e))) => Err(net_err(e)),
-            Ok(_) => Err(RPCError::Unreachable(Unreachable::new(&io::Error::other(
-                "no such queue group there",
-            )))),
-            Err(e) => Err(RPCError::Unreachable(Unreachable::new(&e))),
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::network;
     use crate::queue::quorum::wire::WireMsg;
 
     /// A queue group's requests cross the link as binary frames (bodies as bytes).
