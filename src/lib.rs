@@ -241,6 +241,7 @@ pub async fn start(config: Config) -> std::io::Result<BrokerHandle> {
         let meta: cluster::handle::MetaHandle = Arc::new(cluster::node::Handle(node));
         streams.start(meta.clone(), broker.shutdown_signal());
         let _ = broker.meta.set(meta);
+        cluster::apply::start_all_groups(&broker).await;
     }
     open_delay_store(&broker)?;
     tokio::spawn(store::definitions::writer(

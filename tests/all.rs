@@ -9,8 +9,16 @@
 mod access_rules;
 #[path = "alarms.rs"]
 mod alarms;
+#[path = "chaos_checker.rs"]
+mod chaos_checker;
 #[path = "cluster.rs"]
 mod cluster;
+#[path = "cluster_forward.rs"]
+mod cluster_forward;
+#[path = "cluster_quorum.rs"]
+mod cluster_quorum;
+#[path = "cluster_streams.rs"]
+mod cluster_streams;
 #[path = "conformance.rs"]
 mod conformance;
 #[path = "connection.rs"]

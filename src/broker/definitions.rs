@@ -63,6 +63,7 @@ pub fn snapshot(broker: &Broker) -> Definitions {
                     auto_delete: q.config.auto_delete,
                     arguments: table_to_json(&q.config.arguments),
                     node: q.config.home.clone(),
+                    quorum: q.placement(),
                 });
             }
         }
@@ -353,8 +354,13 @@ fn restore_objects(broker: &Broker, d: &Definitions) {
             0,
             q.node.as_deref(),
         );
-        if let Err(e) = r {
-            tracing::warn!(queue = %q.name, error = %e, "could not restore queue");
+        match r {
+            Ok((queue, _)) => {
+                if let Some(p) = &q.quorum {
+                    queue.set_placement(p.clone());
+                }
+            }
+            Err(e) => tracing::warn!(queue = %q.name, error = %e, "could not restore queue"),
         }
     }
     for b in &d.bindings {

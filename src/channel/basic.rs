@@ -244,7 +244,7 @@ impl Channel {
                 .content(self.id, &msg.properties, &msg.body, cx.frame_max);
         }
         let confirm = matches!(self.mode, Mode::Confirm { .. }).then_some(cx.tx);
-        let (rejected, lsn, ticket, waits) = crate::queue::enqueue_confirmed(
+        let (rejected, lsn, (forwarded, quorum, streams)) = crate::queue::enqueue_confirmed(
             msg,
             &mut queues,
             cx.deferred.as_deref_mut(),
@@ -258,10 +258,16 @@ impl Channel {
                 MsgCounters::bump(&cx.stats.msgs.confirmed, 1);
             }
             // A stored message is confirmed once on disk (a forwarded one once its home
-            // answered, a replicated stream's once a majority has it); later confirms
-            // queue behind it, so confirms stay in order.
+            // answered, a replicated queue's once its group committed it, a replicated
+            // stream's once a majority has it); later confirms queue behind it, so
+            // confirms stay in order.
             let behind = self.held.back().map(|h| h.0);
-            let waiting = ticket.is_some() || !waits.is_empty();
+            let waits = super::Waits {
+                forwarded,
+                quorum,
+                streams,
+            };
+            let waiting = !waits.is_empty();
             if let Some(wait) = lsn.or(behind).or_else(|| waiting.then_some(0)) {
                 let reply = if rejected {
                     Held::Nack(*seq)
@@ -269,7 +275,7 @@ impl Channel {
                     Held::Ack(*seq)
                 };
                 self.held
-                    .push_back((wait.max(behind.unwrap_or(0)), reply, ticket, waits));
+                    .push_back((wait.max(behind.unwrap_or(0)), reply, waits));
             } else if rejected {
                 // A length limit refused it: confirms before it go out, then its nack.
                 if let Some((first, last)) = pending.take() {
@@ -474,6 +480,14 @@ impl Channel {
         if q.is_quorum() && q.args.single_active_consumer {
             return Err(AmqpError::resource_locked(format_args!(
                 "cannot obtain access to locked queue '{}' in vhost '{}'. basic.get operations are not supported by quorum queues with single active consumer",
+                q.name(),
+                cx.vhost.name
+            )));
+        }
+        if q.is_replicated() {
+            // A dequeue answers from the leader's replica after a commit: not yet.
+            return Err(AmqpError::not_implemented(format_args!(
+                "basic.get is not supported yet by replicated quorum queue '{}' in vhost '{}' (use basic.consume)",
                 q.name(),
                 cx.vhost.name
             )));

@@ -249,9 +249,20 @@ impl Channel {
                         consumer_count: consumers as u32,
                     })));
                 }
+                let placement = match cx.broker.meta {
+                    Some(meta) if created && queue.is_quorum() => {
+                        let size = queue.args.initial_cluster_size;
+                        Some(replicate::quorum_placement(
+                            meta,
+                            size,
+                            &queue.config.arguments,
+                        ))
+                    }
+                    _ => None,
+                };
                 let cmd = args_json.filter(|_| created).map(|a| {
                     let home = queue.home().map(str::to_string);
-                    replicate::queue(&cx.vhost.name, queue.name(), &a, home)
+                    replicate::queue(&cx.vhost.name, queue.name(), &a, home, placement)
                 });
                 let cmd = match (cmd, cx.broker.meta) {
                     // A new stream in a cluster: replicated from this node, which leads it.

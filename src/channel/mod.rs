@@ -9,7 +9,7 @@ mod basic;
 pub use basic::generated_name;
 pub mod content;
 mod declare;
-mod replicate;
+pub mod replicate;
 pub use replicate::PendingMeta;
 pub mod unacked;
 
@@ -20,6 +20,7 @@ use crate::error::{AmqpError, AmqpResult};
 use crate::protocol::codec::{ContentHeader, Method, ShortStr};
 use crate::protocol::encode::OutBuf;
 use crate::queue::consumer::{ChannelShared, Consumer};
+use crate::queue::quorum::wire::Ticket as QuorumTicket;
 use crate::queue::remote::Ticket;
 use crate::queue::stream::replica::Wait as StreamWait;
 use crate::queue::{Queue, QueuedMessage};
@@ -158,6 +159,36 @@ struct TxState {
     acks: Vec<TxAck>,
 }
 
+/// What a held reply waits for besides the message log: the homes of queues its message
+/// was forwarded to, the commit of its replicated quorum queues, and the majority of its
+/// replicated streams. Any refusal turns its confirm into a nack.
+#[derive(Debug, Default)]
+pub(crate) struct Waits {
+    pub(crate) forwarded: Option<Arc<Ticket>>,
+    pub(crate) quorum: Option<Arc<QuorumTicket>>,
+    pub(crate) streams: Vec<StreamWait>,
+}
+
+impl Waits {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.forwarded.is_none() && self.quorum.is_none() && self.streams.is_empty()
+    }
+
+    /// Something is not done yet.
+    fn pending(&self) -> bool {
+        self.forwarded.as_ref().is_some_and(|t| !t.done())
+            || self.quorum.as_ref().is_some_and(|t| !t.is_done())
+            || self.streams.iter().any(|w| w.outcome().is_none())
+    }
+
+    /// Something refused the message (read once nothing is pending).
+    fn refused(&self) -> bool {
+        self.forwarded.as_ref().is_some_and(|t| t.refused())
+            || self.quorum.as_ref().is_some_and(|t| t.failed())
+            || self.streams.iter().any(|w| w.outcome() == Some(false))
+    }
+}
+
 /// A reply that waits for the message log to sync (confirms of stored messages, and
 /// everything after them on the channel; commit-ok of a transaction that stored some).
 #[derive(Debug, Clone, Copy)]
@@ -200,10 +231,9 @@ pub struct Channel {
     last_queue: Option<String>,
     /// Direct reply-to: this channel's pseudo-queue while it consumes `amq.rabbitmq.reply-to`.
     reply_queue: Option<Arc<Queue>>,
-    /// Replies held until the message log has synced past the first number (and the
-    /// home nodes a message was forwarded to answered: the ticket; and, for a replicated
-    /// stream, until its waits are done), in order.
-    held: std::collections::VecDeque<(u64, Held, Option<Arc<Ticket>>, Vec<StreamWait>)>,
+    /// Replies held until the message log has synced past the first number and what
+    /// else they wait for is done, in order.
+    held: std::collections::VecDeque<(u64, Held, Waits)>,
 }
 
 impl Channel {
@@ -372,7 +402,7 @@ impl Channel {
                 }
                 // Stored messages make commit-ok wait until they are on disk.
                 match wait {
-                    Some(lsn) => self.held.push_back((lsn, Held::CommitOk, None, Vec::new())),
+                    Some(lsn) => self.held.push_back((lsn, Held::CommitOk, Waits::default())),
                     None => {
                         self.reply(cx, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})))
                     }
@@ -439,18 +469,13 @@ impl Channel {
                 out.basic_ack(id, last, first != last);
             }
         };
-        while let Some((lsn, reply, ticket, waits)) = self.held.front() {
-            if *lsn > synced || ticket.as_ref().is_some_and(|t| !t.done()) {
+        while let Some((lsn, reply, waits)) = self.held.front() {
+            if *lsn > synced || waits.pending() {
                 break;
             }
-            if waits.iter().any(|w| w.outcome().is_none()) {
-                break;
-            }
-            let stream_refused = waits.iter().any(|w| w.outcome() == Some(false));
-            let reply = match (*reply, ticket) {
-                (Held::Ack(seq), Some(t)) if t.refused() => Held::Nack(seq),
-                (Held::Ack(seq), _) if stream_refused => Held::Nack(seq),
-                (r, _) => r,
+            let reply = match *reply {
+                Held::Ack(seq) if waits.refused() => Held::Nack(seq),
+                r => r,
             };
             self.held.pop_front();
             match reply {
@@ -479,9 +504,10 @@ impl Channel {
     /// connection wakes when one of these changes).
     /// `None` when one of them was done meanwhile: flush again first.
     pub fn stream_waits(&self, synced: u64) -> Option<Vec<tokio::sync::watch::Receiver<u64>>> {
-        let Some((lsn, _, _, waits)) = self.held.front() else {
+        let Some((lsn, _, waits)) = self.held.front() else {
             return Some(Vec::new());
         };
+        let waits = &waits.streams;
         if *lsn <= synced && !waits.is_empty() && waits.iter().all(|w| w.outcome().is_some()) {
             // Done since the last flush: nothing would wake the connection for it.
             return None;

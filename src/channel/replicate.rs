@@ -8,7 +8,9 @@
 use super::{Channel, ConnCtx};
 use crate::cluster::handle::{BoxFut, MetaCmd};
 use crate::protocol::codec::Method;
-use crate::store::definitions::{table_to_json, BindingDef, Definitions, ExchangeDef, QueueDef};
+use crate::store::definitions::{
+    table_to_json, BindingDef, Definitions, ExchangeDef, QueueDef, QuorumPlacement,
+};
 use amq_protocol::protocol::AMQPClass;
 use amq_protocol::types::FieldTable;
 
@@ -109,7 +111,13 @@ pub fn exchange_def(
     }
 }
 
-pub fn queue(vhost: &str, name: &str, args: &FieldTable, node: Option<String>) -> MetaCmd {
+pub fn queue(
+    vhost: &str,
+    name: &str,
+    args: &FieldTable,
+    node: Option<String>,
+    quorum: Option<QuorumPlacement>,
+) -> MetaCmd {
     let mut defs = Definitions::default();
     defs.queues.push(QueueDef {
         name: name.to_string(),
@@ -118,8 +126,36 @@ pub fn queue(vhost: &str, name: &str, args: &FieldTable, node: Option<String>) -
         auto_delete: false,
         arguments: table_to_json(args),
         node,
+        quorum,
     });
     MetaCmd::Import(defs)
+}
+
+/// A new quorum queue's Raft group: `x-quorum-initial-group-size` members (3 by
+/// default, at most the cluster's nodes), this node among them and first (the leader it
+/// proposes) unless `x-queue-leader-locator` is `balanced` (then a random member).
+pub fn quorum_placement(
+    meta: &crate::cluster::handle::MetaHandle,
+    size: Option<u64>,
+    args: &FieldTable,
+) -> QuorumPlacement {
+    let status = meta.status();
+    let nodes: Vec<String> = status.members.iter().map(|m| m.name.clone()).collect();
+    let balanced = matches!(
+        args.inner().get("x-queue-leader-locator"),
+        Some(amq_protocol::types::AMQPValue::LongString(s)) if s.to_string() == "balanced"
+    );
+    let mut rng = rand::rng();
+    QuorumPlacement {
+        group: rand::Rng::random_range(&mut rng, 1..u64::MAX),
+        members: crate::queue::quorum::wire::place(
+            &status.node,
+            &nodes,
+            size.unwrap_or(3) as usize,
+            balanced,
+            &mut rng,
+        ),
+    }
 }
 
 pub fn binding(

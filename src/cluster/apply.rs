@@ -19,6 +19,19 @@ impl Apply for BrokerApply {
             MetaCmd::Http { method, path, body } => {
                 Box::pin(async move { crate::mgmt::apply(b, &method, &path, body).await })
             }
+            MetaCmd::Import(d) => {
+                let placed: Vec<(String, String)> = d
+                    .queues
+                    .iter()
+                    .filter(|q| q.quorum.is_some())
+                    .map(|q| (q.vhost.clone(), q.name.clone()))
+                    .collect();
+                let r = apply_now(&b, MetaCmd::Import(d));
+                Box::pin(async move {
+                    start_groups(&b, placed).await;
+                    r
+                })
+            }
             other => {
                 let r = apply_now(&b, other);
                 Box::pin(async move { r })
@@ -109,6 +122,42 @@ fn apply_now(b: &Arc<Broker>, cmd: MetaCmd) -> Result<(), String> {
         }
         MetaCmd::Http { .. } => Err("management request applied elsewhere".into()),
     }
+}
+
+/// Starts this node's members of the groups of these quorum queues (those it is a
+/// member of; the others stay definitions here), and stops those it is no longer a
+/// member of.
+pub async fn start_groups(b: &Arc<Broker>, queues: Vec<(String, String)>) {
+    let Some(meta) = b.meta.get() else { return };
+    let me = meta.status().node;
+    for (vhost, name) in queues {
+        let Some(q) = b.vhost(&vhost).and_then(|v| v.queue(&name)) else {
+            continue;
+        };
+        let Some(p) = q.placement() else { continue };
+        match (p.members.contains(&me), q.group().is_some()) {
+            (true, false) => {
+                if let Some(g) = meta.start_group(p, q.replica()).await {
+                    q.set_group(Some(g));
+                }
+            }
+            (false, true) => q.set_group(None),
+            _ => {}
+        }
+    }
+}
+
+/// At start: every replicated quorum queue restored from the definitions.
+pub async fn start_all_groups(b: &Arc<Broker>) {
+    let mut placed = Vec::new();
+    for v in b.vhosts() {
+        for q in v.queues() {
+            if q.is_replicated() {
+                placed.push((v.name.clone(), q.name().to_string()));
+            }
+        }
+    }
+    start_groups(b, placed).await;
 }
 
 /// After a snapshot from the leader: durable exchanges and queues this node has but the

@@ -3,7 +3,8 @@
 //! the broker or the Raft engine, so a channel handler can ask for a definition change to
 //! be replicated without depending on either.
 
-use crate::store::definitions::{BindingDef, Definitions};
+use crate::queue::quorum::wire::{Group, Replica};
+use crate::store::definitions::{BindingDef, Definitions, QuorumPlacement};
 use serde::{Deserialize, Serialize};
 use std::fmt::Debug;
 use std::future::Future;
@@ -86,6 +87,23 @@ pub trait Metadata: Send + Sync + Debug {
     fn join(&self, seed: String) -> BoxFut<Result<(), String>>;
     /// Removes a node from the metadata group's membership.
     fn forget(&self, node: String) -> BoxFut<Result<(), String>>;
+    /// Makes `members` the voters of quorum queue group `gid`, asking the nodes `via`
+    /// (its current members) until its leader does it.
+    fn change_group(
+        &self,
+        gid: u64,
+        via: Vec<String>,
+        members: Vec<String>,
+    ) -> BoxFut<Result<(), String>>;
+    /// Asks node `at`'s member of group `gid` to stand for election (rebalancing).
+    fn elect(&self, gid: u64, at: String) -> BoxFut<Result<(), String>>;
+    /// Starts this node's member of a quorum queue's Raft group (None when this node is
+    /// not a member); `replica` is the queue committed commands are applied to.
+    fn start_group(
+        &self,
+        p: QuorumPlacement,
+        replica: Arc<dyn Replica>,
+    ) -> BoxFut<Option<Arc<dyn Group>>>;
 }
 
 /// Shared handle to the metadata group (absent when Warren runs alone).

@@ -2,21 +2,61 @@
 //! through the node's shared [`Wal`]: openraft's `RaftLogStorage`. An append is readable
 //! at once and reported flushed (openraft's `LogFlushed`) when the WAL's group commit has
 //! synced it.
+//!
+//! Generic over the group's type config: the metadata group ([`TypeConfig`]) writes its
+//! records as JSON, quorum queue groups ([`super::qgroup::QTypeConfig`]) in postcard's
+//! compact binary form (message bodies are bytes, not JSON number arrays).
 
 use super::wal::Wal;
 use super::{Member, Nid, TypeConfig};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
-use openraft::{Entry, LogId, RaftLogReader, StorageError, StorageIOError, StoredMembership, Vote};
-use serde::{Deserialize, Serialize};
+use openraft::{
+    Entry, LogId, RaftLogReader, RaftTypeConfig, StorageError, StorageIOError, StoredMembership,
+    Vote,
+};
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::ops::RangeBounds;
 use std::sync::Arc;
 
+/// A group's type config, as the log store needs it: ids and nodes of the cluster, and
+/// how its records are encoded.
+pub trait GroupConfig:
+    RaftTypeConfig<NodeId = Nid, Node = Member, Entry = Entry<Self>, D = Self::Cmd> + Debug
+{
+    /// The group's command (`D`), named again so that its `Clone` bound is implied.
+    type Cmd: openraft::AppData + Clone;
+    /// Binary (postcard) records; JSON otherwise.
+    const BINARY: bool;
+}
+
+impl GroupConfig for TypeConfig {
+    type Cmd = super::handle::MetaCmd;
+    const BINARY: bool = false;
+}
+
+fn encode<C: GroupConfig, T: Serialize>(t: &T) -> std::io::Result<Vec<u8>> {
+    if C::BINARY {
+        postcard::to_allocvec(t).map_err(io_err)
+    } else {
+        serde_json::to_vec(t).map_err(io_err)
+    }
+}
+
+fn decode<C: GroupConfig, T: DeserializeOwned>(b: &[u8]) -> std::io::Result<T> {
+    if C::BINARY {
+        postcard::from_bytes(b).map_err(io_err)
+    } else {
+        serde_json::from_slice(b).map_err(io_err)
+    }
+}
+
 /// A record of this group in the WAL.
 #[derive(Debug, Serialize, Deserialize)]
-enum Record {
-    Entries(Vec<Entry<TypeConfig>>),
+#[serde(bound = "")]
+enum Record<C: GroupConfig> {
+    Entries(Vec<Entry<C>>),
     Vote(Vote<Nid>),
     Committed(Option<LogId<Nid>>),
     /// Entries from this index on are gone (a follower's conflicting suffix).
@@ -28,17 +68,29 @@ enum Record {
     Applied(LogId<Nid>, StoredMembership<Nid, Member>),
 }
 
-#[derive(Debug, Default)]
-struct State {
+#[derive(Debug)]
+struct State<C: GroupConfig> {
     vote: Option<Vote<Nid>>,
     committed: Option<LogId<Nid>>,
     purged: Option<LogId<Nid>>,
     applied: Option<(LogId<Nid>, StoredMembership<Nid, Member>)>,
-    logs: BTreeMap<u64, Entry<TypeConfig>>,
+    logs: BTreeMap<u64, Entry<C>>,
 }
 
-impl State {
-    fn replay(&mut self, r: Record) {
+impl<C: GroupConfig> Default for State<C> {
+    fn default() -> Self {
+        State {
+            vote: None,
+            committed: None,
+            purged: None,
+            applied: None,
+            logs: BTreeMap::new(),
+        }
+    }
+}
+
+impl<C: GroupConfig> State<C> {
+    fn replay(&mut self, r: Record<C>) {
         match r {
             Record::Entries(es) => {
                 for e in es {
@@ -60,24 +112,34 @@ impl State {
 }
 
 /// A group's log store; clones share it (the clone is openraft's log reader).
-#[derive(Debug, Clone)]
-pub struct LogStore {
+#[derive(Debug)]
+pub struct LogStore<C: GroupConfig = TypeConfig> {
     group: u64,
     wal: Arc<Wal>,
-    state: Arc<parking_lot::Mutex<State>>,
+    state: Arc<parking_lot::Mutex<State<C>>>,
+}
+
+impl<C: GroupConfig> Clone for LogStore<C> {
+    fn clone(&self) -> Self {
+        LogStore {
+            group: self.group,
+            wal: self.wal.clone(),
+            state: self.state.clone(),
+        }
+    }
 }
 
 fn io_err(e: impl std::fmt::Display) -> std::io::Error {
     std::io::Error::other(e.to_string())
 }
 
-impl LogStore {
+impl<C: GroupConfig> LogStore<C> {
     /// The group's store, rebuilt from its records in the WAL (unreadable records are
     /// skipped with an error in the log).
-    pub fn new(group: u64, wal: Arc<Wal>, recovered: Vec<Vec<u8>>) -> LogStore {
+    pub fn new(group: u64, wal: Arc<Wal>, recovered: Vec<Vec<u8>>) -> LogStore<C> {
         let mut state = State::default();
         for payload in recovered {
-            match serde_json::from_slice::<Record>(&payload) {
+            match decode::<C, Record<C>>(&payload) {
                 Ok(r) => state.replay(r),
                 Err(e) => tracing::error!(group, error = %e, "unreadable cluster log record"),
             }
@@ -108,8 +170,8 @@ impl LogStore {
         self.write(&Record::Committed(committed)).await
     }
 
-    fn submit(&self, r: &Record, done: Option<Box<dyn FnOnce(std::io::Result<()>) + Send>>) {
-        match serde_json::to_vec(r) {
+    fn submit(&self, r: &Record<C>, done: Option<Box<dyn FnOnce(std::io::Result<()>) + Send>>) {
+        match encode::<C, _>(r) {
             Ok(bytes) => self.wal.submit(self.group, &bytes, done),
             Err(e) => {
                 if let Some(d) = done {
@@ -119,26 +181,26 @@ impl LogStore {
         }
     }
 
-    async fn write(&self, r: &Record) -> std::io::Result<()> {
-        let bytes = serde_json::to_vec(r).map_err(io_err)?;
+    async fn write(&self, r: &Record<C>) -> std::io::Result<()> {
+        let bytes = encode::<C, _>(r)?;
         self.wal.write(self.group, &bytes).await
     }
 }
 
-impl RaftLogReader<TypeConfig> for LogStore {
+impl<C: GroupConfig> RaftLogReader<C> for LogStore<C> {
     async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + Send>(
         &mut self,
         range: RB,
-    ) -> Result<Vec<Entry<TypeConfig>>, StorageError<Nid>> {
+    ) -> Result<Vec<Entry<C>>, StorageError<Nid>> {
         let s = self.state.lock();
         Ok(s.logs.range(range).map(|(_, e)| e.clone()).collect())
     }
 }
 
-impl RaftLogStorage<TypeConfig> for LogStore {
-    type LogReader = LogStore;
+impl<C: GroupConfig> RaftLogStorage<C> for LogStore<C> {
+    type LogReader = LogStore<C>;
 
-    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, StorageError<Nid>> {
+    async fn get_log_state(&mut self) -> Result<LogState<C>, StorageError<Nid>> {
         let s = self.state.lock();
         let last = s.logs.values().next_back().map(|e| e.log_id).or(s.purged);
         Ok(LogState {
@@ -179,15 +241,15 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     async fn append<I>(
         &mut self,
         entries: I,
-        callback: LogFlushed<TypeConfig>,
+        callback: LogFlushed<C>,
     ) -> Result<(), StorageError<Nid>>
     where
-        I: IntoIterator<Item = Entry<TypeConfig>> + Send,
+        I: IntoIterator<Item = Entry<C>> + Send,
         I::IntoIter: Send,
     {
         let entries: Vec<_> = entries.into_iter().collect();
         let record = Record::Entries(entries);
-        let bytes = serde_json::to_vec(&record).map_err(|e| StorageIOError::write_logs(&e))?;
+        let bytes = encode::<C, _>(&record).map_err(|e| StorageIOError::write_logs(&e))?;
         if let Record::Entries(es) = record {
             let mut s = self.state.lock();
             for e in es {
@@ -239,13 +301,14 @@ mod tests {
         {
             let (wal, rec) = Wal::open(&dir).unwrap();
             let wal = Arc::new(wal);
-            let mut s = LogStore::new(0, wal.clone(), rec.get(&0).cloned().unwrap_or_default());
+            let mut s: LogStore =
+                LogStore::new(0, wal.clone(), rec.get(&0).cloned().unwrap_or_default());
             s.save_vote(&Vote::new(2, 1)).await.unwrap();
             let recs: Vec<_> = (1..=5).map(|i| entry(1, i)).collect();
             let st = s.state.clone();
             s.state.lock().logs.clear();
             // Through the same path as openraft's append, minus its callback.
-            let bytes = serde_json::to_vec(&Record::Entries(recs.clone())).unwrap();
+            let bytes = serde_json::to_vec(&Record::<TypeConfig>::Entries(recs.clone())).unwrap();
             wal.submit(0, &bytes, None);
             for e in recs {
                 st.lock().logs.insert(e.log_id.index, e);
@@ -264,7 +327,8 @@ mod tests {
             s.save_vote(&Vote::new(3, 1)).await.unwrap();
         }
         let (wal, rec) = Wal::open(&dir).unwrap();
-        let mut s = LogStore::new(0, Arc::new(wal), rec.get(&0).cloned().unwrap_or_default());
+        let mut s: LogStore =
+            LogStore::new(0, Arc::new(wal), rec.get(&0).cloned().unwrap_or_default());
         assert_eq!(s.read_vote().await.unwrap(), Some(Vote::new(3, 1)));
         let st = s.get_log_state().await.unwrap();
         assert_eq!(st.last_purged_log_id.map(|l| l.index), Some(2));

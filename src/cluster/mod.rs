@@ -8,7 +8,8 @@
 //! declare-ok (forwarded to the leader when this node is not it), so once a client has
 //! its declare-ok every node has the definition (a lookup that misses on another node
 //! first waits for that node to apply what is committed: [`handle::Metadata::barrier`]).
-//! Quorum queues are not replicated yet.
+//! Each quorum queue declared in a cluster is a Raft group of its own ([`qgroup`]) among
+//! the members its definition names, sharing the node's WAL and cluster port.
 //!
 //! | piece | owns | module |
 //! |---|---|---|
@@ -20,6 +21,7 @@
 //! | forwarding links | proxies' pending answers; a peer's consumers here | [`forward`] |
 //! | broker side | applying commands to the registries | [`apply`] |
 //! | stream replication | replicated streams' follower, forwarder and coordinator tasks | [`stream_repl`] |
+//! | queue groups | one quorum queue's Raft member on this node, its driver | [`qgroup`] |
 //!
 //! Without `--cluster-nodes` none of this starts and nothing on the hot path changes.
 
@@ -29,6 +31,8 @@ pub mod handle;
 pub mod log_store;
 pub mod network;
 pub mod node;
+pub mod qgroup;
+pub mod qmembers;
 pub mod state_machine;
 pub mod stream_repl;
 pub mod wal;

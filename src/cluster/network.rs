@@ -3,6 +3,9 @@
 //! connection. Raft's RPCs (append-entries, vote, install-snapshot) travel over it, and so
 //! do the cluster's own requests (a write forwarded to the leader, a read barrier, a
 //! membership change, a liveness probe). TLS can wrap the same streams later.
+//!
+//! Quorum queue groups share the port: their frames are binary (`[len][0x00][postcard]`,
+//! a [`super::qgroup::QRequest`] naming its group), told from JSON by the first byte.
 
 use super::handle::{BoxFut, MetaCmd};
 use super::{Member, Nid, TypeConfig};
@@ -59,18 +62,45 @@ pub enum Response {
     Pong(String),
 }
 
+/// First byte of a binary (queue group) frame; JSON never starts with it.
+const BINARY: u8 = 0;
+
 /// Writes one frame.
 pub async fn write_frame<W: AsyncWriteExt + Unpin, T: Serialize>(
     w: &mut W,
     msg: &T,
 ) -> io::Result<()> {
     let bytes = serde_json::to_vec(msg).map_err(io::Error::other)?;
+    write_raw(w, &bytes).await
+}
+
+/// Encodes a binary frame's payload.
+pub fn binary<T: Serialize>(msg: &T) -> io::Result<Vec<u8>> {
+    let mut out = vec![BINARY];
+    postcard::to_io(msg, &mut out).map_err(io::Error::other)?;
+    Ok(out)
+}
+
+/// Decodes a binary frame's payload.
+pub fn from_binary<T: for<'de> Deserialize<'de>>(payload: &[u8]) -> io::Result<T> {
+    match payload.split_first() {
+        Some((&BINARY, rest)) => {
+            postcard::from_bytes(rest).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        }
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "not a binary frame",
+        )),
+    }
+}
+
+async fn write_raw<W: AsyncWriteExt + Unpin>(w: &mut W, bytes: &[u8]) -> io::Result<()> {
     if bytes.len() > MAX_FRAME {
         return Err(io::Error::other("cluster frame too large"));
     }
     let mut buf = Vec::with_capacity(4 + bytes.len());
     buf.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
-    buf.extend_from_slice(&bytes);
+    buf.extend_from_slice(bytes);
     w.write_all(&buf).await
 }
 
@@ -79,14 +109,12 @@ pub async fn write_frame<W: AsyncWriteExt + Unpin, T: Serialize>(
 pub async fn read_frame<R: AsyncReadExt + Unpin, T: for<'de> Deserialize<'de>>(
     r: &mut R,
 ) -> io::Result<T> {
-    read_frame_after(r, None).await
+    let buf = read_raw(r, None).await?;
+    serde_json::from_slice(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
-/// [`read_frame`], when its length bytes (`len`) were read already.
-async fn read_frame_after<R: AsyncReadExt + Unpin, T: for<'de> Deserialize<'de>>(
-    r: &mut R,
-    len: Option<[u8; 4]>,
-) -> io::Result<T> {
+/// One frame's payload; `len`: its length bytes, when they were read already.
+async fn read_raw<R: AsyncReadExt + Unpin>(r: &mut R, len: Option<[u8; 4]>) -> io::Result<Vec<u8>> {
     let len = match len {
         Some(l) => l,
         None => {
@@ -104,7 +132,7 @@ async fn read_frame_after<R: AsyncReadExt + Unpin, T: for<'de> Deserialize<'de>>
     }
     let mut buf = vec![0u8; len];
     r.read_exact(&mut buf).await?;
-    serde_json::from_slice(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    Ok(buf)
 }
 
 /// What serves requests arriving on the cluster port.
@@ -114,6 +142,8 @@ pub trait Serve: Send + Sync + 'static {
     fn forward(&self, _from: String, _sock: TcpStream) {}
     /// A connection that opened with [`super::stream_repl::MAGIC`] (stream replication).
     fn link(&self, _sock: TcpStream) {}
+    /// A queue group's request (a binary frame's payload); the response's payload.
+    fn serve_binary(&self, payload: Vec<u8>) -> BoxFut<io::Result<Vec<u8>>>;
 }
 
 /// Takes a stream-replication connection.
@@ -148,19 +178,30 @@ pub async fn listen(
             }
             let mut first = Some(len);
             loop {
-                let req: Request = tokio::select! {
-                    r = read_frame_after(&mut sock, first.take()) => match r {
+                let payload = tokio::select! {
+                    r = read_raw(&mut sock, first.take()) => match r {
                         Ok(r) => r,
                         Err(_) => return,
                     },
                     _ = stop.wait_for(|s| *s) => return,
                 };
-                if let Request::Forward(from) = req {
-                    serve.forward(from, sock);
-                    return;
-                }
-                let resp = serve.serve(req).await;
-                if write_frame(&mut sock, &resp).await.is_err() {
+                let written = if payload.first() == Some(&BINARY) {
+                    match serve.serve_binary(payload).await {
+                        Ok(resp) => write_raw(&mut sock, &resp).await,
+                        Err(_) => return,
+                    }
+                } else {
+                    let Ok(req) = serde_json::from_slice::<Request>(&payload) else {
+                        return;
+                    };
+                    if let Request::Forward(from) = req {
+                        serve.forward(from, sock);
+                        return;
+                    }
+                    let resp = serve.serve(req).await;
+                    write_frame(&mut sock, &resp).await
+                };
+                if written.is_err() {
                     return;
                 }
             }
@@ -186,6 +227,13 @@ impl Peer {
     /// Sends `req` and waits up to `timeout` for the response. On any error the
     /// connection is dropped (a late response must not answer the next request).
     pub async fn call(&self, req: &Request, timeout: Duration) -> io::Result<Response> {
+        let bytes = serde_json::to_vec(req).map_err(io::Error::other)?;
+        let resp = self.call_raw(&bytes, timeout).await?;
+        serde_json::from_slice(&resp).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    }
+
+    /// Sends a frame's payload and returns the response's.
+    pub async fn call_raw(&self, req: &[u8], timeout: Duration) -> io::Result<Vec<u8>> {
         let mut conn = self.conn.lock().await;
         let r = tokio::time::timeout(timeout, async {
             if conn.is_none() {
@@ -198,8 +246,8 @@ impl Peer {
             let s = conn
                 .as_mut()
                 .ok_or_else(|| io::Error::other("no connection"))?;
-            write_frame(s, req).await?;
-            read_frame::<_, Response>(s).await
+            write_raw(s, req).await?;
+            read_raw(s, None).await
         })
         .await
         .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "peer timed out")));

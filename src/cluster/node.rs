@@ -5,9 +5,12 @@
 use super::handle::{BoxFut, ClusterStatus, MetaCmd, Metadata, NodeStatus};
 use super::log_store::LogStore;
 use super::network::{self, Peer, Request, Response, Serve};
+use super::qgroup::{QGroup, QRequest, QResponse};
 use super::state_machine::{Apply, StateMachine};
 use super::wal::Wal;
 use super::{node_id, ClusterConfig, Member, Nid, TypeConfig};
+use crate::queue::quorum::wire::{Group, Replica};
+use crate::store::definitions::QuorumPlacement;
 use openraft::Raft;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -30,6 +33,14 @@ pub struct Node {
     pub me: Member,
     config: ClusterConfig,
     pub raft: Raft<TypeConfig>,
+    /// The node's WAL, shared by every group.
+    pub wal: Arc<Wal>,
+    /// What the WAL held at start for groups not started yet (quorum queues).
+    recovered: parking_lot::Mutex<super::wal::Recovered>,
+    /// This node's members of quorum queue groups, by group id.
+    groups: parking_lot::Mutex<HashMap<u64, Arc<QGroup>>>,
+    /// Random at each start: consumer keys of an earlier run are told apart.
+    pub incarnation: u16,
     /// Connections for forwarding, by address (Raft's own RPCs use their own).
     peers: parking_lot::Mutex<HashMap<String, Arc<Peer>>>,
     /// When each member last answered a probe.
@@ -89,7 +100,8 @@ impl Node {
                 addr: local.to_string(),
             });
         let (wal, mut recovered) = Wal::open(&dir)?;
-        let log = LogStore::new(0, Arc::new(wal), recovered.remove(&0).unwrap_or_default());
+        let wal = Arc::new(wal);
+        let log = LogStore::new(0, wal.clone(), recovered.remove(&0).unwrap_or_default());
         let sm = StateMachine::open(apply, log.clone(), dir);
         let id = node_id(&me.name);
         let rc = raft_config().map_err(std::io::Error::other)?;
@@ -101,6 +113,10 @@ impl Node {
             me,
             config,
             raft,
+            wal,
+            recovered: parking_lot::Mutex::new(recovered),
+            groups: Default::default(),
+            incarnation: rand::random(),
             peers: Default::default(),
             alive: Default::default(),
             forward: Default::default(),
@@ -127,6 +143,112 @@ impl Node {
     /// tries again).
     pub fn set_forward(&self, hook: ForwardHook) {
         let _ = self.forward.set(hook);
+    }
+
+    /// The node named `name` answered probes lately (this node always does).
+    pub fn is_alive(&self, name: &str) -> bool {
+        let id = node_id(name);
+        id == self.id
+            || self
+                .alive
+                .lock()
+                .get(&id)
+                .is_some_and(|t| t.elapsed() < ALIVE_FOR)
+    }
+
+    /// A cluster node by name (configured, or in the metadata group's membership).
+    pub fn member_named(&self, name: &str) -> Option<Member> {
+        self.config
+            .nodes
+            .iter()
+            .find(|m| m.name == name)
+            .cloned()
+            .or_else(|| self.members().get(&node_id(name)).cloned())
+    }
+
+    /// Starts this node's member of a quorum queue's group, unless it runs already or
+    /// this node is not a member.
+    pub async fn start_group(
+        self: &Arc<Self>,
+        p: &QuorumPlacement,
+        replica: Arc<dyn Replica>,
+    ) -> Option<Arc<QGroup>> {
+        if !p.members.contains(&self.me.name) {
+            return None;
+        }
+        if let Some(g) = self.groups.lock().get(&p.group) {
+            return Some(g.clone());
+        }
+        let members: Vec<Member> = p
+            .members
+            .iter()
+            .filter_map(|n| self.member_named(n))
+            .collect();
+        let recovered = self.recovered.lock().remove(&p.group).unwrap_or_default();
+        match QGroup::start(self, p.group, members, recovered, replica).await {
+            Ok(g) => {
+                let mut groups = self.groups.lock();
+                Some(groups.entry(p.group).or_insert(g).clone())
+            }
+            Err(e) => {
+                tracing::error!(gid = p.group, error = %e, "queue group not started");
+                None
+            }
+        }
+    }
+
+    /// Stops this node's member of a group (its queue was deleted).
+    pub fn stop_group(&self, gid: u64) {
+        if let Some(g) = self.groups.lock().remove(&gid) {
+            tokio::spawn(async move { g.shutdown().await });
+        }
+    }
+
+    /// A queue group's request from a peer.
+    async fn handle_binary(&self, payload: Vec<u8>) -> std::io::Result<Vec<u8>> {
+        let req: QRequest = network::from_binary(&payload)?;
+        network::binary(&self.serve_group(req).await)
+    }
+
+    async fn serve_group(&self, req: QRequest) -> QResponse {
+        let group = self.groups.lock().get(&req.group()).cloned();
+        match group {
+            Some(g) => g.serve(req).await,
+            None => QResponse::NoGroup,
+        }
+    }
+
+    /// Sends a group request to the named nodes in turn (this one served here) until
+    /// one does it.
+    async fn group_request(
+        &self,
+        via: &[String],
+        make: impl Fn() -> QRequest,
+    ) -> Result<(), String> {
+        let mut last = "no member of the queue's group answered".to_string();
+        for name in via {
+            let req = make();
+            let resp = if *name == self.me.name {
+                self.serve_group(req).await
+            } else {
+                let Some(m) = self.member_named(name) else {
+                    continue;
+                };
+                match super::qgroup::call(&self.peer(&m.addr), &req, FORWARD_TIMEOUT).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        last = format!("{name}: {e}");
+                        continue;
+                    }
+                }
+            };
+            match resp {
+                QResponse::Done(Ok(())) => return Ok(()),
+                QResponse::Done(Err(e)) => last = format!("{name}: {e}"),
+                _ => last = format!("{name}: not a member"),
+            }
+        }
+        Err(last)
     }
 
     fn peer(&self, addr: &str) -> Arc<Peer> {
@@ -320,6 +442,11 @@ impl Serve for Server {
             l(sock);
         }
     }
+
+    fn serve_binary(&self, payload: Vec<u8>) -> BoxFut<std::io::Result<Vec<u8>>> {
+        let node = self.0.clone();
+        Box::pin(async move { node.handle_binary(payload).await })
+    }
 }
 
 /// The handle the broker and the layers below it get ([`Metadata`]).
@@ -412,6 +539,37 @@ impl Metadata for Handle {
     fn forget(&self, name: String) -> BoxFut<Result<(), String>> {
         let node = self.0.clone();
         Box::pin(async move { node.membership(Request::Forget(name)).await })
+    }
+
+    fn change_group(
+        &self,
+        gid: u64,
+        via: Vec<String>,
+        members: Vec<String>,
+    ) -> BoxFut<Result<(), String>> {
+        let node = self.0.clone();
+        Box::pin(async move {
+            node.group_request(&via, || QRequest::Members(gid, members.clone()))
+                .await
+        })
+    }
+
+    fn elect(&self, gid: u64, at: String) -> BoxFut<Result<(), String>> {
+        let node = self.0.clone();
+        Box::pin(async move { node.group_request(&[at], || QRequest::Elect(gid)).await })
+    }
+
+    fn start_group(
+        &self,
+        p: QuorumPlacement,
+        replica: Arc<dyn Replica>,
+    ) -> BoxFut<Option<Arc<dyn Group>>> {
+        let node = self.0.clone();
+        Box::pin(async move {
+            node.start_group(&p, replica)
+                .await
+                .map(|g| g as Arc<dyn Group>)
+        })
     }
 }
 

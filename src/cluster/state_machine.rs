@@ -298,6 +298,7 @@ mod tests {
             auto_delete: false,
             arguments: Default::default(),
             node: None,
+            quorum: None,
         });
         MetaCmd::Import(d)
     }

@@ -799,7 +799,7 @@ impl Connection {
                 }
             }
             Outbound::ForceClose(e) => self.close_with(e),
-            Outbound::RemoteSettled => self.on_synced(),
+            Outbound::RemoteSettled | Outbound::Replicated => self.on_synced(),
         }
     }
 

@@ -31,6 +31,9 @@ pub enum Outbound {
     RemoteSettled,
     /// Close the connection with this error (vhost deleted, management force-close).
     ForceClose(crate::error::AmqpError),
+    /// A replicated quorum queue committed (or failed) a publish a confirm waits for
+    /// ([`crate::queue::quorum::wire::Ticket`]): send the confirms now due.
+    Replicated,
 }
 
 /// Unbounded: producers are bounded by consumer credit (prefetch and the in-flight window),

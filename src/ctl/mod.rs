@@ -146,6 +146,40 @@ pub enum Command {
     JoinCluster { node: String },
     /// Remove NODE (a node name) from the cluster's membership.
     ForgetClusterNode { node: String },
+    /// Add a member of quorum queue QUEUE on NODE (rabbitmq-queues add_member).
+    AddMember {
+        #[arg(short = 'p', long = "vhost", default_value = "/")]
+        vhost: String,
+        queue: String,
+        node: String,
+    },
+    /// Remove quorum queue QUEUE's member on NODE (rabbitmq-queues delete_member).
+    DeleteMember {
+        #[arg(short = 'p', long = "vhost", default_value = "/")]
+        vhost: String,
+        queue: String,
+        node: String,
+    },
+    /// Add a member on NODE to every quorum queue (`all`) or to those with an even
+    /// number of members (`even`).
+    Grow {
+        node: String,
+        strategy: String,
+        #[arg(short = 'p', long = "vhost")]
+        vhost: Option<String>,
+    },
+    /// Remove every quorum queue's member on NODE.
+    Shrink {
+        node: String,
+        #[arg(short = 'p', long = "vhost")]
+        vhost: Option<String>,
+    },
+    /// Move quorum queue leaders so that nodes lead about as many each (`all` or `quorum`).
+    Rebalance {
+        kind: String,
+        #[arg(short = 'p', long = "vhost")]
+        vhost: Option<String>,
+    },
 }
 
 /// Why a command failed.
@@ -323,6 +357,61 @@ pub fn run(ep: &Endpoint, cmd: &Command, out: &mut dyn Write) -> Result<(), CtlE
             let path = format!("/api/cluster/nodes/{}", segment(node));
             ep.request("DELETE", &path, None)?;
         }
+        Command::AddMember { vhost, queue, node } => {
+            let path = format!(
+                "/api/quorum-queues/{}/{}/members",
+                segment(vhost),
+                segment(queue)
+            );
+            send_json(ep, "POST", &path, &json!({ "node": node }))?
+        }
+        Command::DeleteMember { vhost, queue, node } => {
+            let path = format!(
+                "/api/quorum-queues/{}/{}/members/{}",
+                segment(vhost),
+                segment(queue),
+                segment(node)
+            );
+            ep.request("DELETE", &path, None)?;
+        }
+        Command::Grow {
+            node,
+            strategy,
+            vhost,
+        } => {
+            let body = json!({ "node": node, "strategy": strategy, "vhost": vhost });
+            members_outcome(&post_json(ep, "/api/quorum-queues/grow", &body)?, out)?
+        }
+        Command::Shrink { node, vhost } => {
+            let body = json!({ "node": node, "vhost": vhost });
+            members_outcome(&post_json(ep, "/api/quorum-queues/shrink", &body)?, out)?
+        }
+        Command::Rebalance { kind, vhost } => {
+            if kind != "all" && kind != "quorum" {
+                return Err(CtlError::Usage(format!("rebalance {kind}: all or quorum")));
+            }
+            let r = post_json(
+                ep,
+                "/api/quorum-queues/rebalance",
+                &json!({ "vhost": vhost }),
+            )?;
+            writeln!(out, "Leaders moved: {}", r["leaders_moved"])?;
+        }
+    }
+    Ok(())
+}
+
+fn post_json(ep: &Endpoint, path: &str, body: &Value) -> Result<Value, CtlError> {
+    let r = ep.request("POST", path, Some(body.to_string().as_bytes()))?;
+    Ok(serde_json::from_slice(&r.body)?)
+}
+
+/// `grow` / `shrink`: one line per queue, as rabbitmq-queues prints them.
+fn members_outcome(v: &Value, out: &mut dyn Write) -> std::io::Result<()> {
+    writeln!(out, "vhost\tname\tresult")?;
+    for q in v.as_array().into_iter().flatten() {
+        let s = |k: &str| q[k].as_str().unwrap_or("").to_string();
+        writeln!(out, "{}\t{}\t{}", s("vhost"), s("name"), s("result"))?;
     }
     Ok(())
 }

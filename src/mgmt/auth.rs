@@ -86,6 +86,7 @@ fn admin_only(method: &Method, path: &str) -> bool {
         || p.starts_with("/operator-policies")
         || p.starts_with("/parameters")
         || p.starts_with("/shovels")
+        || p.starts_with("/quorum-queues")
         || (p.starts_with("/vhosts/") && p.ends_with("/topic-permissions"))
         || (p.starts_with("/vhosts/") && p.ends_with("/permissions"))
         // One vhost's record is the administrators' (RabbitMQ's rabbit_mgmt_wm_vhost).

@@ -146,6 +146,16 @@ pub fn queue(b: &Broker, q: &Arc<Queue>) -> Value {
             m.insert("leader".into(), json!(node));
             m.insert("members".into(), json!([node]));
             m.insert("online".into(), json!([node]));
+            if let Some(members) = q.quorum_members() {
+                // A cluster's quorum queue: its Raft group's members; the queue's `node`
+                // is its leader (as RabbitMQ reports it).
+                let leader = q.quorum_leader();
+                let online = q.quorum_online().unwrap_or_default();
+                m.insert("leader".into(), json!(leader));
+                m.insert("node".into(), json!(leader));
+                m.insert("members".into(), json!(members));
+                m.insert("online".into(), json!(online));
+            }
             if q.is_quorum() {
                 m.insert(
                     "delivery_limit".into(),

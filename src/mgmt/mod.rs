@@ -14,6 +14,7 @@ mod idle;
 pub mod json;
 mod metrics;
 mod query;
+mod quorum;
 mod read;
 mod shovels;
 mod write;
@@ -96,6 +97,17 @@ fn api_routes() -> Router<Arc<Broker>> {
             "/cluster/nodes/{name}",
             axum::routing::delete(cluster::forget),
         )
+        .route(
+            "/quorum-queues/{vhost}/{name}/members",
+            post(quorum::add_member),
+        )
+        .route(
+            "/quorum-queues/{vhost}/{name}/members/{node}",
+            axum::routing::delete(quorum::delete_member),
+        )
+        .route("/quorum-queues/grow", post(quorum::grow))
+        .route("/quorum-queues/shrink", post(quorum::shrink))
+        .route("/quorum-queues/rebalance", post(quorum::rebalance))
         .route("/nodes/{node}", get(read::node))
         .route("/connections", get(read::connections))
         .route(

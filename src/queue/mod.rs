@@ -181,6 +181,13 @@ pub struct Queue {
     flow_released: Notify,
     /// The cluster link: set in a cluster; used when `config.home` is another node.
     remote: remote::RemoteCell,
+    /// A cluster's quorum queue: its Raft group's id (from its definition, never
+    /// changes: read on every publish).
+    replicated: OnceLock<u64>,
+    /// Its member nodes as the definition names them (membership operations change it).
+    members: Mutex<Vec<String>>,
+    /// This node's member of that group, while it is one.
+    group: Mutex<Option<Arc<dyn quorum::wire::Group>>>,
 }
 
 /// The broker's message log, shared with queues before it is open (queues from the
@@ -282,6 +289,9 @@ impl Queue {
             flow_overrun: AtomicBool::new(false),
             flow_released: Notify::new(),
             remote,
+            replicated: OnceLock::new(),
+            members: Mutex::new(Vec::new()),
+            group: Mutex::new(None),
         });
         if q.args.expires.is_some() {
             q.ensure_timer(&mut q.state.lock());
@@ -752,6 +762,9 @@ impl Queue {
             s.delete();
             return (n, std::mem::take(&mut st.consumers));
         }
+        if let Some(g) = self.group.lock().take() {
+            g.stop();
+        }
         if let Some(q) = st.quorum.as_mut() {
             let n = q.fifo.ready_len() as u32;
             let ids = q.drain();
@@ -795,26 +808,34 @@ pub fn enqueue(
     deferred: Option<&mut Vec<Arc<Queue>>>,
     overrun: Option<&mut Vec<Arc<Queue>>>,
 ) -> (bool, Option<u64>) {
-    let (rejected, lsn, _, _) = enqueue_confirmed(msg, queues, deferred, overrun, None);
+    let (rejected, lsn, _) = enqueue_confirmed(msg, queues, deferred, overrun, None);
     (rejected, lsn)
 }
 
+/// What a publisher confirm waits for besides the message log: the homes of queues the
+/// message was forwarded to, the commit of its replicated quorum queues, the majority of
+/// its replicated streams.
+pub type ConfirmWaits = (
+    Option<Arc<remote::Ticket>>,
+    Option<Arc<quorum::wire::Ticket>>,
+    Vec<stream::replica::Wait>,
+);
 
-/// [`enqueue`], and what a confirm waits for besides the log: for queues whose home is
-/// another node, a ticket that settles once the homes answered (`confirm`: the
-/// publisher's connection, for its confirms), and the replicated streams' waits.
+/// [`enqueue`], and what a confirm waits for besides the log (`confirm`: the publisher's
+/// connection, woken when those are done).
 pub fn enqueue_confirmed(
     mut msg: Arc<Message>,
     queues: &mut Vec<Arc<Queue>>,
     mut deferred: Option<&mut Vec<Arc<Queue>>>,
     mut overrun: Option<&mut Vec<Arc<Queue>>>,
     confirm: Option<&crate::connection::outbound::ConnSender>,
-) -> (bool, Option<u64>, Option<Arc<remote::Ticket>>, Vec<stream::replica::Wait>) {
+) -> (bool, Option<u64>, ConfirmWaits) {
     let mut ticket = None;
     if queues.iter().any(|q| q.is_remote()) {
         ticket = forward(&msg, queues, confirm);
     }
     let mut waits = Vec::new();
+    let mut slot = confirm.map(|conn| quorum::wire::TicketSlot { conn, ticket: None });
     let mut lsn = None;
     // A quorum queue stores every message, persistent or not. A transient message is
     // stored for its quorum queues only, under a copy of its own, so that the classic
@@ -824,7 +845,7 @@ pub fn enqueue_confirmed(
         let mut log = None;
         let mut keys = Vec::new();
         for q in queues.iter() {
-            if msg.persistent || q.is_quorum() {
+            if (msg.persistent || q.is_quorum()) && !q.is_replicated() {
                 if let Some((l, k)) = q.log() {
                     keys.push(k.clone());
                     log = Some(l.clone());
@@ -850,6 +871,12 @@ pub fn enqueue_confirmed(
             waits.extend(wait);
             continue;
         }
+        if q.is_replicated() {
+            // Its Raft group stores it: the confirm waits for the group's commit.
+            let done = slot.as_mut().map(|t| t.get().completion());
+            q.r_publish(&msg, done);
+            continue;
+        }
         let msg = match &stored {
             Some(copy) if q.is_quorum() => copy,
             _ => &msg,
@@ -871,7 +898,8 @@ pub fn enqueue_confirmed(
         }
         rejected |= q.publish(msg.clone()) == PublishOutcome::Rejected;
     }
-    (rejected, lsn, ticket, waits)
+    let quorum = slot.and_then(|s| s.ticket);
+    (rejected, lsn, (ticket, quorum, waits))
 }
 
 /// Sends the message to the queues whose home is another node and takes them out of

@@ -148,7 +148,7 @@ impl Queue {
             None if self.is_quorum() => {
                 let members = self.quorum_members()?;
                 let member = members.iter().any(|m| m == r.node());
-                (!member && self.quorum_leader().is_some()).then_some(r)
+                (!member && self.quorum_target().is_some()).then_some(r)
             }
             None => None,
         }
@@ -158,7 +158,7 @@ impl Queue {
     pub fn forward_target(&self) -> Option<std::borrow::Cow<'_, str>> {
         match self.config.home.as_deref() {
             Some(h) => Some(std::borrow::Cow::Borrowed(h)),
-            None => self.quorum_leader().map(std::borrow::Cow::Owned),
+            None => self.quorum_target().map(std::borrow::Cow::Owned),
         }
     }
 
@@ -179,15 +179,11 @@ impl Queue {
         (!r.is_up(&home)).then(|| home_down_text(&home, self.name(), &self.config.vhost))
     }
 
-    /// quorum members (the `qq` lane replicates quorum queues; until it lands every
-    /// quorum queue is local to each node).
-    pub fn quorum_members(&self) -> Option<Vec<String>> {
-        None
-    }
-
-    /// The quorum queue's leader (see [`quorum_members`](Self::quorum_members)).
-    pub fn quorum_leader(&self) -> Option<String> {
-        None
+    /// Where a non-member node sends a quorum queue's operations: its leader when this
+    /// node knows it, else its first member (any member writes through the leader).
+    fn quorum_target(&self) -> Option<String> {
+        self.quorum_leader()
+            .or_else(|| self.quorum_members()?.into_iter().next())
     }
 
     /// A consumer the home no longer serves (link lost, refused, queue deleted there).

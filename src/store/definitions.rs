@@ -180,6 +180,21 @@ pub struct QueueDef {
     /// export has no such field, so it is left out when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node: Option<String>,
+    /// A quorum queue's Raft group in a cluster (Warren's; absent elsewhere).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        rename = "x-warren-quorum"
+    )]
+    pub quorum: Option<QuorumPlacement>,
+}
+
+/// Where a cluster's quorum queue lives: its Raft group's id and member nodes (the
+/// declaring node first, as the client-local leader locator asks).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct QuorumPlacement {
+    pub group: u64,
+    pub members: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]

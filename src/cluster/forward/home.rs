@@ -384,7 +384,10 @@ impl HomeLink {
                     self.send(&Frame::Cancelled { cid });
                 }
             }
-            Outbound::CancelOk { .. } | Outbound::RemoteSettled | Outbound::ForceClose(_) => {}
+            Outbound::CancelOk { .. }
+            | Outbound::RemoteSettled
+            | Outbound::Replicated
+            | Outbound::ForceClose(_) => {}
         }
     }
 

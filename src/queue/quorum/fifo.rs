@@ -117,6 +117,11 @@ pub enum Command<M> {
     DlxRetry,
     /// The settings changed (a policy).
     SetConfig(Config),
+    /// The consumers of a node are gone (it is down; or it restarted, and `keep` is its
+    /// new incarnation, whose consumers stay): they are removed and what they had
+    /// checked out goes back to ready, marked redelivered (`rabbit_fifo`'s `down`).
+    /// Keys are read as [`super::wire::consumer_key`] builds them.
+    Down { node: u16, keep: Option<u16> },
 }
 
 /// What the caller must do.
@@ -234,6 +239,11 @@ impl<M: FifoMsg> Fifo<M> {
     /// When the head message expires (only the head expires, as in RabbitMQ).
     pub fn next_expiry(&self) -> Option<u64> {
         self.ready.values().next().and_then(|e| e.expires_at)
+    }
+
+    /// The attached consumers' keys.
+    pub fn consumer_keys(&self) -> impl Iterator<Item = ConsumerKey> + '_ {
+        self.consumers.iter().map(|c| c.key)
     }
 
     /// A consumer that has no credit left (the caller tops a no-ack one up).
@@ -426,6 +436,28 @@ impl<M: FifoMsg> Fifo<M> {
                     }
                 }
                 return Reply::Ok;
+            }
+            Command::Down { node, keep } => {
+                use super::wire::{key_incarnation, key_node};
+                let gone = |k: ConsumerKey| {
+                    k != GET_KEY && key_node(k) == node && Some(key_incarnation(k)) != keep
+                };
+                self.consumers.retain(|c| !gone(c.key));
+                let mut ids: Vec<MsgId> = self
+                    .checked_out
+                    .iter()
+                    .filter(|(_, (k, _))| gone(*k))
+                    .map(|(id, _)| *id)
+                    .collect();
+                // In id order, whatever the map's order: every replica does the same.
+                ids.sort_unstable();
+                for id in ids {
+                    if let Some((_, mut e)) = self.checked_out.remove(&id) {
+                        e.redelivered = true;
+                        self.push_ready(e);
+                    }
+                }
+                Reply::Ok
             }
             Command::SetConfig(config) => {
                 self.config = config;

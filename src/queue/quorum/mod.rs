@@ -21,6 +21,8 @@
 
 pub mod fifo;
 mod pages;
+mod replicated;
+pub mod wire;
 
 use super::consumer::{Consumer, INFLIGHT_WINDOW};
 use super::deadletter::{self, Reason};
@@ -152,11 +154,17 @@ pub(crate) struct After {
     gone: Vec<(Arc<Consumer>, Vec<MsgId>)>,
     /// Checked out but unreadable (a paged body): settled.
     lost: Vec<MsgId>,
+    /// A replicated queue's deliveries to a consumer of this node that left meanwhile:
+    /// returned (through the group).
+    orphans: Vec<MsgId>,
 }
 
 impl After {
     fn is_empty(&self) -> bool {
-        self.dead.is_empty() && self.gone.is_empty() && self.lost.is_empty()
+        self.dead.is_empty()
+            && self.gone.is_empty()
+            && self.lost.is_empty()
+            && self.orphans.is_empty()
     }
 }
 
@@ -179,12 +187,25 @@ impl Queue {
         cmd: Command<QMsg>,
         after: &mut After,
     ) -> Reply<QMsg> {
+        self.q_apply_at(st, now_ms(), cmd, after, true)
+    }
+
+    /// [`q_apply`](Self::q_apply) at time `now`; without `leader` (a replica that does
+    /// not lead its group) dead letters are left to the leader.
+    fn q_apply_at(
+        self: &Arc<Self>,
+        st: &mut State,
+        now: u64,
+        cmd: Command<QMsg>,
+        after: &mut After,
+        leader: bool,
+    ) -> Reply<QMsg> {
         let Some(q) = st.quorum.as_mut() else {
             return Reply::Ok;
         };
         let mut fx = Vec::new();
         q.applied += 1;
-        let reply = q.fifo.apply(now_ms(), cmd, &mut fx);
+        let reply = q.fifo.apply(now, cmd, &mut fx);
         for effect in fx {
             match effect {
                 Effect::Deliver { key, msgs } => self.q_deliver(q, key, msgs, after),
@@ -192,6 +213,7 @@ impl Queue {
                     let ids: Vec<u64> = msgs.iter().filter_map(|m| q.release(m)).collect();
                     self.forget_ids(ids);
                 }
+                Effect::DeadLetter { .. } if !leader => {}
                 Effect::DeadLetter { reason, msgs, held } => {
                     let mut dead = Vec::with_capacity(msgs.len());
                     for e in &msgs {
@@ -226,7 +248,12 @@ impl Queue {
         after: &mut After,
     ) {
         let Some(c) = q.consumers.get(&key).cloned() else {
-            // Not ours (cannot happen: keys are registered with their consumer).
+            // On one node this cannot happen (keys are registered with their consumer).
+            // A replicated queue delivers to every member's consumers: another node's
+            // are not ours; one of ours that was cancelled meanwhile gets them returned.
+            if self.is_local_key(key) {
+                after.orphans.extend(entries.iter().map(|e| e.id));
+            }
             return;
         };
         let mut msgs = Vec::with_capacity(entries.len());
@@ -301,12 +328,20 @@ impl Queue {
     fn q_after(self: &Arc<Self>, mut after: After) {
         while !after.is_empty() {
             let mut next = After::default();
+            let orphans = std::mem::take(&mut after.orphans);
+            if !orphans.is_empty() {
+                self.r_return_ids(orphans);
+            }
             let lost = std::mem::take(&mut after.lost);
             if !lost.is_empty() {
                 let mut st = self.state.lock();
                 self.q_apply(&mut st, Command::Settle { ids: lost }, &mut next);
             }
             for (c, ids) in std::mem::take(&mut after.gone) {
+                if self.is_replicated() {
+                    self.r_gone(&c, ids);
+                    continue;
+                }
                 let mut st = self.state.lock();
                 st.consumers.retain(|o| !Arc::ptr_eq(o, &c));
                 if let Some(q) = st.quorum.as_mut() {
@@ -354,8 +389,11 @@ impl Queue {
             .filter(|(_, u)| !**u)
             .map(|(m, _)| m.seq)
             .collect();
+        if self.is_replicated() && !routed.is_empty() {
+            self.r_dlx_settle(routed.clone());
+        }
         let mut st = self.state.lock();
-        if !routed.is_empty() {
+        if !routed.is_empty() && !self.is_replicated() {
             self.q_apply(&mut st, Command::DlxSettle { ids: routed }, after);
         }
         if unrouted.iter().any(|u| *u) && st.dlx_retry_at.is_none() {
@@ -372,6 +410,9 @@ impl Queue {
     /// The timer fired: expire due head messages, retry held dead letters when due.
     /// Returns the next deadline.
     pub(super) fn q_on_timer(self: &Arc<Self>, now: Instant) -> Option<Instant> {
+        if self.is_replicated() {
+            return self.r_on_timer(now);
+        }
         let mut after = After::default();
         let next = {
             let mut st = self.state.lock();
@@ -400,6 +441,10 @@ impl Queue {
 
     /// A message read back from the message log at start.
     pub(super) fn q_restore(self: &Arc<Self>, r: Recovered) {
+        if self.is_replicated() {
+            // Its Raft log restores it; a copy in the message log is from before.
+            return self.forget_ids(vec![r.msg.persist_id]);
+        }
         // The log holds one redelivered mark per return: the delivery count.
         let mut after = After::default();
         {
@@ -463,6 +508,9 @@ impl Queue {
 
     /// A no-ack consumer wrote what it had: top its credit up.
     pub(super) fn q_dispatch(self: &Arc<Self>) {
+        if self.is_replicated() {
+            return self.r_dispatch();
+        }
         let mut after = After::default();
         {
             let mut st = self.state.lock();
@@ -494,6 +542,9 @@ impl Queue {
         self: &Arc<Self>,
         consumer: Arc<Consumer>,
     ) -> Result<(), ConsumeRefused> {
+        if self.is_replicated() {
+            return self.r_consume(consumer);
+        }
         let mut after = After::default();
         {
             let mut st = self.state.lock();
@@ -518,6 +569,9 @@ impl Queue {
     }
 
     pub(super) fn q_cancel(self: &Arc<Self>, consumer: &Arc<Consumer>, dispatch: bool) -> bool {
+        if self.is_replicated() {
+            return self.r_cancel(consumer);
+        }
         let mut after = After::default();
         let auto_delete = {
             let mut st = self.state.lock();
@@ -576,12 +630,18 @@ impl Queue {
 
     /// Acknowledged deliveries (`ids`: their ids in the queue).
     pub(super) fn q_acked(self: &Arc<Self>, n: u64, ids: Vec<u64>) {
+        if self.is_replicated() {
+            return self.r_acked(n, ids);
+        }
         self.unacked.fetch_sub(n, SeqCst);
         Counters::bump(&self.counters.ack, n);
         self.q_run(Command::Settle { ids });
     }
 
     pub(super) fn q_rejected(self: &Arc<Self>, msgs: Vec<QueuedMessage>) {
+        if self.is_replicated() {
+            return self.r_rejected(msgs);
+        }
         self.unacked.fetch_sub(msgs.len() as u64, SeqCst);
         let ids = msgs.iter().map(|m| m.seq).collect();
         self.q_run(Command::Discard { ids });
@@ -589,6 +649,10 @@ impl Queue {
 
     /// Returned by consumers: counted (`x-delivery-count`, `x-delivery-limit`).
     pub(super) fn q_requeue(self: &Arc<Self>, msgs: Vec<QueuedMessage>) {
+        if self.is_replicated() {
+            let n = msgs.len() as u64;
+            return self.r_return(msgs, true, n);
+        }
         self.unacked.fetch_sub(msgs.len() as u64, SeqCst);
         let ids: Vec<MsgId> = msgs.iter().map(|m| m.seq).collect();
         let mut after = After::default();
@@ -614,6 +678,9 @@ impl Queue {
 
     /// Never reached the consumer: back as it was.
     pub(super) fn q_return_undelivered(self: &Arc<Self>, m: QueuedMessage, counted_unacked: bool) {
+        if self.is_replicated() {
+            return self.r_return(vec![m], false, counted_unacked as u64);
+        }
         if counted_unacked {
             self.unacked.fetch_sub(1, SeqCst);
         }
@@ -624,6 +691,9 @@ impl Queue {
     }
 
     pub(super) fn q_purge(self: &Arc<Self>) -> u32 {
+        if self.is_replicated() {
+            return self.r_purge();
+        }
         match self.q_run(Command::Purge) {
             Reply::Purged(n) => n,
             _ => 0,

@@ -543,3 +543,68 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn down_returns_what_a_nodes_old_consumers_held_and_keeps_other_consumers() {
+    use crate::queue::quorum::wire::consumer_key;
+    let mut f = Fifo::new(Config::default());
+    for n in 1..=4 {
+        run(&mut f, enq(n));
+    }
+    let old = consumer_key(7, 1, 1);
+    let new = consumer_key(7, 2, 2);
+    let other = consumer_key(9, 1, 3);
+    let d_old = delivered(&run(
+        &mut f,
+        Command::Checkout {
+            key: old,
+            spec: spec(2),
+        },
+    ));
+    let d_other = delivered(&run(
+        &mut f,
+        Command::Checkout {
+            key: other,
+            spec: spec(1),
+        },
+    ));
+    assert_eq!((d_old.len(), d_other.len()), (2, 1));
+    run(
+        &mut f,
+        Command::Checkout {
+            key: new,
+            spec: spec(0),
+        },
+    );
+    // The new incarnation took the fourth message; the old one's two come back to it,
+    // marked redelivered, and the other node's consumer keeps its message.
+    let fx = run(
+        &mut f,
+        Command::Down {
+            node: 7,
+            keep: Some(2),
+        },
+    );
+    let d = delivered(&fx);
+    assert_eq!(
+        d.iter().map(|d| (d.0, d.1)).collect::<Vec<_>>(),
+        [(new, 1), (new, 2)]
+    );
+    assert!(fx.iter().all(|e| match e {
+        Effect::Deliver { msgs, .. } => msgs.iter().all(|m| m.redelivered),
+        _ => true,
+    }));
+    assert_eq!(f.consumer_count(), 2);
+    assert_eq!(f.checked_out_len(), 4);
+    // The whole node down: everything its consumers held is ready again.
+    run(
+        &mut f,
+        Command::Down {
+            node: 7,
+            keep: None,
+        },
+    );
+    assert_eq!(f.consumer_count(), 1);
+    assert_eq!(f.checked_out_len(), 1);
+    assert_eq!(ready_names(&f), [1, 2, 4]);
+}

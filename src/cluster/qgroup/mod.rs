@@ -1,0 +1,564 @@
+//! Quorum queues as Raft groups: each quorum queue declared in a cluster is its own
+//! openraft group ([`QTypeConfig`]) among the members its definition names. Its log
+//! carries the queue's commands ([`QEntry`]); every member's state machine
+//! ([`QStateMachine`]) applies them to its own replica of the queue. Groups share the
+//! node's one WAL (records carry the group id, so one fdatasync serves every group) and
+//! the cluster port (binary frames naming the group: [`QRequest`]).
+//!
+//! [`QGroup`] is this node's member of one group and the queue's [`Group`] handle: a
+//! driver task takes the queue's commands, stamps them with the leader's clock and writes
+//! them through the leader (here with `client_write_ff`, so many writes are in flight and
+//! openraft batches them; or forwarded in batches to the leader over the cluster link),
+//! and answers each once it is committed. After a batch commits the leader sends a
+//! heartbeat at once, so followers learn the commit index (and deliver) without waiting
+//! for the next one. While leading, it also watches the members: consumers of a node
+//! that stops answering are declared down ([`QCmd::Down`]), so what they had checked out
+//! is delivered again elsewhere.
+//!
+//! Not done: snapshots (the log is kept whole, in memory and in the WAL; a member added
+//! later catches up from the log).
+
+mod network;
+mod state_machine;
+
+pub use network::{call, QNetwork};
+pub use state_machine::QStateMachine;
+
+use super::log_store::{GroupConfig, LogStore};
+use super::network::Peer;
+use super::node::Node;
+use super::{node_id, Member, Nid};
+use crate::queue::quorum::wire::{Done, Group, QCmd, QEntry, QReply, Replica};
+use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, VoteResponse};
+use openraft::{Raft, StoredMembership};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{self, Cursor};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+openraft::declare_raft_types!(
+    /// A quorum queue group's types.
+    pub QTypeConfig:
+        D = QEntry,
+        R = QReply,
+        Node = Member,
+);
+
+impl GroupConfig for QTypeConfig {
+    type Cmd = QEntry;
+    const BINARY: bool = true;
+}
+
+/// How long a command may wait for a leader and its commit before it fails (a publish's
+/// confirm then becomes a basic.nack).
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// A batch forwarded to the leader.
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
+const RETRY: Duration = Duration::from_millis(50);
+/// Most commands in one batch.
+const BATCH: usize = 1024;
+/// How often a leader checks that the nodes holding consumers still answer.
+const WATCH_EVERY: Duration = Duration::from_millis(250);
+
+/// A node's 16-bit tag in consumer keys.
+pub fn node_tag(name: &str) -> u16 {
+    (node_id(name) & 0xffff) as u16
+}
+
+/// A queue group's request on the cluster port.
+#[derive(Debug, Serialize, Deserialize)]
+pub enum QRequest {
+    Append(u64, AppendEntriesRequest<QTypeConfig>),
+    Vote(u64, VoteRequest<Nid>),
+    /// Commands for the leader to write, in order.
+    Write(u64, Vec<QCmd>),
+    /// To the leader: make these nodes the group's voters (learners first, caught up).
+    Members(u64, Vec<String>),
+    /// To a member: stand for election (leadership moves here if its log is current).
+    Elect(u64),
+}
+
+impl QRequest {
+    pub fn group(&self) -> u64 {
+        match self {
+            QRequest::Append(g, _)
+            | QRequest::Vote(g, _)
+            | QRequest::Write(g, _)
+            | QRequest::Members(g, _)
+            | QRequest::Elect(g) => *g,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub enum QResponse {
+    Append(Result<AppendEntriesResponse<Nid>, String>),
+    Vote(Result<VoteResponse<Nid>, String>),
+    /// Each command's outcome.
+    Written(Vec<Result<QReply, String>>),
+    Done(Result<(), String>),
+    /// This node has no member of that group (not yet, or no longer).
+    NoGroup,
+}
+
+/// The Raft timing of a queue group (as the metadata group's) and no snapshots.
+fn raft_config() -> Result<openraft::Config, String> {
+    openraft::Config {
+        cluster_name: "warren-qq".into(),
+        heartbeat_interval: 150,
+        election_timeout_min: 600,
+        election_timeout_max: 1200,
+        snapshot_policy: openraft::SnapshotPolicy::Never,
+        ..Default::default()
+    }
+    .validate()
+    .map_err(|e| e.to_string())
+}
+
+/// A command waiting for its commit.
+struct Pending {
+    cmd: QCmd,
+    done: Option<Done>,
+    deadline: Instant,
+}
+
+impl Pending {
+    fn finish(self, r: Result<QReply, String>) {
+        if let Some(d) = self.done {
+            d(r);
+        }
+    }
+}
+
+/// This node's member of one queue group.
+pub struct QGroup {
+    pub gid: u64,
+    pub raft: Raft<QTypeConfig>,
+    node: Weak<Node>,
+    me: String,
+    tx: mpsc::UnboundedSender<Pending>,
+    leader: Arc<AtomicBool>,
+    stopped: AtomicBool,
+    /// Batches being written here (the last to commit sends the heartbeat).
+    writing: AtomicUsize,
+}
+
+impl std::fmt::Debug for QGroup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QGroup").field("gid", &self.gid).finish()
+    }
+}
+
+impl QGroup {
+    /// Starts this node's member of group `gid` (its log from `recovered`), its driver and
+    /// its watcher. The first member initialises a new group.
+    pub async fn start(
+        node: &Arc<Node>,
+        gid: u64,
+        members: Vec<Member>,
+        recovered: Vec<Vec<u8>>,
+        replica: Arc<dyn Replica>,
+    ) -> io::Result<Arc<QGroup>> {
+        let log: LogStore<QTypeConfig> = LogStore::new(gid, node.wal.clone(), recovered);
+        // The state machine starts empty and applies the log again from its start.
+        replica.reset();
+        let leader = Arc::new(AtomicBool::new(false));
+        let sm = QStateMachine {
+            applied: None,
+            membership: StoredMembership::default(),
+            replica: replica.clone(),
+            leader: leader.clone(),
+        };
+        let rc = raft_config().map_err(io::Error::other)?;
+        let raft = Raft::new(node.id, Arc::new(rc), QNetwork { gid }, log, sm)
+            .await
+            .map_err(|e| io::Error::other(e.to_string()))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let g = Arc::new(QGroup {
+            gid,
+            raft: raft.clone(),
+            node: Arc::downgrade(node),
+            me: node.me.name.clone(),
+            tx,
+            leader: leader.clone(),
+            stopped: AtomicBool::new(false),
+            writing: AtomicUsize::new(0),
+        });
+        if members.first().map(|m| &m.name) == Some(&node.me.name)
+            && !raft.is_initialized().await.unwrap_or(true)
+        {
+            let init: BTreeMap<Nid, Member> = members
+                .iter()
+                .map(|m| (node_id(&m.name), m.clone()))
+                .collect();
+            if let Err(e) = raft.initialize(init).await {
+                tracing::info!(gid, error = %e, "queue group not initialised here");
+            }
+        }
+        tokio::spawn(drive(Arc::downgrade(&g), rx));
+        tokio::spawn(watch_leader(raft.clone(), node.id, leader));
+        tokio::spawn(watch_members(Arc::downgrade(&g), replica));
+        // Consumers of this node's earlier runs are gone: what they held comes back.
+        g.submit(
+            QCmd::Down {
+                node: node_tag(&node.me.name),
+                keep: Some(node.incarnation),
+            },
+            None,
+        );
+        Ok(g)
+    }
+
+    fn is_leader_now(&self) -> bool {
+        self.raft.metrics().borrow().current_leader == Some(node_id(&self.me))
+    }
+
+    /// Writes commands on this node, which leads: each answer when committed (and
+    /// applied here). A write refused because leadership moved is retried.
+    async fn write_here(&self, cmds: Vec<QCmd>) -> Vec<Result<QReply, String>> {
+        self.writing.fetch_add(1, SeqCst);
+        let mut rxs = Vec::with_capacity(cmds.len());
+        for cmd in cmds {
+            let e = QEntry {
+                at: crate::store::log::now_ms(),
+                cmd,
+            };
+            rxs.push(self.raft.client_write_ff(e).await);
+        }
+        let mut out = Vec::with_capacity(rxs.len());
+        for rx in rxs {
+            out.push(match rx {
+                Ok(rx) => match rx.await {
+                    Ok(Ok(r)) => Ok(r.data),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                },
+                Err(e) => Err(e.to_string()),
+            });
+        }
+        // Followers learn the new commit index now, not at the next heartbeat; while
+        // other batches are in flight their appends carry it anyway.
+        if self.writing.fetch_sub(1, SeqCst) == 1 {
+            let _ = self.raft.trigger().heartbeat().await;
+        }
+        out
+    }
+
+    /// Serves a request from a peer.
+    pub async fn serve(&self, req: QRequest) -> QResponse {
+        match req {
+            QRequest::Append(_, r) => {
+                QResponse::Append(self.raft.append_entries(r).await.map_err(|e| e.to_string()))
+            }
+            QRequest::Vote(_, r) => {
+                QResponse::Vote(self.raft.vote(r).await.map_err(|e| e.to_string()))
+            }
+            QRequest::Write(_, cmds) => {
+                if !self.is_leader_now() {
+                    let n = cmds.len();
+                    return QResponse::Written(vec![Err("not the leader".into()); n]);
+                }
+                QResponse::Written(self.write_here(cmds).await)
+            }
+            QRequest::Members(_, names) => QResponse::Done(self.change_members(names).await),
+            QRequest::Elect(_) => {
+                QResponse::Done(self.raft.trigger().elect().await.map_err(|e| e.to_string()))
+            }
+        }
+    }
+
+    /// On the leader: new members join as learners and catch up from the log, then the
+    /// voters become exactly `names` (one joint-consensus change).
+    async fn change_members(&self, names: Vec<String>) -> Result<(), String> {
+        if !self.is_leader_now() {
+            return Err("not the leader".into());
+        }
+        let node = self.node.upgrade().ok_or("node stopped")?;
+        let voters: BTreeSet<Nid> = self
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect();
+        for n in &names {
+            let id = node_id(n);
+            if voters.contains(&id) {
+                continue;
+            }
+            let m = node
+                .member_named(n)
+                .ok_or_else(|| format!("no node '{n}'"))?;
+            tokio::time::timeout(WRITE_TIMEOUT, self.raft.add_learner(id, m, true))
+                .await
+                .map_err(|_| format!("'{n}' did not catch up in time"))?
+                .map_err(|e| e.to_string())?;
+        }
+        let want: BTreeSet<Nid> = names.iter().map(|n| node_id(n)).collect();
+        self.raft
+            .change_membership(want, false)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// Stops this member (its queue was deleted here).
+    pub async fn shutdown(&self) {
+        self.stopped.store(true, SeqCst);
+        let _ = self.raft.shutdown().await;
+    }
+}
+
+impl Group for QGroup {
+    fn submit(&self, cmd: QCmd, done: Option<Done>) {
+        let p = Pending {
+            cmd,
+            done,
+            deadline: Instant::now() + WRITE_TIMEOUT,
+        };
+        if let Err(mpsc::error::SendError(p)) = self.tx.send(p) {
+            p.finish(Err("queue group stopped".into()));
+        }
+    }
+
+    fn leader(&self) -> Option<String> {
+        let m = self.raft.metrics().borrow().clone();
+        let id = m.current_leader?;
+        m.membership_config
+            .membership()
+            .get_node(&id)
+            .map(|n| n.name.clone())
+    }
+
+    fn is_leader(&self) -> bool {
+        self.leader.load(SeqCst)
+    }
+
+    fn members(&self) -> Vec<String> {
+        let m = self.raft.metrics().borrow().clone();
+        let mut names: Vec<String> = m
+            .membership_config
+            .membership()
+            .nodes()
+            .map(|(_, n)| n.name.clone())
+            .collect();
+        names.sort();
+        names
+    }
+
+    fn online(&self) -> Vec<String> {
+        let Some(node) = self.node.upgrade() else {
+            return Vec::new();
+        };
+        self.members()
+            .into_iter()
+            .filter(|m| node.is_alive(m))
+            .collect()
+    }
+
+    fn local(&self) -> (u16, u16) {
+        let inc = self.node.upgrade().map_or(0, |n| n.incarnation);
+        (node_tag(&self.me), inc)
+    }
+
+    fn stop(&self) {
+        if let Some(node) = self.node.upgrade() {
+            node.stop_group(self.gid);
+        }
+    }
+}
+
+/// Takes the queue's commands in batches and writes them through the leader; retries
+/// (against whoever leads then) until each command's deadline.
+async fn drive(g: Weak<QGroup>, mut rx: mpsc::UnboundedReceiver<Pending>) {
+    let mut forward: Option<(String, Arc<Peer>)> = None;
+    let mut retry: Vec<Pending> = Vec::new();
+    loop {
+        let mut batch = std::mem::take(&mut retry);
+        if batch.is_empty() {
+            match rx.recv().await {
+                Some(p) => batch.push(p),
+                None => return,
+            }
+        }
+        while batch.len() < BATCH {
+            match rx.try_recv() {
+                Ok(p) => batch.push(p),
+                Err(_) => break,
+            }
+        }
+        let Some(group) = g.upgrade() else { return };
+        if group.stopped.load(SeqCst) {
+            for p in batch {
+                p.finish(Err("queue group stopped".into()));
+            }
+            continue;
+        }
+        let now = Instant::now();
+        let (live, late): (Vec<Pending>, Vec<Pending>) =
+            batch.into_iter().partition(|p| p.deadline > now);
+        for p in late {
+            p.finish(Err(
+                "no quorum: the queue's group did not commit in time".into()
+            ));
+        }
+        if live.is_empty() {
+            continue;
+        }
+        let leader = {
+            let m = group.raft.metrics().borrow().clone();
+            m.current_leader.and_then(|id| {
+                m.membership_config
+                    .membership()
+                    .get_node(&id)
+                    .map(|n| (id, n.clone()))
+            })
+        };
+        let results: Vec<Result<QReply, String>> = match leader {
+            None => {
+                retry = live;
+                drop(group);
+                tokio::time::sleep(RETRY).await;
+                continue;
+            }
+            Some((id, _)) if node_id(&group.me) == id => {
+                // Answered by a task of its own: the next batch goes in meanwhile.
+                let cmds = live.iter().map(|p| p.cmd.clone()).collect();
+                let tx = group.tx.clone();
+                let gr = group.clone();
+                tokio::spawn(async move {
+                    let results = gr.write_here(cmds).await;
+                    for (p, r) in live.into_iter().zip(results) {
+                        match r {
+                            Err(_) if p.deadline > Instant::now() => {
+                                // Leadership moved: again, through the driver.
+                                if let Err(mpsc::error::SendError(p)) = tx.send(p) {
+                                    p.finish(Err("queue group stopped".into()));
+                                }
+                            }
+                            r => p.finish(r),
+                        }
+                    }
+                });
+                continue;
+            }
+            Some((_, m)) => {
+                let peer = match &forward {
+                    Some((addr, p)) if *addr == m.addr => p.clone(),
+                    _ => {
+                        let p = Arc::new(Peer::new(m.addr.clone()));
+                        forward = Some((m.addr.clone(), p.clone()));
+                        p
+                    }
+                };
+                let cmds = live.iter().map(|p| p.cmd.clone()).collect();
+                let req = QRequest::Write(group.gid, cmds);
+                drop(group);
+                match call(&peer, &req, FORWARD_TIMEOUT).await {
+                    Ok(QResponse::Written(rs)) if rs.len() == live.len() => rs,
+                    _ => vec![Err("leader unreachable".into()); live.len()],
+                }
+            }
+        };
+        let mut failed = false;
+        for (p, r) in live.into_iter().zip(results) {
+            match r {
+                Err(_) if p.deadline > Instant::now() => {
+                    failed = true;
+                    retry.push(p);
+                }
+                r => p.finish(r),
+            }
+        }
+        if failed {
+            tokio::time::sleep(RETRY).await;
+        }
+    }
+}
+
+/// Keeps the group's "this node leads" flag current.
+async fn watch_leader(raft: Raft<QTypeConfig>, me: Nid, leader: Arc<AtomicBool>) {
+    let mut m = raft.metrics();
+    loop {
+        leader.store(m.borrow().current_leader == Some(me), SeqCst);
+        if m.changed().await.is_err() {
+            leader.store(false, SeqCst);
+            return;
+        }
+    }
+}
+
+/// While this node leads: members that stopped answering lose their consumers (their
+/// checked-out messages go back, for consumers elsewhere), once per outage.
+async fn watch_members(g: Weak<QGroup>, replica: Arc<dyn Replica>) {
+    let mut downed: BTreeSet<u16> = BTreeSet::new();
+    loop {
+        tokio::time::sleep(WATCH_EVERY).await;
+        let Some(group) = g.upgrade() else { return };
+        if group.stopped.load(SeqCst) {
+            return;
+        }
+        let Some(node) = group.node.upgrade() else {
+            return;
+        };
+        if !group.is_leader() {
+            downed.clear();
+            continue;
+        }
+        let holding = replica.consumer_nodes();
+        for m in group.members() {
+            if m == group.me {
+                continue;
+            }
+            let tag = node_tag(&m);
+            if node.is_alive(&m) {
+                downed.remove(&tag);
+            } else if holding.contains(&tag) && downed.insert(tag) {
+                tracing::info!(gid = group.gid, node = %m, "queue member down: its consumers' messages return");
+                group.submit(
+                    QCmd::Down {
+                        node: tag,
+                        keep: None,
+                    },
+                    None,
+                );
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::network;
+    use crate::queue::quorum::wire::WireMsg;
+
+    /// A queue group's requests cross the link as binary frames (bodies as bytes).
+    #[test]
+    fn writes_travel_as_binary_frames() {
+        let req = QRequest::Write(
+            7,
+            vec![QCmd::Enqueue(WireMsg {
+                exchange: String::new(),
+                routing_key: "q".into(),
+                properties: vec![],
+                body: vec![1; 4096],
+                priority: 0,
+                expiration: None,
+                persistent: false,
+            })],
+        );
+        let bytes = network::binary(&req).unwrap();
+        assert!(bytes.len() < 4200, "{}", bytes.len());
+        match network::from_binary::<QRequest>(&bytes).unwrap() {
+            QRequest::Write(7, cmds) => assert_eq!(cmds.len(), 1),
+            other => panic!("{other:?}"),
+        }
+        assert!(network::from_binary::<QRequest>(b"{}").is_err());
+        assert!(network::from_binary::<QRequest>(&bytes[..20]).is_err());
+    }
+}

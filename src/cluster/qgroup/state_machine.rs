@@ -1,0 +1,95 @@
+//! A queue group's state machine on one member: committed entries applied to the
+//! queue's replica; no snapshots.
+
+use super::QTypeConfig;
+use crate::cluster::{Member, Nid};
+use crate::queue::quorum::wire::{QReply, Replica};
+use openraft::storage::RaftStateMachine;
+use openraft::{
+    Entry, EntryPayload, LogId, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError,
+    StorageIOError, StoredMembership,
+};
+use std::io::{self, Cursor};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::Arc;
+
+/// The group's state machine on this member: applies committed entries to the queue's
+/// replica. Not persisted: after a restart the log is applied again from the start.
+pub struct QStateMachine {
+    pub(super) applied: Option<LogId<Nid>>,
+    pub(super) membership: StoredMembership<Nid, Member>,
+    pub(super) replica: Arc<dyn Replica>,
+    pub(super) leader: Arc<AtomicBool>,
+}
+
+/// Snapshots are not made (the policy is never); asked for one anyway, it fails.
+pub struct NoSnapshots;
+
+impl RaftSnapshotBuilder<QTypeConfig> for NoSnapshots {
+    async fn build_snapshot(&mut self) -> Result<Snapshot<QTypeConfig>, StorageError<Nid>> {
+        Err(StorageIOError::write_snapshot(
+            None,
+            &io::Error::other("queue groups keep their whole log"),
+        )
+        .into())
+    }
+}
+
+impl RaftStateMachine<QTypeConfig> for QStateMachine {
+    type SnapshotBuilder = NoSnapshots;
+
+    async fn applied_state(
+        &mut self,
+    ) -> Result<(Option<LogId<Nid>>, StoredMembership<Nid, Member>), StorageError<Nid>> {
+        Ok((self.applied, self.membership.clone()))
+    }
+
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<QReply>, StorageError<Nid>>
+    where
+        I: IntoIterator<Item = Entry<QTypeConfig>> + Send,
+        I::IntoIter: Send,
+    {
+        let leader = self.leader.load(SeqCst);
+        let mut replies = Vec::new();
+        for e in entries {
+            self.applied = Some(e.log_id);
+            replies.push(match e.payload {
+                EntryPayload::Blank => QReply::default(),
+                EntryPayload::Normal(entry) => self.replica.apply_entry(entry, leader),
+                EntryPayload::Membership(m) => {
+                    self.membership = StoredMembership::new(Some(e.log_id), m);
+                    QReply::default()
+                }
+            });
+        }
+        Ok(replies)
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        NoSnapshots
+    }
+
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<Nid>> {
+        Ok(Box::new(Cursor::new(Vec::new())))
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta<Nid, Member>,
+        _snapshot: Box<Cursor<Vec<u8>>>,
+    ) -> Result<(), StorageError<Nid>> {
+        Err(StorageIOError::read_snapshot(
+            Some(meta.signature()),
+            &io::Error::other("queue groups keep their whole log"),
+        )
+        .into())
+    }
+
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<Snapshot<QTypeConfig>>, StorageError<Nid>> {
+        Ok(None)
+    }
+}

@@ -1,0 +1,338 @@
+//! A quorum queue in a cluster: its commands go through the queue's Raft group
+//! ([`Group`]) instead of being applied at once, and every member applies each committed
+//! command to its own replica of the state machine ([`Replica`], the same `Fifo` as on one
+//! node). A member delivers to the consumers attached on its own node from its own
+//! replica (the bodies are in its log), so consumers on any member are served locally.
+//!
+//! What a channel asks of the queue (consume, cancel, ack, reject, requeue, credit) is
+//! submitted as a command; its effect shows when the command comes back committed. The
+//! queue's local state is changed only by committed commands, so the replicas stay equal.
+//! Effects that must happen once for the cluster (dead-lettering, expiry ticks) are the
+//! leader's.
+
+use super::fifo::{Command, ConsumerSpec, Reply};
+use super::pages::QMsg;
+use super::wire::{consumer_key, key_node, Done, Group, QCmd, QEntry, QReply, Replica, WireSpec};
+use super::After;
+use crate::message::Message;
+use crate::queue::consumer::{Consumer, INFLIGHT_WINDOW};
+use crate::queue::{ConsumeRefused, Queue, QueuedMessage};
+use crate::stats::Counters;
+use crate::store::definitions::QuorumPlacement;
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+/// The queue as its group's state machine sees it (held weakly: the queue owns the group
+/// through the node's registry, not the other way round).
+struct ReplicaOf(Weak<Queue>);
+
+impl Replica for ReplicaOf {
+    fn apply_entry(&self, e: QEntry, leader: bool) -> QReply {
+        let Some(q) = self.0.upgrade() else {
+            return QReply::default();
+        };
+        let cmd = match e.cmd {
+            QCmd::Enqueue(m) => Command::Enqueue {
+                msg: QMsg::Mem(m.into_message()),
+                enqueued_at: e.at,
+                redelivered: false,
+                delivery_count: 0,
+            },
+            QCmd::Checkout { key, spec } => Command::Checkout {
+                key,
+                spec: ConsumerSpec {
+                    priority: spec.priority,
+                    prefetch: spec.prefetch,
+                    no_ack: spec.no_ack,
+                },
+            },
+            QCmd::Cancel { key } => Command::Cancel {
+                key,
+                dispatch: true,
+            },
+            QCmd::Credit { key, credit } => Command::Credit { key, credit },
+            QCmd::Settle { ids } => Command::Settle { ids },
+            QCmd::Return { ids, counted } => Command::Return { ids, counted },
+            QCmd::Discard { ids } => Command::Discard { ids },
+            QCmd::Purge => Command::Purge,
+            QCmd::Tick => Command::Tick,
+            QCmd::DlxSettle { ids } => Command::DlxSettle { ids },
+            QCmd::Down { node, keep } => Command::Down { node, keep },
+        };
+        let mut after = After::default();
+        let reply = {
+            let mut st = q.state.lock();
+            q.q_apply_at(&mut st, e.at, cmd, &mut after, leader)
+        };
+        q.q_after(after);
+        QReply {
+            rejected: matches!(reply, Reply::Rejected),
+        }
+    }
+
+    fn consumer_nodes(&self) -> Vec<u16> {
+        let Some(q) = self.0.upgrade() else {
+            return Vec::new();
+        };
+        let st = q.state.lock();
+        let mut out: Vec<u16> = st
+            .quorum
+            .as_ref()
+            .map(|f| f.fifo.consumer_keys().map(key_node).collect())
+            .unwrap_or_default();
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    fn reset(&self) {
+        let Some(q) = self.0.upgrade() else { return };
+        let mut st = q.state.lock();
+        let config = super::config_of(&st.eff);
+        if let Some(f) = st.quorum.as_mut() {
+            f.fifo = super::fifo::Fifo::new(config);
+            f.applied = 0;
+        }
+    }
+}
+
+impl Queue {
+    /// Makes this quorum queue a cluster's replicated one (from its definition), or
+    /// changes its members. Its bodies stay in memory (its Raft log holds them; no page
+    /// files).
+    pub fn set_placement(&self, p: QuorumPlacement) {
+        if !self.is_quorum() {
+            return;
+        }
+        let _ = self.replicated.set(p.group);
+        *self.members.lock() = p.members;
+        if let Some(q) = self.state.lock().quorum.as_mut() {
+            q.pages = None;
+        }
+    }
+
+    /// The queue's group id and members, in a cluster.
+    pub fn placement(&self) -> Option<QuorumPlacement> {
+        self.replicated.get().map(|g| QuorumPlacement {
+            group: *g,
+            members: self.members.lock().clone(),
+        })
+    }
+
+    /// A quorum queue replicated through a Raft group (in a cluster).
+    pub fn is_replicated(&self) -> bool {
+        self.replicated.get().is_some()
+    }
+
+    /// This node's member of the group (None: this node is not, or no longer, one).
+    pub fn set_group(&self, g: Option<Arc<dyn Group>>) {
+        if let Some(old) = std::mem::replace(&mut *self.group.lock(), g) {
+            old.stop();
+        }
+    }
+
+    pub fn group(&self) -> Option<Arc<dyn Group>> {
+        self.group.lock().clone()
+    }
+
+    /// What the group's state machine applies committed entries to.
+    pub fn replica(self: &Arc<Self>) -> Arc<dyn Replica> {
+        Arc::new(ReplicaOf(Arc::downgrade(self)))
+    }
+
+    /// The member nodes of a replicated quorum queue (None for other queues).
+    pub fn quorum_members(&self) -> Option<Vec<String>> {
+        self.is_replicated().then(|| self.members.lock().clone())
+    }
+
+    /// The node leading a replicated quorum queue's group, when known here.
+    pub fn quorum_leader(&self) -> Option<String> {
+        self.group().and_then(|g| g.leader())
+    }
+
+    /// The members answering now (as far as this node knows).
+    pub fn quorum_online(&self) -> Option<Vec<String>> {
+        self.group().map(|g| g.online())
+    }
+
+    fn r_submit(&self, cmd: QCmd, done: Option<Done>) {
+        match self.group() {
+            Some(g) => g.submit(cmd, done),
+            None => {
+                if let Some(d) = done {
+                    d(Err("this node is not a member of the queue's group".into()));
+                }
+            }
+        }
+    }
+
+    /// A consumer's key in the replicated state: node, incarnation and its id here.
+    fn r_key(&self, c: &Consumer) -> u64 {
+        match self.group() {
+            Some(g) => {
+                let (node, inc) = g.local();
+                consumer_key(node, inc, c.id)
+            }
+            None => c.id,
+        }
+    }
+
+    /// A publish: an enqueue through the leader; `done` once committed.
+    pub(crate) fn r_publish(&self, msg: &Arc<Message>, done: Option<Done>) {
+        if self.is_deleted() {
+            if let Some(d) = done {
+                d(Ok(QReply::default()));
+            }
+            return;
+        }
+        Counters::bump(&self.counters.publish, 1);
+        self.r_submit(QCmd::Enqueue(super::wire::WireMsg::of(msg)), done);
+    }
+
+    pub(super) fn r_consume(
+        self: &Arc<Self>,
+        consumer: Arc<Consumer>,
+    ) -> Result<(), ConsumeRefused> {
+        let key = self.r_key(&consumer);
+        {
+            let mut st = self.state.lock();
+            self.attach(&mut st, consumer.clone())?;
+            if let Some(q) = st.quorum.as_mut() {
+                q.consumers.insert(key, consumer.clone());
+            }
+        }
+        let spec = WireSpec {
+            priority: consumer.priority,
+            prefetch: if consumer.no_ack {
+                INFLIGHT_WINDOW
+            } else {
+                consumer.prefetch
+            },
+            no_ack: consumer.no_ack,
+        };
+        self.r_submit(QCmd::Checkout { key, spec }, None);
+        Ok(())
+    }
+
+    pub(super) fn r_cancel(&self, consumer: &Arc<Consumer>) -> bool {
+        let key = self.r_key(consumer);
+        {
+            let mut st = self.state.lock();
+            st.consumers.retain(|c| !Arc::ptr_eq(c, consumer));
+            st.last_used = Instant::now();
+            if let Some(q) = st.quorum.as_mut() {
+                q.consumers.remove(&key);
+            }
+        }
+        self.r_submit(QCmd::Cancel { key }, None);
+        false
+    }
+
+    pub(super) fn r_acked(&self, n: u64, ids: Vec<u64>) {
+        self.unacked.fetch_sub(n, SeqCst);
+        Counters::bump(&self.counters.ack, n);
+        self.r_submit(QCmd::Settle { ids }, None);
+    }
+
+    pub(super) fn r_rejected(&self, msgs: Vec<QueuedMessage>) {
+        self.unacked.fetch_sub(msgs.len() as u64, SeqCst);
+        let ids = msgs.iter().map(|m| m.seq).collect();
+        self.r_submit(QCmd::Discard { ids }, None);
+    }
+
+    pub(super) fn r_return(&self, msgs: Vec<QueuedMessage>, counted: bool, unacked: u64) {
+        self.unacked.fetch_sub(unacked, SeqCst);
+        let ids = msgs.iter().map(|m| m.seq).collect();
+        self.r_submit(QCmd::Return { ids, counted }, None);
+    }
+
+    pub(super) fn r_purge(&self) -> u32 {
+        let n = self.message_count();
+        self.r_submit(QCmd::Purge, None);
+        n
+    }
+
+    /// A no-ack consumer here wrote what it had: more credit, through the group.
+    pub(super) fn r_dispatch(&self) {
+        let want: Vec<(u64, u32)> = {
+            let st = self.state.lock();
+            let Some(q) = st.quorum.as_ref() else { return };
+            q.consumers
+                .iter()
+                .filter(|(key, c)| c.no_ack && q.fifo.out_of_credit(**key))
+                .map(|(key, c)| {
+                    (
+                        *key,
+                        INFLIGHT_WINDOW.saturating_sub(c.inflight.load(SeqCst)),
+                    )
+                })
+                .filter(|(_, n)| *n > 0)
+                .collect()
+        };
+        for (key, credit) in want {
+            self.r_submit(QCmd::Credit { key, credit }, None);
+        }
+    }
+
+    /// The timer on a replicated queue: the leader writes a tick (expiry decided at the
+    /// leader's time, the same on every member); the others look again later.
+    pub(super) fn r_on_timer(&self, now: Instant) -> Option<Instant> {
+        let leader = self.group().is_some_and(|g| g.is_leader());
+        let st = self.state.lock();
+        let at = st.quorum.as_ref().and_then(|q| q.fifo.next_expiry())?;
+        let due = crate::store::log::now_ms() >= at;
+        drop(st);
+        if due && leader {
+            self.r_submit(QCmd::Tick, None);
+        }
+        // Until the tick is committed and applied the head is still there: look again
+        // shortly rather than at once.
+        let wait = Duration::from_millis(at.saturating_sub(crate::store::log::now_ms()));
+        Some(now + wait.max(Duration::from_millis(50)))
+    }
+
+    /// Held dead letters that reached a target queue leave (through the group).
+    pub(super) fn r_dlx_settle(&self, ids: Vec<u64>) {
+        self.r_submit(QCmd::DlxSettle { ids }, None);
+    }
+
+    /// A consumer key of this node's current run (in a replicated queue).
+    pub(super) fn is_local_key(&self, key: u64) -> bool {
+        self.group().is_some_and(|g| {
+            let (node, inc) = g.local();
+            key_node(key) == node && super::wire::key_incarnation(key) == inc
+        })
+    }
+
+    /// Deliveries that found no consumer here: back to the queue, as they were.
+    pub(super) fn r_return_ids(&self, ids: Vec<u64>) {
+        self.r_submit(
+            QCmd::Return {
+                ids,
+                counted: false,
+            },
+            None,
+        );
+    }
+
+    /// A consumer here whose connection is gone: cancelled and its messages returned.
+    pub(super) fn r_gone(&self, c: &Arc<Consumer>, ids: Vec<u64>) {
+        let key = self.r_key(c);
+        {
+            let mut st = self.state.lock();
+            st.consumers.retain(|o| !Arc::ptr_eq(o, c));
+            if let Some(q) = st.quorum.as_mut() {
+                q.consumers.remove(&key);
+            }
+        }
+        self.r_submit(QCmd::Cancel { key }, None);
+        self.r_submit(
+            QCmd::Return {
+                ids,
+                counted: false,
+            },
+            None,
+        );
+    }
+}

@@ -1,0 +1,294 @@
+//! A replicated quorum queue's commands as they travel through its Raft group and lie in
+//! the node's WAL (postcard-encoded: bodies stay bytes), and the narrow handle a queue
+//! gets to its group ([`Group`]). The group's state machine hands every committed
+//! [`QEntry`] back to the queue's replica on each member ([`Replica`]).
+//!
+//! Time is the leader's: the entry carries the milliseconds the leader stamped when it
+//! took the command, and every member applies it at that time, so TTL expiry and the
+//! like decide the same everywhere.
+//!
+//! Consumer keys name their node: bits 48–63 a tag of the node's name, 32–47 the node's
+//! boot incarnation, 0–31 the consumer's id on that node (see [`consumer_key`]). A
+//! member carries out the deliveries for the keys of its own node only.
+
+use crate::connection::outbound::{ConnSender, Outbound};
+use crate::message::Message;
+use serde::{Deserialize, Serialize};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+
+/// A message in a replicated command (everything a delivery needs).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WireMsg {
+    pub exchange: String,
+    pub routing_key: String,
+    pub properties: Vec<u8>,
+    pub body: Vec<u8>,
+    pub priority: u8,
+    pub expiration: Option<u64>,
+    pub persistent: bool,
+}
+
+impl WireMsg {
+    pub fn of(m: &Message) -> WireMsg {
+        WireMsg {
+            exchange: m.exchange.as_str().to_string(),
+            routing_key: m.routing_key.as_str().to_string(),
+            properties: m.properties.to_vec(),
+            body: m.body.to_vec(),
+            priority: m.priority,
+            expiration: m.expiration,
+            persistent: m.persistent,
+        }
+    }
+
+    pub fn into_message(self) -> Arc<Message> {
+        Arc::new(Message {
+            exchange: crate::protocol::codec::ShortStr::copy_from(&self.exchange),
+            routing_key: crate::protocol::codec::ShortStr::copy_from(&self.routing_key),
+            properties: self.properties.into(),
+            body: self.body.into(),
+            priority: self.priority,
+            expiration: self.expiration,
+            persistent: self.persistent,
+            persist_id: 0,
+        })
+    }
+}
+
+/// A consumer's settings in a Checkout.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WireSpec {
+    pub priority: i64,
+    pub prefetch: u32,
+    pub no_ack: bool,
+}
+
+/// A command of a replicated quorum queue (see [`super::fifo::Command`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum QCmd {
+    Enqueue(WireMsg),
+    Checkout {
+        key: u64,
+        spec: WireSpec,
+    },
+    Cancel {
+        key: u64,
+    },
+    Credit {
+        key: u64,
+        credit: u32,
+    },
+    Settle {
+        ids: Vec<u64>,
+    },
+    Return {
+        ids: Vec<u64>,
+        counted: bool,
+    },
+    Discard {
+        ids: Vec<u64>,
+    },
+    Purge,
+    Tick,
+    DlxSettle {
+        ids: Vec<u64>,
+    },
+    /// A node's consumers are gone (the node is down, or restarted: only consumers of
+    /// other incarnations than `keep`): what they had checked out goes back, redelivered.
+    Down {
+        node: u16,
+        keep: Option<u16>,
+    },
+}
+
+/// An entry of a queue group's log: the command and the leader's clock when it took it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct QEntry {
+    pub at: u64,
+    pub cmd: QCmd,
+}
+
+/// What applying a command answered.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QReply {
+    /// An enqueue refused by `x-overflow: reject-publish`.
+    pub rejected: bool,
+}
+
+/// Called once a submitted command is committed (and applied on the leader), or failed.
+pub type Done = Box<dyn FnOnce(Result<QReply, String>) + Send>;
+
+/// A replicated quorum queue's Raft group, as the queue sees it.
+pub trait Group: Send + Sync + std::fmt::Debug {
+    /// Writes `cmd` through the leader (forwarded when this node is not it); `done` runs
+    /// once it is committed, or with an error after the write timeout.
+    fn submit(&self, cmd: QCmd, done: Option<Done>);
+    /// The current leader's node name.
+    fn leader(&self) -> Option<String>;
+    /// This node leads the group.
+    fn is_leader(&self) -> bool;
+    /// Member node names (the placement), and those answering now.
+    fn members(&self) -> Vec<String>;
+    fn online(&self) -> Vec<String>;
+    /// This node's tag and incarnation, for consumer keys.
+    fn local(&self) -> (u16, u16);
+    /// The queue was deleted: this member stops.
+    fn stop(&self);
+}
+
+/// The queue side of a group: applies committed entries to the member's replica.
+pub trait Replica: Send + Sync {
+    /// Applies one committed entry; `leader`: this node leads (it alone carries out
+    /// effects that must happen once, such as dead-lettering).
+    fn apply_entry(&self, e: QEntry, leader: bool) -> QReply;
+    /// The node tags that hold consumers in the replica's state.
+    fn consumer_nodes(&self) -> Vec<u16>;
+    /// Empties the replica: the member (re)starts and applies the log from its start.
+    fn reset(&self);
+}
+
+/// A publisher confirm waiting for replicated queues to commit its message: one count
+/// per queue; when the last one answers, the publisher's connection is told
+/// ([`Outbound::Replicated`]) and sends the confirm (a nack if any queue failed or
+/// refused it).
+#[derive(Debug)]
+pub struct Ticket {
+    pending: AtomicUsize,
+    failed: AtomicBool,
+    conn: ConnSender,
+}
+
+impl Ticket {
+    pub fn new(conn: ConnSender) -> Arc<Ticket> {
+        Arc::new(Ticket {
+            pending: AtomicUsize::new(0),
+            failed: AtomicBool::new(false),
+            conn,
+        })
+    }
+
+    /// One more queue to wait for.
+    pub fn add(&self) {
+        self.pending.fetch_add(1, SeqCst);
+    }
+
+    /// A queue answered.
+    pub fn done(&self, ok: bool) {
+        if !ok {
+            self.failed.store(true, SeqCst);
+        }
+        if self.pending.fetch_sub(1, SeqCst) == 1 {
+            let _ = self.conn.send(Outbound::Replicated);
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.pending.load(SeqCst) == 0
+    }
+
+    pub fn failed(&self) -> bool {
+        self.failed.load(SeqCst)
+    }
+
+    /// The completion to hand a group with a submitted enqueue.
+    pub fn completion(self: &Arc<Self>) -> Done {
+        self.add();
+        let t = self.clone();
+        Box::new(move |r| t.done(matches!(r, Ok(QReply { rejected: false }))))
+    }
+}
+
+/// Where a publish's ticket is made, on first need (no cost for other queues).
+#[derive(Debug)]
+pub struct TicketSlot<'a> {
+    pub conn: &'a ConnSender,
+    pub ticket: Option<Arc<Ticket>>,
+}
+
+impl TicketSlot<'_> {
+    pub fn get(&mut self) -> &Arc<Ticket> {
+        self.ticket
+            .get_or_insert_with(|| Ticket::new(self.conn.clone()))
+    }
+}
+
+/// A new group's members among `nodes`: `size` of them (at least 1, at most all), `me`
+/// among them. `me` comes first (the member that starts the group and proposes itself
+/// as leader: RabbitMQ's `client-local`), or with `balanced` a random member does.
+pub fn place(
+    me: &str,
+    nodes: &[String],
+    size: usize,
+    balanced: bool,
+    rng: &mut impl rand::Rng,
+) -> Vec<String> {
+    use rand::seq::SliceRandom;
+    let mut others: Vec<String> = nodes.iter().filter(|n| *n != me).cloned().collect();
+    others.shuffle(rng);
+    let mut out = vec![me.to_string()];
+    out.extend(others.into_iter().take(size.max(1) - 1));
+    if balanced {
+        out.shuffle(rng);
+    }
+    out
+}
+
+/// A consumer's key in a replicated queue.
+pub fn consumer_key(node: u16, incarnation: u16, local: u64) -> u64 {
+    (u64::from(node) << 48) | (u64::from(incarnation) << 32) | (local & 0xffff_ffff)
+}
+
+/// The node tag of a consumer key.
+pub fn key_node(key: u64) -> u16 {
+    (key >> 48) as u16
+}
+
+/// The incarnation of a consumer key.
+pub fn key_incarnation(key: u64) -> u16 {
+    (key >> 32) as u16
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placement_has_me_first_and_at_most_the_cluster() {
+        let nodes: Vec<String> = ["n1", "n2", "n3"].map(String::from).to_vec();
+        let mut rng = rand::rng();
+        let p = place("n2", &nodes, 3, false, &mut rng);
+        assert_eq!(p[0], "n2");
+        assert_eq!(p.len(), 3);
+        assert_eq!(place("n2", &nodes, 7, false, &mut rng).len(), 3);
+        assert_eq!(place("n3", &nodes, 1, false, &mut rng), ["n3"]);
+        let b = place("n1", &nodes, 2, true, &mut rng);
+        assert!(b.contains(&"n1".to_string()) && b.len() == 2);
+    }
+
+    #[test]
+    fn keys_carry_node_and_incarnation_and_entries_round_trip() {
+        let k = consumer_key(0xabcd, 7, 0x1_0000_0005);
+        assert_eq!(
+            (key_node(k), key_incarnation(k), k & 0xffff_ffff),
+            (0xabcd, 7, 5)
+        );
+        let e = QEntry {
+            at: 42,
+            cmd: QCmd::Enqueue(WireMsg {
+                exchange: "x".into(),
+                routing_key: "rk".into(),
+                properties: vec![0, 0],
+                body: vec![7; 1000],
+                priority: 0,
+                expiration: None,
+                persistent: true,
+            }),
+        };
+        let bytes = postcard::to_allocvec(&e).unwrap();
+        // Bytes, not JSON numbers: the body costs about its own size.
+        assert!(bytes.len() < 1020, "{}", bytes.len());
+        assert_eq!(postcard::from_bytes::<QEntry>(&bytes).unwrap(), e);
+        assert!(postcard::from_bytes::<QEntry>(&bytes[..10]).is_err());
+    }
+}
