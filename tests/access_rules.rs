@@ -4,7 +4,7 @@
 //! Every expected text below is what RabbitMQ 3.10.8 sent for the same steps (pika against
 //! the reference node; see conformance/README.md, "Access rules").
 
-mod common;
+use crate::common;
 
 use common::http::Api;
 use conformance::support::amqp_error;

@@ -2,7 +2,7 @@
 //! reason, the broker stops taking its messages, and connection.unblocked follows when the
 //! alarm clears. Consumers keep working meanwhile.
 
-mod common;
+use crate::common;
 
 use futures_lite::StreamExt;
 use lapin::options::{BasicPublishOptions, QueueDeclareOptions};

@@ -3,7 +3,10 @@
 //! own: one binary links the crate, lapin and tokio once instead of thirty times, which is
 //! most of a clean CI build on two cores. Run one file's tests with
 //! `cargo test --release --test all <file>::` (e.g. `all cluster::`).
-//! A new test file is added here, not as a new binary (Cargo.toml has `autotests = false`).
+//! A new test file is added here, not as a new binary (Cargo.toml has `autotests = false`),
+//! and reaches the shared helpers with `use crate::common;`.
+
+mod common;
 
 #[path = "access_rules.rs"]
 mod access_rules;

@@ -6,7 +6,7 @@
 //! home cancels remote consumers and makes the queue 404 with RabbitMQ's text elsewhere;
 //! once the home is back, its persistent messages are consumable from another node.
 
-mod common;
+use crate::common;
 
 use common::http::eventually;
 use futures_lite::StreamExt;

@@ -4,7 +4,7 @@
 //! surviving node gets every confirmed message (those the dead node's consumer held come
 //! back redelivered, acknowledged ones never); the killed node, restarted, catches up.
 
-mod common;
+use crate::common;
 
 use common::http::{eventually, Api};
 use futures_lite::StreamExt;

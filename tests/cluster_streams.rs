@@ -5,7 +5,7 @@
 //! leader the survivors choose a new one, publishing goes on, consumers see every
 //! confirmed message once, in offset order; the old leader, restarted, catches up.
 
-mod common;
+use crate::common;
 
 use common::http::{eventually, Api};
 use futures_lite::StreamExt;

@@ -1,6 +1,6 @@
 //! Runs the whole conformance suite (the `conformance` crate) against an in-process Warren.
 
-mod common;
+use crate::common;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance_suite_passes_against_warren() {

@@ -9,7 +9,7 @@
 //! Server properties: `--server-product` / `--server-version` replace `product` and
 //! `version`.
 
-mod common;
+use crate::common;
 
 use amq_protocol::frame::{parse_frame, AMQPContentHeader, AMQPFrame};
 use amq_protocol::protocol::{basic, channel, connection, queue, AMQPClass};

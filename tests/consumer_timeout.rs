@@ -1,7 +1,7 @@
 //! Delivery acknowledgement timeout (RabbitMQ's consumer_timeout): a channel holding an
 //! unacked delivery too long is closed with 406 and the message goes back to its queue.
 
-mod common;
+use crate::common;
 
 use futures_lite::StreamExt;
 use lapin::{options::*, types::FieldTable, BasicProperties, Connection, ConnectionProperties};

@@ -3,7 +3,7 @@
 //! RabbitMQ with the management plugin (or a Warren with its HTTP API), a round trip of
 //! every command against it.
 
-mod common;
+use crate::common;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;

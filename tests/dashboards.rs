@@ -3,7 +3,7 @@
 //! derived from the dashboards' JSON) exists with the labels they use, and the exposition
 //! passes `promtool check metrics` (Debian's `prometheus` package; SKIPPED when missing).
 
-mod common;
+use crate::common;
 
 use common::http::Api;
 use lapin::{options::*, types::FieldTable, BasicProperties, Connection, ConnectionProperties};

@@ -3,7 +3,7 @@
 //! without a positive delay, mandatory returns, `messages_delayed` in the management API,
 //! and delayed messages surviving a restart and `kill -9`.
 
-mod common;
+use crate::common;
 
 use common::http::{eventually, Api};
 use futures_lite::StreamExt;

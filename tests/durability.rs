@@ -1,7 +1,7 @@
 //! Persistent messages in durable queues survive restarts and `kill -9`; the message log
 //! reports and drops damaged records; fully consumed segments are reclaimed.
 
-mod common;
+use crate::common;
 
 use futures_lite::StreamExt;
 use lapin::{

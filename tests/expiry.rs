@@ -2,7 +2,7 @@
 //! a publish or basic.get): RabbitMQ re-arms its TTL timer after delivering, so the
 //! message expires on time even while the consumer has no credit to take it.
 
-mod common;
+use crate::common;
 
 use futures_lite::StreamExt;
 use lapin::{options::*, types::FieldTable, BasicProperties, Connection, ConnectionProperties};

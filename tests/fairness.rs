@@ -4,7 +4,7 @@
 //! input first whenever the socket was readable would hold those deliveries back until
 //! the flood ended.
 
-mod common;
+use crate::common;
 
 use amq_protocol::frame::{parse_frame, AMQPContentHeader, AMQPFrame};
 use amq_protocol::protocol::{basic, confirm, AMQPClass};

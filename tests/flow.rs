@@ -7,7 +7,7 @@
 //! and the queue is overrun deterministically by a consumer that holds its one delivery
 //! (prefetch 1), with a credit of 10 messages.
 
-mod common;
+use crate::common;
 
 use common::http::Api;
 use futures_lite::StreamExt;

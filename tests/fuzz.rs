@@ -3,7 +3,7 @@
 //! the broker, never hang a connection, and leave the broker serving other clients.
 //! Runs in a few seconds; `PROPTEST_CASES` raises the count for longer local runs.
 
-mod common;
+use crate::common;
 
 use amq_protocol::frame::AMQPFrame;
 use amq_protocol::protocol::{basic, channel, exchange, queue, AMQPClass};

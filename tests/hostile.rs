@@ -2,7 +2,7 @@
 //! handshake, a frame flood. Each is bounded in memory and time, and the broker keeps
 //! serving everyone else.
 
-mod common;
+use crate::common;
 
 use amq_protocol::frame::AMQPFrame;
 use amq_protocol::protocol::{basic, AMQPClass};

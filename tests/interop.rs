@@ -1,7 +1,7 @@
 //! Other client ecosystems against an in-process Warren: Python pika scenarios, a
 //! rabbitmq-c `amqp-tools` round trip and a real Celery worker (scripts in tests/interop/).
 
-mod common;
+use crate::common;
 
 use std::time::Duration;
 use tokio::process::Command;

@@ -1,7 +1,7 @@
 //! Limits with RabbitMQ's errors: vhost max-connections and max-queues, the node-wide
 //! connection limit, channel_max, max message size, frame_max.
 
-mod common;
+use crate::common;
 
 use conformance::support::{amqp_error, events, next_error};
 use lapin::options::*;

@@ -1,7 +1,7 @@
 //! The management HTTP API against an in-process Warren: RabbitMQ's paths, JSON shapes
 //! and status codes, with counts and rates driven by a real AMQP client.
 
-mod common;
+use crate::common;
 
 use common::http::{eventually, Api};
 use futures_lite::StreamExt;

@@ -2,7 +2,7 @@
 //! a queue appear after it is declared, see the message-rate chart move while messages are
 //! published, and save a screenshot to `target/artifacts/console.png`.
 
-mod common;
+use crate::common;
 
 use base64::Engine;
 use common::http::{eventually, Api};

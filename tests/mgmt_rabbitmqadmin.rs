@@ -1,7 +1,7 @@
 //! Debian's real `rabbitmqadmin` (shipped with the rabbitmq-server package) against Warren's
 //! management API: declare, list, publish, get, bind, purge, export/import, close, delete.
 
-mod common;
+use crate::common;
 
 use common::http::eventually;
 use std::process::Command;

@@ -14,7 +14,7 @@
 //! 405 only after authentication); cookies are ignored (no
 //! server-side session); `POST /api/login` (OAuth 2 tokens) → 401 `Login failed`.
 
-mod common;
+use crate::common;
 
 use common::http::{Api, Response};
 use serde_json::{json, Value};

@@ -2,7 +2,7 @@
 //! for a user whose permissions on `/` are configure `^c`, write `^w`, read `^r`, with the
 //! reply code and text RabbitMQ 3.10 sends (checked against it with the same user).
 
-mod common;
+use crate::common;
 
 use conformance::support::{amqp_error, events, next_error, sync, Events};
 use lapin::options::*;

@@ -3,7 +3,7 @@
 //! dead letters, expiry, alternate exchanges), plus persistence across a restart and the
 //! management API's per-vhost visibility for non-administrators.
 
-mod common;
+use crate::common;
 
 use common::http::{eventually, Api};
 use lapin::message::BasicGetMessage;

@@ -3,7 +3,7 @@
 //! dead-letter worker retries on a 2-minute timer, too slow for a differential scenario),
 //! while at-most-once drops it; and the management API reports the queue type.
 
-mod common;
+use crate::common;
 
 use futures_lite::StreamExt;
 use lapin::{

@@ -1,6 +1,6 @@
 //! Durable definitions survive a restart; transient ones do not.
 
-mod common;
+use crate::common;
 
 use lapin::{
     options::*, types::AMQPValue, types::FieldTable, BasicProperties, Connection,

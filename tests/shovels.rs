@@ -4,7 +4,7 @@
 //! reference node `amqp://guest:guest@127.0.0.1:5682/%2f`; skipped, saying so, when it is
 //! not reachable). Also: the management API's shapes, and a shovel restarted at boot.
 
-mod common;
+use crate::common;
 
 use common::http::Api;
 use lapin::options::*;

@@ -1,7 +1,7 @@
 //! Broker shutdown (what SIGTERM/SIGINT trigger in the binary): every client gets
 //! connection.close 320 CONNECTION_FORCED.
 
-mod common;
+use crate::common;
 
 use futures_lite::StreamExt;
 use std::time::Duration;

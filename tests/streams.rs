@@ -2,7 +2,7 @@
 //! numbering continues after it, retention and segment rolls work through declare
 //! arguments, and deleting a stream removes its files.
 
-mod common;
+use crate::common;
 
 use futures_lite::StreamExt;
 use lapin::{

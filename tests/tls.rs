@@ -2,7 +2,7 @@
 //! lapin (rustls) logs in with PLAIN and with EXTERNAL (client certificate CN); pika does
 //! the same; a client certificate from an unknown CA is refused at the TLS layer.
 
-mod common;
+use crate::common;
 
 use lapin::tcp::{OwnedIdentity, OwnedTLSConfig};
 use lapin::{Connection, ConnectionProperties};

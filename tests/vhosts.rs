@@ -2,7 +2,7 @@
 //! see only the vhosts they have permissions in, and deleting a vhost closes its
 //! connections with 320 and removes its queues without touching the other vhost.
 
-mod common;
+use crate::common;
 
 use conformance::support::{amqp_error, events, next_error};
 use lapin::options::*;

@@ -5,9 +5,9 @@
 use std::time::Duration;
 use warren::{BrokerHandle, Config};
 
-/// A fresh data directory per broker, so tests never see each other's definitions. Every
-/// test file is a module of one binary (tests/all.rs) with its own copy of this module and
-/// its own counter, so the module's path is part of the name.
+/// A fresh data directory per broker, so tests never see each other's definitions (every
+/// test file is a module of one binary, tests/all.rs, and they share this counter; the
+/// module path keeps disk_faults' own binary apart as well).
 pub fn temp_data_dir() -> std::path::PathBuf {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
