@@ -7,8 +7,9 @@
 //!
 //! [`QGroup`] is this node's member of one group and the queue's [`Group`] handle: a
 //! driver task takes the queue's commands, stamps them with the leader's clock and writes
-//! them through the leader (here with `client_write_ff`, so many writes are in flight and
-//! openraft batches them; or forwarded in batches to the leader over the cluster link),
+//! them through the leader (here as few log entries as possible, [`QCmd::Batch`]: openraft
+//! 0.9 syncs each append before it takes the next write; or forwarded in batches to the
+//! leader over the cluster link),
 //! and answers each once it is committed. After a batch commits the leader sends a
 //! heartbeat at once, so followers learn the commit index (and deliver) without waiting
 //! for the next one. While leading, it also watches the members: consumers of a node
@@ -43,7 +44,7 @@ openraft::declare_raft_types!(
     /// A quorum queue group's types.
     pub QTypeConfig:
         D = QEntry,
-        R = QReply,
+        R = Vec<QReply>,
         Node = Member,
 );
 
@@ -60,6 +61,10 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 const RETRY: Duration = Duration::from_millis(50);
 /// Most commands in one batch.
 const BATCH: usize = 1024;
+/// About the most bytes of commands in one log entry (a batch past it takes several).
+const ENTRY_BYTES: usize = 1 << 20;
+/// Most entries in one AppendEntries: with [`ENTRY_BYTES`], well inside a cluster frame.
+const PAYLOAD_ENTRIES: u64 = 32;
 /// How often a leader checks that the nodes holding consumers still answer.
 const WATCH_EVERY: Duration = Duration::from_millis(250);
 
@@ -112,6 +117,7 @@ fn raft_config() -> Result<openraft::Config, String> {
         election_timeout_min: 600,
         election_timeout_max: 1200,
         snapshot_policy: openraft::SnapshotPolicy::Never,
+        max_payload_entries: PAYLOAD_ENTRIES,
         ..Default::default()
     }
     .validate()
@@ -218,26 +224,38 @@ impl QGroup {
 
     /// Writes commands on this node, which leads: each answer when committed (and
     /// applied here). A write refused because leadership moved is retried.
+    ///
+    /// The commands go in as few log entries as [`ENTRY_BYTES`] allows ([`QCmd::Batch`]):
+    /// openraft 0.9 waits for each append's flush before it takes the next write, so an
+    /// entry per command meant a WAL sync per publish.
     async fn write_here(&self, cmds: Vec<QCmd>) -> Vec<Result<QReply, String>> {
         self.writing.fetch_add(1, SeqCst);
-        let mut rxs = Vec::with_capacity(cmds.len());
-        for cmd in cmds {
+        let mut rxs = Vec::new();
+        for cmd in entries(cmds, ENTRY_BYTES) {
+            let n = match &cmd {
+                QCmd::Batch(c) => c.len(),
+                _ => 1,
+            };
             let e = QEntry {
                 at: crate::store::log::now_ms(),
                 cmd,
             };
-            rxs.push(self.raft.client_write_ff(e).await);
+            rxs.push((n, self.raft.client_write_ff(e).await));
         }
-        let mut out = Vec::with_capacity(rxs.len());
-        for rx in rxs {
-            out.push(match rx {
+        let mut out = Vec::with_capacity(rxs.iter().map(|r| r.0).sum());
+        for (n, rx) in rxs {
+            let r = match rx {
                 Ok(rx) => match rx.await {
                     Ok(Ok(r)) => Ok(r.data),
                     Ok(Err(e)) => Err(e.to_string()),
                     Err(e) => Err(e.to_string()),
                 },
                 Err(e) => Err(e.to_string()),
-            });
+            };
+            match r {
+                Ok(rs) => out.extend((0..n).map(|i| Ok(rs.get(i).copied().unwrap_or_default()))),
+                Err(e) => out.extend(std::iter::repeat_n(Err(e), n)),
+            }
         }
         // Followers learn the new commit index now, not at the next heartbeat; while
         // other batches are in flight their appends carry it anyway.
@@ -370,6 +388,30 @@ impl Group for QGroup {
             node.stop_group(self.gid);
         }
     }
+}
+
+/// Groups commands, in order, into log entries of about `max_bytes` at most (a command
+/// larger than that alone): one command as itself, several as a [`QCmd::Batch`].
+fn entries(cmds: Vec<QCmd>, max_bytes: usize) -> Vec<QCmd> {
+    let mut out = Vec::new();
+    let mut cur: Vec<QCmd> = Vec::new();
+    let mut bytes = 0;
+    let close = |cur: &mut Vec<QCmd>, out: &mut Vec<QCmd>| match cur.len() {
+        0 => {}
+        1 => out.extend(cur.pop()),
+        _ => out.push(QCmd::Batch(std::mem::take(cur))),
+    };
+    for c in cmds {
+        let w = c.weight();
+        if !cur.is_empty() && bytes + w > max_bytes {
+            close(&mut cur, &mut out);
+            bytes = 0;
+        }
+        bytes += w;
+        cur.push(c);
+    }
+    close(&mut cur, &mut out);
+    out
 }
 
 /// Takes the queue's commands in batches and writes them through the leader; retries
@@ -536,6 +578,51 @@ mod tests {
     use super::*;
     use crate::cluster::network;
     use crate::queue::quorum::wire::WireMsg;
+
+    /// Commands go into as few entries as the byte bound allows, in order; one alone is
+    /// not wrapped.
+    #[test]
+    fn commands_batch_into_entries_by_size() {
+        let msg = |n: usize| {
+            QCmd::Enqueue(WireMsg {
+                exchange: String::new(),
+                routing_key: String::new(),
+                properties: vec![],
+                body: vec![n as u8; n],
+                priority: 0,
+                expiration: None,
+                persistent: false,
+            })
+        };
+        assert!(entries(vec![], 1000).is_empty());
+        assert_eq!(entries(vec![QCmd::Tick], 1000), vec![QCmd::Tick]);
+        let cmds = vec![
+            msg(100),
+            QCmd::Tick,
+            msg(300),
+            msg(900),
+            msg(2000),
+            QCmd::Purge,
+        ];
+        let got = entries(cmds.clone(), 1000);
+        assert_eq!(
+            got,
+            vec![
+                QCmd::Batch(cmds[..3].to_vec()),
+                cmds[3].clone(),
+                cmds[4].clone(),
+                cmds[5].clone(),
+            ]
+        );
+        let flat: Vec<QCmd> = got
+            .into_iter()
+            .flat_map(|c| match c {
+                QCmd::Batch(v) => v,
+                c => vec![c],
+            })
+            .collect();
+        assert_eq!(flat, cmds);
+    }
 
     /// A queue group's requests cross the link as binary frames (bodies as bytes).
     #[test]

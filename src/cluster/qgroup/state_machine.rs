@@ -3,7 +3,7 @@
 
 use super::QTypeConfig;
 use crate::cluster::{Member, Nid};
-use crate::queue::quorum::wire::{QReply, Replica};
+use crate::queue::quorum::wire::{QCmd, QEntry, QReply, Replica};
 use openraft::storage::RaftStateMachine;
 use openraft::{
     Entry, EntryPayload, LogId, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError,
@@ -44,7 +44,8 @@ impl RaftStateMachine<QTypeConfig> for QStateMachine {
         Ok((self.applied, self.membership.clone()))
     }
 
-    async fn apply<I>(&mut self, entries: I) -> Result<Vec<QReply>, StorageError<Nid>>
+    /// Each entry answers one reply per command it carries (a [`QCmd::Batch`] many).
+    async fn apply<I>(&mut self, entries: I) -> Result<Vec<Vec<QReply>>, StorageError<Nid>>
     where
         I: IntoIterator<Item = Entry<QTypeConfig>> + Send,
         I::IntoIter: Send,
@@ -54,11 +55,18 @@ impl RaftStateMachine<QTypeConfig> for QStateMachine {
         for e in entries {
             self.applied = Some(e.log_id);
             replies.push(match e.payload {
-                EntryPayload::Blank => QReply::default(),
-                EntryPayload::Normal(entry) => self.replica.apply_entry(entry, leader),
+                EntryPayload::Blank => Vec::new(),
+                EntryPayload::Normal(QEntry {
+                    at,
+                    cmd: QCmd::Batch(cmds),
+                }) => cmds
+                    .into_iter()
+                    .map(|cmd| self.replica.apply_entry(QEntry { at, cmd }, leader))
+                    .collect(),
+                EntryPayload::Normal(entry) => vec![self.replica.apply_entry(entry, leader)],
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(e.log_id), m);
-                    QReply::default()
+                    Vec::new()
                 }
             });
         }

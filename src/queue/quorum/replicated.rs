@@ -33,6 +33,15 @@ impl Replica for ReplicaOf {
             return QReply::default();
         };
         let cmd = match e.cmd {
+            // Split by the group's state machine (each command answered on its own);
+            // applied in order here too should one reach this far.
+            QCmd::Batch(cmds) => {
+                let mut r = QReply::default();
+                for cmd in cmds {
+                    r.rejected |= self.apply_entry(QEntry { at: e.at, cmd }, leader).rejected;
+                }
+                return r;
+            }
             QCmd::Enqueue(m) => Command::Enqueue {
                 msg: QMsg::Mem(m.into_message()),
                 enqueued_at: e.at,

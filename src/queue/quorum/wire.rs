@@ -100,6 +100,25 @@ pub enum QCmd {
         node: u16,
         keep: Option<u16>,
     },
+    /// Several commands in one log entry, applied in order (each answered on its own):
+    /// the leader writes what it took at once as one entry, so one Raft append (and one
+    /// WAL sync) carries many publishes. Last variant: older logs still decode.
+    Batch(Vec<QCmd>),
+}
+
+impl QCmd {
+    /// Roughly how many bytes the command takes in the log (to bound a batch).
+    pub fn weight(&self) -> usize {
+        match self {
+            QCmd::Enqueue(m) => 64 + m.body.len() + m.properties.len() + m.routing_key.len(),
+            QCmd::Settle { ids }
+            | QCmd::Return { ids, .. }
+            | QCmd::Discard { ids }
+            | QCmd::DlxSettle { ids } => 16 + 8 * ids.len(),
+            QCmd::Batch(cmds) => cmds.iter().map(QCmd::weight).sum(),
+            _ => 32,
+        }
+    }
 }
 
 /// An entry of a queue group's log: the command and the leader's clock when it took it.
