@@ -5,78 +5,16 @@
 //! back redelivered, acknowledged ones never); the killed node, restarted, catches up.
 
 use crate::common;
+use crate::common::cluster::{channel, Node};
 
-use common::http::{eventually, Api};
+use common::http::eventually;
 use futures_lite::StreamExt;
-use lapin::{
-    options::*, types::AMQPValue, types::FieldTable, BasicProperties, Channel, Connection,
-    ConnectionProperties,
-};
+use lapin::{options::*, types::AMQPValue, types::FieldTable, BasicProperties, Channel};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-struct Node {
-    name: String,
-    amqp: u16,
-    mgmt: u16,
-    cluster: u16,
-    dir: PathBuf,
-    child: Option<std::process::Child>,
-}
-
 impl Node {
-    fn new(i: usize) -> Node {
-        Node {
-            name: format!("n{i}"),
-            amqp: free_port(),
-            mgmt: free_port(),
-            cluster: free_port(),
-            dir: common::temp_data_dir(),
-            child: None,
-        }
-    }
-
-    fn uri(&self) -> String {
-        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.amqp)
-    }
-
-    fn api(&self) -> Api {
-        Api::new(SocketAddr::from(([127, 0, 0, 1], self.mgmt)))
-    }
-
-    fn start(&mut self, members: &str) {
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
-            .args(["--node-name", &self.name, "--log-level", "error"])
-            .args(["--port", &self.amqp.to_string()])
-            .args(["--management-port", &self.mgmt.to_string()])
-            .args(["--cluster-port", &self.cluster.to_string()])
-            .args(["--cluster-nodes", members])
-            .arg("--data-dir")
-            .arg(&self.dir)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn warren");
-        self.child = Some(child);
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-
     /// The queue as this node's management API reports it (None while it cannot answer).
     async fn queue(&self, name: &str) -> Option<Value> {
         tokio::net::TcpStream::connect(("127.0.0.1", self.mgmt))
@@ -85,24 +23,6 @@ impl Node {
         let r = self.api().get(&format!("/api/queues/%2F/{name}")).await;
         (r.status == 200).then(|| r.json())
     }
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        self.kill();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-async fn channel(node: &Node) -> (Connection, Channel) {
-    let conn = eventually(20, "an AMQP connection", || async {
-        Connection::connect(&node.uri(), ConnectionProperties::default())
-            .await
-            .ok()
-    })
-    .await;
-    let ch = conn.create_channel().await.unwrap();
-    (conn, ch)
 }
 
 /// Publishes `bodies` with confirms; all must be acked.

@@ -92,4 +92,5 @@ pub fn spawn_warren(dir: &std::path::Path, extra: &[&str]) -> Process {
     }
 }
 
+pub mod cluster;
 pub mod http;

@@ -1,0 +1,102 @@
+//! Clusters of `warren` child processes on loopback for the cluster tests: each node with
+//! its own free ports and data directory, killed (`kill -9`) and its directory removed
+//! when dropped.
+
+use lapin::{Channel, Connection, ConnectionProperties};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use super::http::{eventually, Api};
+
+/// A port free now (bound and released; the OS does not hand it out again at once).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One node: its name, ports, data directory and process while it runs.
+pub struct Node {
+    pub name: String,
+    pub amqp: u16,
+    pub mgmt: u16,
+    pub cluster: u16,
+    pub dir: PathBuf,
+    pub child: Option<std::process::Child>,
+}
+
+impl Node {
+    /// Node `n{i}` with free ports and a fresh data directory, not started.
+    pub fn new(i: usize) -> Node {
+        Node {
+            name: format!("n{i}"),
+            amqp: free_port(),
+            mgmt: free_port(),
+            cluster: free_port(),
+            dir: super::temp_data_dir(),
+            child: None,
+        }
+    }
+
+    pub fn uri(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.amqp)
+    }
+
+    pub fn api(&self) -> Api {
+        Api::new(SocketAddr::from(([127, 0, 0, 1], self.mgmt)))
+    }
+
+    /// Starts the node with `--cluster-nodes members`.
+    pub fn start(&mut self, members: &str) {
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
+            .args(["--node-name", &self.name, "--log-level", "error"])
+            .args(["--port", &self.amqp.to_string()])
+            .args(["--management-port", &self.mgmt.to_string()])
+            .args(["--cluster-port", &self.cluster.to_string()])
+            .args(["--cluster-nodes", members])
+            .arg("--data-dir")
+            .arg(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn warren");
+        self.child = Some(child);
+    }
+
+    /// `GET /api/cluster-status` (None while the node does not listen).
+    pub async fn status(&self) -> Option<serde_json::Value> {
+        tokio::net::TcpStream::connect(("127.0.0.1", self.mgmt))
+            .await
+            .ok()?;
+        let r = self.api().get("/api/cluster-status").await;
+        (r.status == 200).then(|| r.json())
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A connection to `node` (retried while it starts) and a channel on it.
+pub async fn channel(node: &Node) -> (Connection, Channel) {
+    let conn = eventually(20, "an AMQP connection", || async {
+        Connection::connect(&node.uri(), ConnectionProperties::default())
+            .await
+            .ok()
+    })
+    .await;
+    let ch = conn.create_channel().await.unwrap();
+    (conn, ch)
+}
