@@ -830,10 +830,7 @@ pub fn enqueue_confirmed(
     mut overrun: Option<&mut Vec<Arc<Queue>>>,
     confirm: Option<&crate::connection::outbound::ConnSender>,
 ) -> (bool, Option<u64>, ConfirmWaits) {
-    let mut ticket = None;
-    if queues.iter().any(|q| q.is_remote()) {
-        ticket = forward(&msg, queues, confirm);
-    }
+    let ticket = forward(&msg, queues, confirm);
     let mut waits = Vec::new();
     let mut slot = confirm.map(|conn| quorum::wire::TicketSlot { conn, ticket: None });
     let mut lsn = None;

@@ -145,10 +145,12 @@ impl Queue {
         let r = self.remote.get()?;
         match self.config.home.as_deref() {
             Some(home) => (r.node() != home).then_some(r),
-            None if self.is_quorum() => {
-                let members = self.quorum_members()?;
+            // A replicated quorum queue this node is not a member of (checked under the
+            // members' lock, without copying them: this runs on every publish).
+            None if self.is_replicated() => {
+                let members = self.members.lock();
                 let member = members.iter().any(|m| m == r.node());
-                (!member && self.quorum_target().is_some()).then_some(r)
+                (!member && !members.is_empty()).then_some(r)
             }
             None => None,
         }
