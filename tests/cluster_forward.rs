@@ -233,6 +233,12 @@ async fn a_queue_homed_on_one_node_is_used_from_the_others() {
         .await
         .unwrap();
     }
+    // The three must all be on the home before the get, or message_count races them.
+    eventually(10, "the three messages reach the home", || async {
+        let q = nodes[0].api().get_json("/api/queues/%2f/fq").await;
+        (q["messages"] == 3).then_some(())
+    })
+    .await;
     let m = eventually(10, "a message for basic.get", || async {
         ch2.basic_get("fq".into(), BasicGetOptions { no_ack: false })
             .await
