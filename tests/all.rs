@@ -22,6 +22,8 @@ mod cluster_forward;
 mod cluster_quorum;
 #[path = "cluster_streams.rs"]
 mod cluster_streams;
+#[path = "cluster_tls.rs"]
+mod cluster_tls;
 #[path = "conformance.rs"]
 mod conformance;
 #[path = "connection.rs"]
