@@ -14,7 +14,9 @@
 #   bench/cluster_bench.sh [KIND] [DURATION] [REPS]    # warren | rabbitmq, 20 s, 2
 #
 # BENCHES (default "throughput latency failover") picks the parts to run; LABEL names the
-# run in the output (default KIND).
+# run in the output (default KIND). CLUSTER_TLS=1 (Warren): every inter-node connection is
+# TLS with mutual verification (a CA and a certificate for the nodes' addresses made here
+# with openssl, passed as WARREN_CLUSTER_TLS_*).
 # Prints one JSON line per result and appends it to bench/cluster_bench.jsonl. Needs root (ip netns).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -39,6 +41,19 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 rm -rf "$RUN"; mkdir -p "$RUN"
 
+if [ "${CLUSTER_TLS:-0}" = 1 ] && [ "$KIND" = warren ]; then
+  t=$RUN/tls; mkdir -p "$t"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 2 \
+    -subj /CN=bench-ca -keyout "$t/ca.key" -out "$t/ca.pem" 2>/dev/null &&
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -subj /CN=node \
+    -keyout "$t/node.key" -out "$t/node.csr" 2>/dev/null &&
+  printf 'subjectAltName=IP:127.0.0.1,IP:10.77.0.11,IP:10.77.0.12,IP:10.77.0.13,DNS:localhost\n' >"$t/ext" &&
+  openssl x509 -req -in "$t/node.csr" -CA "$t/ca.pem" -CAkey "$t/ca.key" -CAcreateserial \
+    -days 2 -extfile "$t/ext" -out "$t/node.pem" 2>/dev/null || { echo "openssl failed" >&2; exit 2; }
+  export WARREN_CLUSTER_TLS_CERT_FILE=$t/node.pem WARREN_CLUSTER_TLS_KEY_FILE=$t/node.key \
+    WARREN_CLUSTER_TLS_CA_FILE=$t/ca.pem WARREN_CLUSTER_TLS_VERIFY_PEER=true \
+    WARREN_CLUSTER_TLS_FAIL_IF_NO_PEER_CERT=true
+fi
 cl_net_up || exit 2
 echo "starting three $KIND nodes" >&2
 cl_start_all || exit 2

@@ -166,6 +166,9 @@ pub async fn start(config: Config) -> std::io::Result<BrokerHandle> {
         )
     })?;
     let saved = store::definitions::load(&config.data_dir)?;
+    // Before anything listens: a cluster TLS file that cannot be read stops the start.
+    let transport =
+        cluster::transport::Transport::new(config.cluster.as_ref().and_then(|c| c.tls.as_ref()))?;
     let listener = TcpListener::bind((config.bind, config.port)).await?;
     let addr = listener.local_addr()?;
     let tls = match &config.tls {
@@ -184,7 +187,7 @@ pub async fn start(config: Config) -> std::io::Result<BrokerHandle> {
             .iter()
             .map(|m| (m.name.clone(), m.addr.clone()))
             .collect();
-        cluster::forward::Forwarder::new(&c.node_name, &members)
+        cluster::forward::Forwarder::new(&c.node_name, &members, transport.clone())
     });
     if let Some(f) = &forwarder {
         // Before the definitions are restored: queues homed elsewhere are proxies.
@@ -206,7 +209,8 @@ pub async fn start(config: Config) -> std::io::Result<BrokerHandle> {
     }
     open_message_log(&broker)?;
     if let Some(c) = broker.config.cluster.clone() {
-        let streams = cluster::stream_repl::StreamRepl::new(c.node_name.clone(), &c.nodes);
+        let streams =
+            cluster::stream_repl::StreamRepl::new(c.node_name.clone(), &c.nodes, transport.clone());
         let _ = broker.streams.set(streams.clone());
         // Streams replicated before this start: their saved placements, until the
         // metadata group says more.
@@ -219,6 +223,7 @@ pub async fn start(config: Config) -> std::io::Result<BrokerHandle> {
         }
         let node = cluster::node::Node::start(
             c,
+            transport,
             broker.config.bind,
             broker.config.data_dir.join("cluster"),
             Arc::new(cluster::apply::BrokerApply(Arc::downgrade(&broker))),

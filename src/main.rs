@@ -113,6 +113,30 @@ struct Cli {
     /// Without it Warren runs alone.
     #[arg(long, env = "WARREN_CLUSTER_NODES")]
     cluster_nodes: Option<String>,
+    /// PEM certificate chain this node presents to the other cluster nodes: every
+    /// inter-node connection is TLS (with --cluster-tls-key-file).
+    #[arg(
+        long,
+        env = "WARREN_CLUSTER_TLS_CERT_FILE",
+        requires = "cluster_tls_key_file"
+    )]
+    cluster_tls_cert_file: Option<PathBuf>,
+    /// PEM private key for the cluster's TLS.
+    #[arg(
+        long,
+        env = "WARREN_CLUSTER_TLS_KEY_FILE",
+        requires = "cluster_tls_cert_file"
+    )]
+    cluster_tls_key_file: Option<PathBuf>,
+    /// PEM CA bundle the other nodes' certificates must chain to.
+    #[arg(long, env = "WARREN_CLUSTER_TLS_CA_FILE")]
+    cluster_tls_ca_file: Option<PathBuf>,
+    /// Verify the other nodes' certificates, both directions (needs --cluster-tls-ca-file).
+    #[arg(long, env = "WARREN_CLUSTER_TLS_VERIFY_PEER")]
+    cluster_tls_verify_peer: bool,
+    /// Refuse a node that connects without a certificate (with --cluster-tls-verify-peer).
+    #[arg(long, env = "WARREN_CLUSTER_TLS_FAIL_IF_NO_PEER_CERT")]
+    cluster_tls_fail_if_no_peer_cert: bool,
     /// Log level or filter (error, warn, info, debug, trace, or a tracing filter).
     #[arg(long, env = "WARREN_LOG_LEVEL", default_value = "info")]
     log_level: String,
@@ -127,7 +151,30 @@ async fn main() {
                 .unwrap_or_else(|_| "info".into()),
         )
         .init();
+    let cluster_tls = match (cli.cluster_tls_cert_file, cli.cluster_tls_key_file) {
+        (Some(cert_file), Some(key_file)) => Some(warren::cluster::transport::TlsOptions {
+            cert_file,
+            key_file,
+            ca_file: cli.cluster_tls_ca_file,
+            verify_peer: cli.cluster_tls_verify_peer,
+            fail_if_no_peer_cert: cli.cluster_tls_fail_if_no_peer_cert,
+        }),
+        _ if cli.cluster_tls_ca_file.is_some()
+            || cli.cluster_tls_verify_peer
+            || cli.cluster_tls_fail_if_no_peer_cert =>
+        {
+            eprintln!(
+                "warren: cluster TLS needs --cluster-tls-cert-file and --cluster-tls-key-file"
+            );
+            std::process::exit(2);
+        }
+        _ => None,
+    };
     let cluster = match &cli.cluster_nodes {
+        None if cluster_tls.is_some() => {
+            eprintln!("warren: --cluster-tls-cert-file needs --cluster-nodes");
+            std::process::exit(2);
+        }
         None => None,
         Some(list) => {
             let nodes = warren::cluster::ClusterConfig::parse_nodes(list).unwrap_or_else(|e| {
@@ -142,6 +189,7 @@ async fn main() {
                 node_name,
                 port: cli.cluster_port,
                 nodes,
+                tls: cluster_tls,
             })
         }
     };

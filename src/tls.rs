@@ -64,7 +64,10 @@ fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
     })
 }
 
-fn certs(path: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, TlsError> {
+/// The certificates of a PEM file (at least one).
+pub(crate) fn certs(
+    path: &Path,
+) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, TlsError> {
     let pem = read(path)?;
     let certs: Vec<_> = rustls_pemfile::certs(&mut &pem[..])
         .collect::<Result<_, _>>()
@@ -78,29 +81,42 @@ fn certs(path: &Path) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>,
     Ok(certs)
 }
 
+/// The private key of a PEM file.
+pub(crate) fn private_key(
+    path: &Path,
+) -> Result<rustls::pki_types::PrivateKeyDer<'static>, TlsError> {
+    let key_pem = read(path)?;
+    rustls_pemfile::private_key(&mut &key_pem[..])
+        .map_err(|source| TlsError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?
+        .ok_or_else(|| TlsError::NoKey(path.to_path_buf()))
+}
+
+/// The CA bundle of a PEM file as trust anchors.
+pub(crate) fn roots(path: &Path) -> Result<rustls::RootCertStore, TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certs(path)? {
+        roots
+            .add(cert)
+            .map_err(|e| TlsError::Rustls(format!("{}: {e}", path.display())))?;
+    }
+    Ok(roots)
+}
+
 /// Builds the acceptor: certificate and key from the files, and when `verify_peer` is set a
 /// client verifier over `ca_file` (optional or mandatory client certificates).
 pub fn acceptor(c: &TlsConfig) -> Result<tokio_rustls::TlsAcceptor, TlsError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain = certs(&c.cert_file)?;
-    let key_pem = read(&c.key_file)?;
-    let key = rustls_pemfile::private_key(&mut &key_pem[..])
-        .map_err(|source| TlsError::Io {
-            path: c.key_file.clone(),
-            source,
-        })?
-        .ok_or_else(|| TlsError::NoKey(c.key_file.clone()))?;
+    let key = private_key(&c.key_file)?;
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
     let builder = if c.verify_peer {
         let ca = c.ca_file.as_ref().ok_or(TlsError::NoCaFile)?;
-        let mut roots = rustls::RootCertStore::empty();
-        for cert in certs(ca)? {
-            roots
-                .add(cert)
-                .map_err(|e| TlsError::Rustls(e.to_string()))?;
-        }
+        let roots = roots(ca)?;
         let v =
             rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider);
         let v = if c.fail_if_no_peer_cert {

@@ -18,10 +18,14 @@ mod chaos_checker;
 mod cluster;
 #[path = "cluster_forward.rs"]
 mod cluster_forward;
+#[path = "cluster_mgmt.rs"]
+mod cluster_mgmt;
 #[path = "cluster_quorum.rs"]
 mod cluster_quorum;
 #[path = "cluster_streams.rs"]
 mod cluster_streams;
+#[path = "cluster_tls.rs"]
+mod cluster_tls;
 #[path = "conformance.rs"]
 mod conformance;
 #[path = "connection.rs"]

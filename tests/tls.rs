@@ -19,7 +19,7 @@ struct Pki {
     client_key: String,
 }
 
-fn ca(name: &str) -> (rcgen::Certificate, KeyPair) {
+pub(crate) fn ca(name: &str) -> (rcgen::Certificate, KeyPair) {
     let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
     p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
     p.distinguished_name.push(DnType::CommonName, name);
@@ -27,7 +27,7 @@ fn ca(name: &str) -> (rcgen::Certificate, KeyPair) {
     (p.self_signed(&key).unwrap(), key)
 }
 
-fn leaf(
+pub(crate) fn leaf(
     sans: Vec<String>,
     cn: &str,
     ca: &rcgen::Certificate,

@@ -249,39 +249,9 @@ impl Channel {
                         consumer_count: consumers as u32,
                     })));
                 }
-                let placement = match cx.broker.meta {
-                    Some(meta) if created && queue.is_quorum() => {
-                        let size = queue.args.initial_cluster_size;
-                        Some(replicate::quorum_placement(
-                            meta,
-                            size,
-                            &queue.config.arguments,
-                        ))
-                    }
+                let cmd = match (args_json.filter(|_| created), cx.broker.meta) {
+                    (Some(a), Some(meta)) => replicate::new_queue(meta, &cx.vhost.name, &queue, &a),
                     _ => None,
-                };
-                let cmd = args_json.filter(|_| created).map(|a| {
-                    let home = queue.home().map(str::to_string);
-                    replicate::queue(&cx.vhost.name, queue.name(), &a, home, placement)
-                });
-                let cmd = match (cmd, cx.broker.meta) {
-                    // A new stream in a cluster: replicated from this node, which leads it.
-                    (Some(MetaCmd::Import(defs)), Some(meta)) if queue.is_stream() => {
-                        let st = meta.status();
-                        let nodes: Vec<String> =
-                            st.members.iter().map(|m| m.name.clone()).collect();
-                        Some(MetaCmd::Stream {
-                            defs: Some(defs),
-                            placement: crate::queue::stream::replica::Placement::initial(
-                                &st.node,
-                                &nodes,
-                                &cx.vhost.name,
-                                queue.name(),
-                                queue.args.initial_cluster_size,
-                            ),
-                        })
-                    }
-                    (cmd, _) => cmd,
                 };
                 self.reply_after(cx, cmd, reply);
             }

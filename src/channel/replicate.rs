@@ -131,6 +131,57 @@ pub fn queue(
     MetaCmd::Import(defs)
 }
 
+/// The replicated form of a queue just created on this node, by an AMQP declare or the
+/// management API (`PUT /api/queues`, a definitions import): its definition with its
+/// home node (a classic queue) or its Raft group's placement (a quorum queue), or for a
+/// stream its definition with a placement led by this node. `args` are the declare's
+/// arguments. None for a queue whose definition stays on this node (transient,
+/// exclusive, auto-delete).
+pub fn new_queue(
+    meta: &crate::cluster::handle::MetaHandle,
+    vhost: &str,
+    q: &crate::queue::Queue,
+    args: &FieldTable,
+) -> Option<MetaCmd> {
+    if !q.config.durable || q.config.exclusive_owner.is_some() || q.config.auto_delete {
+        return None;
+    }
+    let placement = q
+        .is_quorum()
+        .then(|| quorum_placement(meta, q.args.initial_cluster_size, &q.config.arguments));
+    let cmd = queue(
+        vhost,
+        q.name(),
+        args,
+        q.home().map(str::to_string),
+        placement,
+    );
+    match cmd {
+        MetaCmd::Import(defs) if q.is_stream() => Some(MetaCmd::Stream {
+            defs: Some(defs),
+            placement: stream_placement(meta, vhost, q),
+        }),
+        cmd => Some(cmd),
+    }
+}
+
+/// A new stream's placement: led by this node, on `x-initial-cluster-size` nodes.
+pub fn stream_placement(
+    meta: &crate::cluster::handle::MetaHandle,
+    vhost: &str,
+    q: &crate::queue::Queue,
+) -> crate::queue::stream::replica::Placement {
+    let st = meta.status();
+    let nodes: Vec<String> = st.members.iter().map(|m| m.name.clone()).collect();
+    crate::queue::stream::replica::Placement::initial(
+        &st.node,
+        &nodes,
+        vhost,
+        q.name(),
+        q.args.initial_cluster_size,
+    )
+}
+
 /// A new quorum queue's Raft group: `x-quorum-initial-group-size` members (3 by
 /// default, at most the cluster's nodes), this node among them and first (the leader it
 /// proposes) unless `x-queue-leader-locator` is `balanced` (then a random member).

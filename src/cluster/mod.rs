@@ -17,6 +17,7 @@
 //! | a group's log store | its entries, vote, committed index in memory | [`log_store`] |
 //! | state machine | applied index, membership, snapshots | [`state_machine`] |
 //! | transport | the cluster port's listener, one connection per peer | [`network`] |
+//! | TLS or plain TCP | how every inter-node connection is dialled and accepted | [`transport`] |
 //! | node | the `Raft` instance, bootstrap, liveness probes, forwarding | [`node`] |
 //! | forwarding links | proxies' pending answers; a peer's consumers here | [`forward`] |
 //! | broker side | applying commands to the registries | [`apply`] |
@@ -35,6 +36,7 @@ pub mod qgroup;
 pub mod qmembers;
 pub mod state_machine;
 pub mod stream_repl;
+pub mod transport;
 pub mod wal;
 
 use serde::{Deserialize, Serialize};
@@ -85,6 +87,8 @@ pub struct ClusterConfig {
     pub port: u16,
     /// `--cluster-nodes`, this node included.
     pub nodes: Vec<Member>,
+    /// `--cluster-tls-*`: every inter-node connection is TLS.
+    pub tls: Option<transport::TlsOptions>,
 }
 
 impl ClusterConfig {
@@ -140,6 +144,7 @@ mod tests {
             node_name: "n3".into(),
             port: 0,
             nodes,
+            tls: None,
         };
         assert_eq!(c.bootstrapper().unwrap().name, "n1");
         assert_eq!(c.majority(), 2);

@@ -2,12 +2,14 @@
 //! frame (`[len u32 big-endian][JSON]`), one request and its response at a time per
 //! connection. Raft's RPCs (append-entries, vote, install-snapshot) travel over it, and so
 //! do the cluster's own requests (a write forwarded to the leader, a read barrier, a
-//! membership change, a liveness probe). TLS can wrap the same streams later.
+//! membership change, a liveness probe). Every connection is dialled and accepted through
+//! [`Transport`] (plain TCP, or TLS with `--cluster-tls-*`).
 //!
 //! Quorum queue groups share the port: their frames are binary (`[len][0x00][postcard]`,
 //! a [`super::qgroup::QRequest`] naming its group), told from JSON by the first byte.
 
 use super::handle::{BoxFut, MetaCmd};
+use super::transport::{Conn, Transport};
 use super::{Member, Nid, TypeConfig};
 use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError, Unreachable};
 use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
@@ -20,7 +22,7 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 /// Largest frame read from a peer.
 pub const MAX_FRAME: usize = 64 << 20;
@@ -64,6 +66,9 @@ pub enum Response {
 
 /// First byte of a binary (queue group) frame; JSON never starts with it.
 const BINARY: u8 = 0;
+/// First byte of a TLS handshake record (a client hello), never of a frame's length
+/// (it would be past [`MAX_FRAME`]).
+const TLS_HANDSHAKE: u8 = 0x16;
 
 /// Writes one frame.
 pub async fn write_frame<W: AsyncWriteExt + Unpin, T: Serialize>(
@@ -101,7 +106,9 @@ async fn write_raw<W: AsyncWriteExt + Unpin>(w: &mut W, bytes: &[u8]) -> io::Res
     let mut buf = Vec::with_capacity(4 + bytes.len());
     buf.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
     buf.extend_from_slice(bytes);
-    w.write_all(&buf).await
+    w.write_all(&buf).await?;
+    // TLS may hold the last record until flushed (a no-op on plain TCP).
+    w.flush().await
 }
 
 /// Reads one frame; a length past [`MAX_FRAME`] or undecodable JSON is an error, never a
@@ -139,19 +146,21 @@ async fn read_raw<R: AsyncReadExt + Unpin>(r: &mut R, len: Option<[u8; 4]>) -> i
 pub trait Serve: Send + Sync + 'static {
     fn serve(&self, req: Request) -> BoxFut<Response>;
     /// Takes over a connection that asked for [`Request::Forward`] (dropped by default).
-    fn forward(&self, _from: String, _sock: TcpStream) {}
+    fn forward(&self, _from: String, _sock: Conn) {}
     /// A connection that opened with [`super::stream_repl::MAGIC`] (stream replication).
-    fn link(&self, _sock: TcpStream) {}
+    fn link(&self, _sock: Conn) {}
     /// A queue group's request (a binary frame's payload); the response's payload.
     fn serve_binary(&self, payload: Vec<u8>) -> BoxFut<io::Result<Vec<u8>>>;
 }
 
 /// Takes a stream-replication connection.
-pub type LinkServe = dyn Fn(TcpStream) + Send + Sync;
+pub type LinkServe = dyn Fn(Conn) + Send + Sync;
 
-/// Accepts peers on `listener` until `stop` flips; one task per connection.
+/// Accepts peers on `listener` until `stop` flips; one task per connection, which first
+/// completes `transport`'s handshake.
 pub async fn listen(
     listener: TcpListener,
+    transport: Transport,
     serve: Arc<dyn Serve>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -160,17 +169,30 @@ pub async fn listen(
             a = listener.accept() => a,
             _ = stop.wait_for(|s| *s) => return,
         };
-        let Ok((mut sock, _)) = accepted else {
+        let Ok((tcp, _)) = accepted else {
             continue;
         };
-        let _ = sock.set_nodelay(true);
         let serve = serve.clone();
+        let transport = transport.clone();
         let mut stop = stop.clone();
         tokio::spawn(async move {
+            let plain = !transport.is_tls();
+            let peer = tcp.peer_addr().ok();
+            let mut sock = tokio::select! {
+                s = transport.accept(tcp) => match s {
+                    Some(s) => s,
+                    None => return,
+                },
+                _ = stop.wait_for(|s| *s) => return,
+            };
             let mut len = [0u8; 4];
             tokio::select! {
                 r = sock.read_exact(&mut len) => if r.is_err() { return },
                 _ = stop.wait_for(|s| *s) => return,
+            }
+            if plain && len[0] == TLS_HANDSHAKE && len[1] == 3 {
+                transport.tls_on_plain_port(peer);
+                return;
             }
             if len == super::stream_repl::MAGIC {
                 serve.link(sock);
@@ -213,13 +235,15 @@ pub async fn listen(
 #[derive(Debug)]
 pub struct Peer {
     pub addr: String,
-    conn: tokio::sync::Mutex<Option<TcpStream>>,
+    transport: Transport,
+    conn: tokio::sync::Mutex<Option<Conn>>,
 }
 
 impl Peer {
-    pub fn new(addr: String) -> Peer {
+    pub fn new(addr: String, transport: &Transport) -> Peer {
         Peer {
             addr,
+            transport: transport.clone(),
             conn: tokio::sync::Mutex::new(None),
         }
     }
@@ -237,10 +261,7 @@ impl Peer {
         let mut conn = self.conn.lock().await;
         let r = tokio::time::timeout(timeout, async {
             if conn.is_none() {
-                let s = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(&self.addr))
-                    .await
-                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-                let _ = s.set_nodelay(true);
+                let s = self.transport.connect(&self.addr, CONNECT_TIMEOUT).await?;
                 *conn = Some(s);
             }
             let s = conn
@@ -260,14 +281,14 @@ impl Peer {
 
 /// openraft's network factory: one [`Peer`] per target.
 #[derive(Debug, Clone, Default)]
-pub struct Network;
+pub struct Network(pub Transport);
 
 impl RaftNetworkFactory<TypeConfig> for Network {
     type Network = PeerClient;
 
     async fn new_client(&mut self, _target: Nid, node: &Member) -> PeerClient {
         PeerClient {
-            peer: Peer::new(node.addr.clone()),
+            peer: Peer::new(node.addr.clone(), &self.0),
         }
     }
 }

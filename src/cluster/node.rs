@@ -7,6 +7,7 @@ use super::log_store::LogStore;
 use super::network::{self, Peer, Request, Response, Serve};
 use super::qgroup::{QGroup, QRequest, QResponse};
 use super::state_machine::{Apply, StateMachine};
+use super::transport::{Conn, Transport};
 use super::wal::Wal;
 use super::{node_id, ClusterConfig, Member, Nid, TypeConfig};
 use crate::queue::quorum::wire::{Group, Replica};
@@ -49,10 +50,12 @@ pub struct Node {
     forward: std::sync::OnceLock<ForwardHook>,
     /// Takes the cluster-port connections that are not Raft's (stream replication).
     pub links: std::sync::OnceLock<Arc<network::LinkServe>>,
+    /// How connections to peers are made (plain TCP or TLS).
+    pub transport: Transport,
 }
 
 /// Takes a peer's forwarding link.
-pub type ForwardHook = Box<dyn Fn(tokio::net::TcpStream) + Send + Sync>;
+pub type ForwardHook = Box<dyn Fn(Conn) + Send + Sync>;
 
 impl std::fmt::Debug for Node {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -79,10 +82,11 @@ fn raft_config() -> Result<openraft::Config, String> {
 
 impl Node {
     /// Opens the WAL and the state machine under `dir`, starts the Raft node and the
-    /// listener on `bind:port`, and the bootstrap and probe tasks (they end when `stop`
-    /// flips).
+    /// listener on `bind:port` (connections made and accepted through `transport`), and
+    /// the bootstrap and probe tasks (they end when `stop` flips).
     pub async fn start(
         config: ClusterConfig,
+        transport: Transport,
         bind: IpAddr,
         dir: std::path::PathBuf,
         apply: Arc<dyn Apply>,
@@ -105,9 +109,15 @@ impl Node {
         let sm = StateMachine::open(apply, log.clone(), dir);
         let id = node_id(&me.name);
         let rc = raft_config().map_err(std::io::Error::other)?;
-        let raft = Raft::new(id, Arc::new(rc), network::Network, log, sm)
-            .await
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let raft = Raft::new(
+            id,
+            Arc::new(rc),
+            network::Network(transport.clone()),
+            log,
+            sm,
+        )
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
         let node = Arc::new(Node {
             id,
             me,
@@ -121,9 +131,11 @@ impl Node {
             alive: Default::default(),
             forward: Default::default(),
             links: Default::default(),
+            transport: transport.clone(),
         });
         tokio::spawn(network::listen(
             listener,
+            transport,
             Arc::new(Server(node.clone())) as Arc<dyn Serve>,
             stop.clone(),
         ));
@@ -255,7 +267,7 @@ impl Node {
         self.peers
             .lock()
             .entry(addr.to_string())
-            .or_insert_with(|| Arc::new(Peer::new(addr.to_string())))
+            .or_insert_with(|| Arc::new(Peer::new(addr.to_string(), &self.transport)))
             .clone()
     }
 
@@ -427,7 +439,7 @@ impl Serve for Server {
         Box::pin(async move { node.handle(req).await })
     }
 
-    fn forward(&self, from: String, sock: tokio::net::TcpStream) {
+    fn forward(&self, from: String, sock: Conn) {
         match self.0.forward.get() {
             Some(hook) => {
                 tracing::debug!(peer = %from, "forwarding link accepted");
@@ -437,7 +449,7 @@ impl Serve for Server {
         }
     }
 
-    fn link(&self, sock: tokio::net::TcpStream) {
+    fn link(&self, sock: Conn) {
         if let Some(l) = self.0.links.get() {
             l(sock);
         }
@@ -588,7 +600,7 @@ async fn probe(node: std::sync::Weak<Node>, mut stop: tokio::sync::watch::Receiv
             let p = peers
                 .lock()
                 .entry(id)
-                .or_insert_with(|| Arc::new(Peer::new(m.addr.clone())))
+                .or_insert_with(|| Arc::new(Peer::new(m.addr.clone(), &n.transport)))
                 .clone();
             calls.spawn(async move { (id, p.call(&Request::Ping, PROBE_TIMEOUT).await) });
         }

@@ -22,6 +22,7 @@
 //! `[u32 len][bytes]`, numbers big-endian. Record bodies travel as they are in the files.
 
 use super::handle::{MetaCmd, MetaHandle};
+use super::transport::{Conn, Transport};
 use crate::message::Message;
 use crate::protocol::codec::ShortStr;
 use crate::queue::stream::replica::{truncate_point, Forward, Placement};
@@ -33,7 +34,6 @@ use std::io;
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 /// First bytes of a stream-replication connection (never a valid JSON frame length:
 /// 0x57535231 is past [`super::network::MAX_FRAME`]).
@@ -66,10 +66,12 @@ pub struct StreamRepl {
     addrs: HashMap<String, String>,
     streams: Mutex<HashMap<(String, String), Arc<Entry>>>,
     meta: OnceLock<MetaHandle>,
+    /// How replication links connect (plain TCP or TLS).
+    transport: Transport,
 }
 
 impl StreamRepl {
-    pub fn new(me: String, nodes: &[super::Member]) -> Arc<StreamRepl> {
+    pub fn new(me: String, nodes: &[super::Member], transport: Transport) -> Arc<StreamRepl> {
         Arc::new(StreamRepl {
             me,
             addrs: nodes
@@ -78,6 +80,7 @@ impl StreamRepl {
                 .collect(),
             streams: Mutex::new(HashMap::new()),
             meta: OnceLock::new(),
+            transport,
         })
     }
 
@@ -146,7 +149,7 @@ impl StreamRepl {
     }
 
     /// Serves a peer's replication connection (after [`MAGIC`]).
-    pub async fn serve_link(self: Arc<Self>, mut sock: TcpStream) {
+    pub async fn serve_link(self: Arc<Self>, mut sock: Conn) {
         loop {
             let Ok(req) = read_frame(&mut sock).await else {
                 return;
@@ -274,9 +277,10 @@ async fn follow(repl: Weak<StreamRepl>, e: Arc<Entry>) {
         return;
     };
     let mut changes = rep.subscribe_changes();
-    let mut link: Option<(String, TcpStream)> = None;
+    let mut link: Option<(String, Conn)> = None;
     loop {
         let Some(me) = repl.upgrade() else { return };
+        let transport = me.transport.clone();
         if e.stream.is_deleted() || e.queue.is_deleted() {
             // Gone: the registry lets go of it (and the forwarder ends with it).
             let key = (e.queue.config.vhost.clone(), e.queue.name().to_string());
@@ -309,7 +313,7 @@ async fn follow(repl: Weak<StreamRepl>, e: Arc<Entry>) {
         req.extend_from_slice(&rep.written_epoch().to_be_bytes());
         req.extend_from_slice(&e.stream.committed().to_be_bytes());
         drop(me);
-        let resp = call(&mut link, &addr, &req).await;
+        let resp = call(&mut link, &transport, &addr, &req).await;
         let Ok(resp) = resp else {
             link = None;
             let _ = tokio::time::timeout(RETRY, changes.changed()).await;
@@ -358,7 +362,7 @@ async fn forward(
     entry: Weak<Entry>,
     mut rx: tokio::sync::mpsc::UnboundedReceiver<Forward>,
 ) {
-    let mut link: Option<(String, TcpStream)> = None;
+    let mut link: Option<(String, Conn)> = None;
     while let Some(first) = rx.recv().await {
         let Some(e) = entry.upgrade() else { return };
         let Some(rep) = e.stream.replica().cloned() else {
@@ -392,7 +396,7 @@ async fn forward(
                         put_bytes(&mut req, &f.msg.properties);
                         put_bytes(&mut req, &f.msg.body);
                     }
-                    match call(&mut link, &addr, &req).await {
+                    match call(&mut link, &me.transport, &addr, &req).await {
                         Ok(resp) if resp.first() == Some(&KIND_OK) => Ok(()),
                         Ok(resp) => {
                             Err(Reader(&resp[1.min(resp.len())..]).str().unwrap_or_default())
@@ -487,7 +491,8 @@ async fn tail_of(me: &StreamRepl, node: &str, p: &Placement) -> Option<u64> {
     put_str(&mut req, &p.vhost);
     put_str(&mut req, &p.name);
     let mut link = None;
-    let resp = tokio::time::timeout(Duration::from_millis(500), call(&mut link, &addr, &req))
+    let call = call(&mut link, &me.transport, &addr, &req);
+    let resp = tokio::time::timeout(Duration::from_millis(500), call)
         .await
         .ok()?
         .ok()?;
@@ -498,14 +503,13 @@ async fn tail_of(me: &StreamRepl, node: &str, p: &Placement) -> Option<u64> {
 /// Sends `req` over `link` (connecting to `addr` first, or again when the leader moved)
 /// and reads the answer.
 async fn call(
-    link: &mut Option<(String, TcpStream)>,
+    link: &mut Option<(String, Conn)>,
+    transport: &Transport,
     addr: &str,
     req: &[u8],
 ) -> io::Result<Vec<u8>> {
     if link.as_ref().is_none_or(|(a, _)| a != addr) {
-        let mut s =
-            tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(addr)).await??;
-        let _ = s.set_nodelay(true);
+        let mut s = transport.connect(addr, Duration::from_millis(500)).await?;
         s.write_all(&MAGIC).await?;
         *link = Some((addr.to_string(), s));
     }
@@ -531,17 +535,18 @@ const KIND_CHUNK: u8 = 10;
 const KIND_OK: u8 = 11;
 const KIND_ERR: u8 = 12;
 
-async fn write_frame(w: &mut TcpStream, payload: &[u8]) -> io::Result<()> {
+async fn write_frame(w: &mut Conn, payload: &[u8]) -> io::Result<()> {
     if payload.len() > MAX_FRAME {
         return Err(io::Error::other("stream frame too large"));
     }
     let mut buf = Vec::with_capacity(4 + payload.len());
     buf.extend_from_slice(&(payload.len() as u32).to_be_bytes());
     buf.extend_from_slice(payload);
-    w.write_all(&buf).await
+    w.write_all(&buf).await?;
+    w.flush().await
 }
 
-async fn read_frame(r: &mut TcpStream) -> io::Result<Vec<u8>> {
+async fn read_frame(r: &mut Conn) -> io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
     r.read_exact(&mut len).await?;
     let len = u32::from_be_bytes(len) as usize;
@@ -686,7 +691,7 @@ mod tests {
                 addr: "127.0.0.1:1".into(),
             })
             .collect();
-        let r = StreamRepl::new("n2".into(), &nodes);
+        let r = StreamRepl::new("n2".into(), &nodes, Transport::plain());
         let p = r.initial("/", "s", None);
         assert_eq!(p.leader, "n2");
         assert_eq!(p.members, vec!["n2", "n1", "n3"]);

@@ -4,7 +4,7 @@
 
 use super::{bad_request, ApiError, ApiResult, B};
 use crate::broker::Broker;
-use crate::cluster::handle::MetaCmd;
+use crate::cluster::handle::{MetaCmd, MetaHandle};
 use axum::extract::{Path, Request, State};
 use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
@@ -25,8 +25,33 @@ fn unavailable(reason: String) -> ApiError {
     }
 }
 
-/// Whether a management write changes definitions (and so goes through the metadata
-/// group). `path` is relative to `/api`.
+/// Marks a request replayed from the metadata group's log ([`apply`]): it changes this
+/// node only, never replicates again.
+#[derive(Debug, Clone, Copy)]
+pub struct Replayed;
+
+/// The metadata group, when this request was made on this node of a cluster (not
+/// replayed from the log): the handler replicates what it changed.
+pub fn origin(b: &Broker, replayed: &Option<axum::Extension<Replayed>>) -> Option<MetaHandle> {
+    match replayed {
+        Some(_) => None,
+        None => b.meta.get().cloned(),
+    }
+}
+
+/// Replicates `cmds` in order; 503 when the cluster cannot commit one.
+pub async fn replicate_cmds(meta: &MetaHandle, cmds: Vec<MetaCmd>) -> ApiResult<()> {
+    for cmd in cmds {
+        meta.replicate(cmd).await.map_err(unavailable)?;
+    }
+    Ok(())
+}
+
+/// Whether a management write changes definitions and goes through the metadata group
+/// as itself (replayed on every node). `path` is relative to `/api`. Queue declares and
+/// deletes and definitions imports are not: their handlers replicate what they made,
+/// as an AMQP declare does ([`crate::channel::replicate::new_queue`]), so a queue gets
+/// one home, one Raft group, one stream leader for the whole cluster.
 pub fn replicated(method: &Method, path: &str) -> bool {
     let seg: Vec<&str> = path.trim_start_matches('/').split('/').collect();
     let put_or_delete = *method == Method::PUT || *method == Method::DELETE;
@@ -35,9 +60,8 @@ pub fn replicated(method: &Method, path: &str) -> bool {
             "vhosts" | "users" | "permissions" | "topic-permissions" | "vhost-limits"
             | "user-limits" | "policies" | "operator-policies",
         ) => put_or_delete && seg.len() >= 2,
-        Some("exchanges" | "queues") => put_or_delete && seg.len() == 3,
+        Some("exchanges") => put_or_delete && seg.len() == 3,
         Some("bindings") => *method == Method::POST || *method == Method::DELETE,
-        Some("definitions") => *method == Method::POST,
         _ => false,
     }
 }
@@ -109,6 +133,7 @@ pub async fn apply(
         .method(method)
         .uri(path)
         .header("content-type", "application/json")
+        .extension(Replayed)
         .body(axum::body::Body::from(body))
         .map_err(|e| e.to_string())?;
     let resp = router.oneshot(req).await.map_err(|e| e.to_string())?;
@@ -196,9 +221,7 @@ mod tests {
             (Method::PUT, "/topic-permissions/%2F/bob"),
             (Method::DELETE, "/user-limits/bob/max-connections"),
             (Method::PUT, "/exchanges/%2F/x"),
-            (Method::DELETE, "/queues/%2F/q"),
             (Method::POST, "/bindings/%2F/e/x/q/q"),
-            (Method::POST, "/definitions"),
         ] {
             assert!(replicated(&m, p), "{m} {p}");
         }
@@ -210,6 +233,11 @@ mod tests {
             (Method::DELETE, "/connections/c1"),
             (Method::POST, "/cluster/join"),
             (Method::PUT, "/users"),
+            // Replicated by their handlers, as AMQP declares.
+            (Method::PUT, "/queues/%2F/q"),
+            (Method::DELETE, "/queues/%2F/q"),
+            (Method::POST, "/definitions"),
+            (Method::POST, "/definitions/%2F"),
         ] {
             assert!(!replicated(&m, p), "{m} {p}");
         }

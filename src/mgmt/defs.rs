@@ -1,10 +1,13 @@
 //! GET/POST /api/definitions: export and import in RabbitMQ's definitions format (users,
 //! vhosts, permissions, parameters, policies, exchanges, queues, bindings).
 
+use super::cluster::{origin, replicate_cmds, Replayed};
 use super::read::VERSION;
 use super::{bad_request, not_found, ApiResult, B};
 use crate::broker::definitions::{import, snapshot};
 use crate::broker::Broker;
+use crate::cluster::handle::MetaCmd;
+use crate::store::definitions::json_to_table;
 use crate::store::definitions::Definitions;
 use axum::extract::Path;
 use axum::http::StatusCode;
@@ -66,7 +69,12 @@ pub async fn export_vhost(axum::extract::State(b): B, Path(v): Path<String>) -> 
     Ok(Json(export_json(&b, Some(&v))).into_response())
 }
 
-fn import_json(b: &Broker, raw: &Bytes, vhost: Option<&str>) -> ApiResult {
+async fn import_json(
+    b: &Broker,
+    replayed: Option<axum::Extension<Replayed>>,
+    raw: &Bytes,
+    vhost: Option<&str>,
+) -> ApiResult {
     let mut v: Value =
         serde_json::from_slice(raw).map_err(|e| bad_request(format!("invalid JSON: {e}")))?;
     if let Some(name) = vhost {
@@ -85,23 +93,61 @@ fn import_json(b: &Broker, raw: &Bytes, vhost: Option<&str>) -> ApiResult {
     for p in &defs.policies {
         p.to_policy().map_err(bad_request)?;
     }
+    let exists = |vhost: &str, name: &str| b.vhost(vhost).and_then(|v| v.queue(name));
+    let new: Vec<bool> = defs
+        .queues
+        .iter()
+        .map(|q| exists(&q.vhost, &q.name).is_none())
+        .collect();
     let errors = import(b, &defs);
     b.definitions_changed.notify_one();
     if !errors.is_empty() {
         return Err(bad_request(errors.join("; ")));
     }
+    if let Some(meta) = origin(b, &replayed) {
+        // Replicated as made here: the queues this import created with their home,
+        // Raft group or stream placement, as AMQP declares of them would be.
+        let mut defs = defs;
+        let mut streams = Vec::new();
+        for (qd, new) in defs.queues.iter_mut().zip(new) {
+            let Some(q) = exists(&qd.vhost, &qd.name).filter(|_| new) else {
+                continue;
+            };
+            let args = json_to_table(&qd.arguments);
+            match crate::channel::replicate::new_queue(&meta, &qd.vhost, &q, &args) {
+                Some(MetaCmd::Import(d)) => {
+                    if let Some(made) = d.queues.into_iter().next() {
+                        *qd = made;
+                    }
+                }
+                Some(MetaCmd::Stream { placement, .. }) => streams.push(placement),
+                _ => {}
+            }
+        }
+        let mut cmds = vec![MetaCmd::Import(defs)];
+        cmds.extend(streams.into_iter().map(|placement| MetaCmd::Stream {
+            defs: None,
+            placement,
+        }));
+        replicate_cmds(&meta, cmds).await?;
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-pub async fn import_all(axum::extract::State(b): B, raw: Bytes) -> ApiResult {
-    import_json(&b, &raw, None)
+pub async fn import_all(
+    axum::extract::State(b): B,
+    replayed: Option<axum::Extension<Replayed>>,
+    raw: Bytes,
+) -> ApiResult {
+    import_json(&b, replayed, &raw, None).await
 }
 
 pub async fn import_vhost(
     axum::extract::State(b): B,
+    replayed: Option<axum::Extension<Replayed>>,
     Path(v): Path<String>,
     raw: Bytes,
 ) -> ApiResult {
     b.vhost(&v).ok_or_else(not_found)?;
-    import_json(&b, &raw, Some(&v))
+    import_json(&b, replayed, &raw, Some(&v)).await
 }

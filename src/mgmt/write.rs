@@ -3,6 +3,7 @@
 //! in [`messages`]; vhosts, users, permissions, vhost limits and policies (the broker's
 //! registries) in [`registries`].
 
+use super::cluster::{origin, replicate_cmds, Replayed};
 use super::json as mj;
 use super::read::dest_kind;
 use super::{amqp_error, bad_request, created_or_updated, not_found, ApiResult, B};
@@ -135,8 +136,12 @@ pub async fn delete_exchange(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// `PUT /api/queues/{vhost}/{name}`. In a cluster a new durable queue is replicated as
+/// an AMQP declare's is (`channel::replicate::new_queue`): a classic queue homed here, a
+/// quorum queue's Raft group, a stream led by this node.
 pub async fn declare_queue(
     axum::extract::State(b): B,
+    replayed: Option<axum::Extension<Replayed>>,
     Path((v, name)): Path<(String, String)>,
     raw: Bytes,
 ) -> ApiResult {
@@ -145,7 +150,8 @@ pub async fn declare_queue(
     if name.is_empty() {
         return Err(not_found());
     }
-    let (_, created) = vh
+    let arguments = args(&m);
+    let (q, created) = vh
         .declare_queue(
             &QueueDeclare {
                 name,
@@ -154,21 +160,31 @@ pub async fn declare_queue(
                 durable: flag(&m, "durable", false),
                 exclusive: false,
                 auto_delete: flag(&m, "auto_delete", false),
-                arguments: args(&m),
+                arguments: arguments.clone(),
             },
             0,
         )
         .map_err(amqp_error)?;
+    if let Some(meta) = origin(&b, &replayed).filter(|_| created) {
+        if let Some(cmd) = crate::channel::replicate::new_queue(&meta, &v, &q, &arguments) {
+            replicate_cmds(&meta, vec![cmd]).await?;
+        }
+    }
     Ok(created_or_updated(created))
 }
 
+/// `DELETE /api/queues/{vhost}/{name}`: in a cluster, a queue whose definition every
+/// node has is deleted everywhere (as an AMQP queue.delete).
 pub async fn delete_queue(
     axum::extract::State(b): B,
+    replayed: Option<axum::Extension<Replayed>>,
     Path((v, name)): Path<(String, String)>,
     Query(q): Query<DeleteQuery>,
 ) -> ApiResult {
     let vh = vhost(&b, &v)?;
-    vh.queue(&name).ok_or_else(not_found)?;
+    let queue = vh.queue(&name).ok_or_else(not_found)?;
+    let shared =
+        queue.config.durable && queue.config.exclusive_owner.is_none() && !queue.config.auto_delete;
     vh.delete_queue(
         &name,
         q.if_unused.as_deref() == Some("true"),
@@ -176,6 +192,10 @@ pub async fn delete_queue(
         0,
     )
     .map_err(amqp_error)?;
+    if let Some(meta) = origin(&b, &replayed).filter(|_| shared) {
+        let cmd = crate::cluster::handle::MetaCmd::DeleteQueue { vhost: v, name };
+        replicate_cmds(&meta, vec![cmd]).await?;
+    }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

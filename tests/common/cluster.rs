@@ -4,7 +4,7 @@
 
 use lapin::{Channel, Connection, ConnectionProperties};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::http::{eventually, Api};
 
@@ -50,18 +50,29 @@ impl Node {
 
     /// Starts the node with `--cluster-nodes members`.
     pub fn start(&mut self, members: &str) {
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
-            .args(["--node-name", &self.name, "--log-level", "error"])
+        self.start_with(members, &[], None);
+    }
+
+    /// Starts the node with `--cluster-nodes members` and `extra` options; its log (at
+    /// `error` unless `extra` sets `--log-level`) goes to the file `log` when given.
+    pub fn start_with(&mut self, members: &str, extra: &[String], log: Option<&Path>) {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_warren"));
+        cmd.args(["--node-name", &self.name])
             .args(["--port", &self.amqp.to_string()])
             .args(["--management-port", &self.mgmt.to_string()])
             .args(["--cluster-port", &self.cluster.to_string()])
             .args(["--cluster-nodes", members])
             .arg("--data-dir")
             .arg(&self.dir)
-            .stdout(std::process::Stdio::null())
-            .spawn()
-            .expect("spawn warren");
-        self.child = Some(child);
+            .args(extra);
+        if !extra.iter().any(|a| a == "--log-level") {
+            cmd.args(["--log-level", "error"]);
+        }
+        match log {
+            Some(path) => cmd.stdout(std::fs::File::create(path).expect("log file")),
+            None => cmd.stdout(std::process::Stdio::null()),
+        };
+        self.child = Some(cmd.spawn().expect("spawn warren"));
     }
 
     /// `GET /api/cluster-status` (None while the node does not listen).

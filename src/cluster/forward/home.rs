@@ -7,6 +7,7 @@
 
 use super::wire::{self, Answer, Frame, Msg};
 use super::Vhosts;
+use crate::cluster::transport::Conn;
 use crate::connection::outbound::Outbound;
 use crate::message::Message;
 use crate::protocol::codec::ShortStr;
@@ -17,7 +18,6 @@ use bytes::BytesMut;
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
 type Key = (String, String);
@@ -46,7 +46,7 @@ struct HomeLink {
 }
 
 /// Serves one peer link until it closes.
-pub async fn serve(sock: TcpStream, vhosts: Vhosts) {
+pub async fn serve(sock: Conn, vhosts: Vhosts) {
     let (mut rd, mut wr) = sock.into_split();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut h = HomeLink {
@@ -94,7 +94,7 @@ pub async fn serve(sock: TcpStream, vhosts: Vhosts) {
         }
         if !h.out.is_empty() {
             let buf = h.out.split();
-            if wr.write_all(&buf).await.is_err() {
+            if wr.write_all(&buf).await.is_err() || wr.flush().await.is_err() {
                 break;
             }
         }

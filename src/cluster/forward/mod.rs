@@ -24,6 +24,7 @@
 pub mod home;
 pub mod wire;
 
+use super::transport::{Conn, Transport};
 use crate::connection::outbound::Outbound;
 use crate::message::Message;
 use crate::protocol::codec::ShortStr;
@@ -58,6 +59,8 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Forwarder {
     me: String,
     links: HashMap<String, Arc<Link>>,
+    /// How the links connect (plain TCP or TLS).
+    transport: Transport,
 }
 
 /// What a link tracks for the answers it waits for.
@@ -95,9 +98,9 @@ impl std::fmt::Debug for Link {
 }
 
 impl Forwarder {
-    /// Links to every other member (`(name, address)`); `me` is this node's name. The
-    /// link tasks start with [`start`](Self::start).
-    pub fn new(me: &str, members: &[(String, String)]) -> Arc<Forwarder> {
+    /// Links to every other member (`(name, address)`), dialled through `transport`;
+    /// `me` is this node's name. The link tasks start with [`start`](Self::start).
+    pub fn new(me: &str, members: &[(String, String)], transport: Transport) -> Arc<Forwarder> {
         let links = members
             .iter()
             .filter(|(n, _)| n != me)
@@ -120,13 +123,19 @@ impl Forwarder {
         Arc::new(Forwarder {
             me: me.to_string(),
             links,
+            transport,
         })
     }
 
     /// Starts one task per peer link; they end when `stop` flips.
     pub fn start(&self, stop: tokio::sync::watch::Receiver<bool>) {
         for l in self.links.values() {
-            tokio::spawn(run(l.clone(), self.me.clone(), stop.clone()));
+            tokio::spawn(run(
+                l.clone(),
+                self.me.clone(),
+                self.transport.clone(),
+                stop.clone(),
+            ));
         }
     }
 
@@ -248,15 +257,17 @@ fn message(m: wire::Msg) -> Message {
 
 /// The link task: connect, say who we are, then write queued frames and read answers
 /// until the socket fails; again after a pause.
-async fn run(link: Arc<Link>, me: String, mut stop: tokio::sync::watch::Receiver<bool>) {
+async fn run(
+    link: Arc<Link>,
+    me: String,
+    transport: Transport,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     loop {
         if *stop.borrow() {
             return;
         }
-        if let Ok(Ok(mut sock)) =
-            tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(&link.addr)).await
-        {
-            let _ = sock.set_nodelay(true);
+        if let Ok(mut sock) = transport.connect(&link.addr, CONNECT_TIMEOUT).await {
             let hello = super::network::Request::Forward(me.clone());
             if super::network::write_frame(&mut sock, &hello).await.is_ok() {
                 link.up.store(true, SeqCst);
@@ -280,11 +291,7 @@ async fn run(link: Arc<Link>, me: String, mut stop: tokio::sync::watch::Receiver
     }
 }
 
-async fn serve_link(
-    link: &Arc<Link>,
-    sock: tokio::net::TcpStream,
-    stop: &mut tokio::sync::watch::Receiver<bool>,
-) {
+async fn serve_link(link: &Arc<Link>, sock: Conn, stop: &mut tokio::sync::watch::Receiver<bool>) {
     let (mut rd, mut wr) = sock.into_split();
     let reader = {
         let link = link.clone();
@@ -312,7 +319,7 @@ async fn serve_link(
                 link.wake.notified().await;
                 continue;
             }
-            if wr.write_all(&buf).await.is_err() {
+            if wr.write_all(&buf).await.is_err() || wr.flush().await.is_err() {
                 return;
             }
         }

@@ -179,7 +179,11 @@ impl QGroup {
             leader: leader.clone(),
         };
         let rc = raft_config().map_err(io::Error::other)?;
-        let raft = Raft::new(node.id, Arc::new(rc), QNetwork { gid }, log, sm)
+        let net = QNetwork {
+            gid,
+            transport: node.transport.clone(),
+        };
+        let raft = Raft::new(node.id, Arc::new(rc), net, log, sm)
             .await
             .map_err(|e| io::Error::other(e.to_string()))?;
         let (tx, rx) = mpsc::unbounded_channel();
@@ -492,7 +496,13 @@ async fn drive(g: Weak<QGroup>, mut rx: mpsc::UnboundedReceiver<Pending>) {
                 let peer = match &forward {
                     Some((addr, p)) if *addr == m.addr => p.clone(),
                     _ => {
-                        let p = Arc::new(Peer::new(m.addr.clone()));
+                        let Some(node) = group.node.upgrade() else {
+                            for p in live {
+                                p.finish(Err("node stopped".into()));
+                            }
+                            return;
+                        };
+                        let p = Arc::new(Peer::new(m.addr.clone(), &node.transport));
                         forward = Some((m.addr.clone(), p.clone()));
                         p
                     }

@@ -23,6 +23,7 @@ pub async fn call(peer: &Peer, req: &QRequest, timeout: Duration) -> io::Result<
 #[derive(Debug, Clone)]
 pub struct QNetwork {
     pub(super) gid: u64,
+    pub(super) transport: crate::cluster::transport::Transport,
 }
 
 impl RaftNetworkFactory<QTypeConfig> for QNetwork {
@@ -31,7 +32,7 @@ impl RaftNetworkFactory<QTypeConfig> for QNetwork {
     async fn new_client(&mut self, _target: Nid, node: &Member) -> QPeerClient {
         QPeerClient {
             gid: self.gid,
-            peer: Peer::new(node.addr.clone()),
+            peer: Peer::new(node.addr.clone(), &self.transport),
         }
     }
 }
