@@ -18,6 +18,7 @@
 //! | state machine | applied index, membership, snapshots | [`state_machine`] |
 //! | transport | the cluster port's listener, one connection per peer | [`network`] |
 //! | node | the `Raft` instance, bootstrap, liveness probes, forwarding | [`node`] |
+//! | failover | standing for election at once when a leader's process is gone | [`failover`] |
 //! | forwarding links | proxies' pending answers; a peer's consumers here | [`forward`] |
 //! | broker side | applying commands to the registries | [`apply`] |
 //! | stream replication | replicated streams' follower, forwarder and coordinator tasks | [`stream_repl`] |
@@ -26,6 +27,7 @@
 //! Without `--cluster-nodes` none of this starts and nothing on the hot path changes.
 
 pub mod apply;
+pub mod failover;
 pub mod forward;
 pub mod handle;
 pub mod log_store;

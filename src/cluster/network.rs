@@ -144,6 +144,9 @@ pub trait Serve: Send + Sync + 'static {
     fn link(&self, _sock: TcpStream) {}
     /// A queue group's request (a binary frame's payload); the response's payload.
     fn serve_binary(&self, payload: Vec<u8>) -> BoxFut<io::Result<Vec<u8>>>;
+    /// A peer's request connection ended (closed, reset, or broken off): the peer may
+    /// have died.
+    fn closed(&self) {}
 }
 
 /// Takes a stream-replication connection.
@@ -181,7 +184,7 @@ pub async fn listen(
                 let payload = tokio::select! {
                     r = read_raw(&mut sock, first.take()) => match r {
                         Ok(r) => r,
-                        Err(_) => return,
+                        Err(_) => return serve.closed(),
                     },
                     _ = stop.wait_for(|s| *s) => return,
                 };
