@@ -20,6 +20,8 @@ mod cluster;
 mod cluster_forward;
 #[path = "cluster_quorum.rs"]
 mod cluster_quorum;
+#[path = "cluster_quorum_faults.rs"]
+mod cluster_quorum_faults;
 #[path = "cluster_streams.rs"]
 mod cluster_streams;
 #[path = "conformance.rs"]
