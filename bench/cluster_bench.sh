@@ -96,15 +96,15 @@ if has latency; then
 fi
 has failover || exit 0
 
-# (b) failover, REPS times. The queue is declared through node 1 (RabbitMQ puts the
-# leader on the declaring node); whichever node is the leader when the kill comes is
-# killed, and the publisher goes through the other nodes first.
+# (b) failover, REPS times. The queue is declared over AMQP through node 1 (RabbitMQ and
+# Warren put the leader on the declaring node; a Warren queue declared through the
+# management API is not replicated, so it would not fail over at all); whichever node is
+# the leader when the kill comes is killed, and the publisher goes through the other
+# nodes first.
 for rep in $(seq 1 "$REPS"); do
   q=failover-$rep
   for _ in $(seq 1 100); do
-    cl_cli curl -s -m 2 -u guest:guest -X PUT -H 'content-type: application/json' \
-      -d '{"durable":true,"arguments":{"x-queue-type":"quorum"}}' \
-      "http://$(cl_host 1):$(cl_mgmt 1)/api/queues/%2f/$q" >/dev/null && cl_leader "$q" >/dev/null && break
+    ADDRS=$(cl_uri 1) QUEUE=$q cl_cli "$CLIENT" declare >/dev/null 2>&1 && cl_leader "$q" >/dev/null && break
     sleep 0.2
   done
   leader=$(cl_leader "$q" 1)

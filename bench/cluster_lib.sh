@@ -99,7 +99,7 @@ cl_start() { # i: start (or restart) node i
     # In a subshell, so it is no job of the script (no "Killed" notices, no wait on it).
     (ip netns exec "$ns" "$W" --node-name "n$i" --bind "$(cl_host "$i")" --port "$(cl_amqp "$i")" \
       --management-port "$(cl_mgmt "$i")" --cluster-port "$(cl_cport "$i")" --cluster-nodes "$members" \
-      --data-dir "$RUN/n$i" --loopback-users "" --log-level warn >>"$RUN/n$i.log" 2>&1 &
+      --data-dir "$RUN/n$i" --loopback-users "" --log-level "${LOG_LEVEL:-warn}" >>"$RUN/n$i.log" 2>&1 &
       echo $! >"$RUN/n$i.pid")
   else
     local d=$RUN/n$i longname=false

@@ -22,6 +22,8 @@ mod cluster_forward;
 mod cluster_mgmt;
 #[path = "cluster_quorum.rs"]
 mod cluster_quorum;
+#[path = "cluster_quorum_faults.rs"]
+mod cluster_quorum_faults;
 #[path = "cluster_streams.rs"]
 mod cluster_streams;
 #[path = "cluster_tls.rs"]

@@ -99,6 +99,37 @@ fn duplicates_are_classified() {
     assert!(!r.ok());
 }
 
+/// A redelivery that arrives before the first delivery (the consumers are on different
+/// nodes; a node catching up after a partition hands its consumer what the log gave it
+/// before the leader took it back) is still the duplicate, not the unflagged one.
+#[test]
+fn a_redelivery_arriving_before_the_first_delivery_is_the_duplicate() {
+    let r = check([
+        p("a", 1),
+        a("a"),
+        d("a", true),
+        d("a", false),
+        // Two unflagged deliveries of one publish stay unexplained, in any order.
+        p("b", 1),
+        a("b"),
+        d("b", true),
+        d("b", false),
+        d("b", false),
+    ]);
+    assert_eq!(r.duplicates, 3);
+    assert_eq!(
+        (r.dup_redelivered, r.dup_retried, r.dup_unexplained),
+        (2, 0, 1)
+    );
+    assert!(!r.ok());
+    let r = check([p("a", 1), a("a"), d("a", true), d("a", false)]);
+    assert_eq!(
+        (r.duplicates, r.dup_redelivered, r.dup_unexplained),
+        (1, 1, 0)
+    );
+    assert!(r.ok());
+}
+
 #[test]
 fn a_delivery_written_before_its_publish_still_counts() {
     let r = check([d("a", false), p("a", 1), a("a")]);

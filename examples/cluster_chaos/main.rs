@@ -7,6 +7,7 @@
 //! cluster_chaos run        # publishers + consumers for DURATION s, drain, check
 //! cluster_chaos check FILE # re-run the checker on a saved history
 //! cluster_chaos failover   # one publisher; how long confirms stop around a kill
+//! cluster_chaos declare    # declares QUEUE over AMQP through the first node that answers
 //! ```
 //!
 //! Configuration is environment variables (the scripts set them):
@@ -675,12 +676,22 @@ async fn main() {
     let code = match args.next().as_deref() {
         Some("run") => run().await,
         Some("failover") => failover().await,
+        // Declares the quorum queue over AMQP (a replicated one in a Warren cluster;
+        // one declared through the management API is not) through the first node of
+        // ADDRS that answers, and exits.
+        Some("declare") => match declare(&Config::from_env()).await {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("{e}");
+                2
+            }
+        },
         Some("check") => match args.next() {
             Some(f) => report(&f),
             None => 2,
         },
         _ => {
-            eprintln!("usage: cluster_chaos run | failover | check HISTORY");
+            eprintln!("usage: cluster_chaos run | failover | declare | check HISTORY");
             2
         }
     };

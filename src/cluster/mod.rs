@@ -19,6 +19,7 @@
 //! | transport | the cluster port's listener, one connection per peer | [`network`] |
 //! | TLS or plain TCP | how every inter-node connection is dialled and accepted | [`transport`] |
 //! | node | the `Raft` instance, bootstrap, liveness probes, forwarding | [`node`] |
+//! | failover | standing for election at once when a leader's process is gone | [`failover`] |
 //! | forwarding links | proxies' pending answers; a peer's consumers here | [`forward`] |
 //! | broker side | applying commands to the registries | [`apply`] |
 //! | stream replication | replicated streams' follower, forwarder and coordinator tasks | [`stream_repl`] |
@@ -27,6 +28,7 @@
 //! Without `--cluster-nodes` none of this starts and nothing on the hot path changes.
 
 pub mod apply;
+pub mod failover;
 pub mod forward;
 pub mod handle;
 pub mod log_store;

@@ -27,9 +27,9 @@ use tokio::net::TcpListener;
 /// Largest frame read from a peer.
 pub const MAX_FRAME: usize = 64 << 20;
 const CONNECT_TIMEOUT: Duration = Duration::from_millis(500);
-/// openraft 0.9 gives an append-entries RPC the heartbeat interval (150 ms) to answer,
-/// and a follower answers after its fdatasync: on a busy disk that is too short, and each
-/// timeout costs a back-off. Appends get at least this long (under the election timeout).
+/// Our own bound on an append-entries RPC. openraft 0.9 also wraps each one in a timeout
+/// of the heartbeat interval and drops the call when it fires (whichever comes first
+/// wins), which is why [`Peer::call_raw`] must be cancel-safe.
 const APPEND_MIN_TIMEOUT: Duration = Duration::from_millis(400);
 /// After an unreachable peer, retry this soon (openraft's default is 500 ms).
 const BACKOFF: Duration = Duration::from_millis(100);
@@ -151,6 +151,9 @@ pub trait Serve: Send + Sync + 'static {
     fn link(&self, _sock: Conn) {}
     /// A queue group's request (a binary frame's payload); the response's payload.
     fn serve_binary(&self, payload: Vec<u8>) -> BoxFut<io::Result<Vec<u8>>>;
+    /// A peer's request connection ended (closed, reset, or broken off): the peer may
+    /// have died.
+    fn closed(&self) {}
 }
 
 /// Takes a stream-replication connection.
@@ -203,7 +206,7 @@ pub async fn listen(
                 let payload = tokio::select! {
                     r = read_raw(&mut sock, first.take()) => match r {
                         Ok(r) => r,
-                        Err(_) => return,
+                        Err(_) => return serve.closed(),
                     },
                     _ = stop.wait_for(|s| *s) => return,
                 };
@@ -257,14 +260,20 @@ impl Peer {
     }
 
     /// Sends a frame's payload and returns the response's.
+    ///
+    /// Cancel-safe: the connection is taken out for the call and put back only after a
+    /// whole round trip. openraft 0.9 wraps every append-entries in its own timeout (the
+    /// heartbeat interval) and drops this future when it fires; a connection left with a
+    /// request written and its response unread (or half a frame written) would answer
+    /// the next request with the previous one's response, or hang.
     pub async fn call_raw(&self, req: &[u8], timeout: Duration) -> io::Result<Vec<u8>> {
         let mut conn = self.conn.lock().await;
+        let mut stream = conn.take();
         let r = tokio::time::timeout(timeout, async {
-            if conn.is_none() {
-                let s = self.transport.connect(&self.addr, CONNECT_TIMEOUT).await?;
-                *conn = Some(s);
+            if stream.is_none() {
+                stream = Some(self.transport.connect(&self.addr, CONNECT_TIMEOUT).await?);
             }
-            let s = conn
+            let s = stream
                 .as_mut()
                 .ok_or_else(|| io::Error::other("no connection"))?;
             write_raw(s, req).await?;
@@ -272,8 +281,8 @@ impl Peer {
         })
         .await
         .unwrap_or_else(|_| Err(io::Error::new(io::ErrorKind::TimedOut, "peer timed out")));
-        if r.is_err() {
-            *conn = None;
+        if r.is_ok() {
+            *conn = stream;
         }
         r
     }
@@ -377,6 +386,50 @@ impl RaftNetwork<TypeConfig> for PeerClient {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A call dropped while it waits for its response (openraft's own timeout around an
+    /// append) must not leave the connection behind: the next call gets its own
+    /// response, not the dropped one's.
+    #[tokio::test]
+    async fn a_dropped_call_does_not_answer_the_next_one() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let (got_first, first_arrived) = tokio::sync::oneshot::channel();
+        let (release_tx, release) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            // Echo server, one connection at a time; the first request is answered only
+            // once the test says so (after the caller gave up on it).
+            let mut got_first = Some(got_first);
+            let mut release = Some(release);
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
+                while let Ok(req) = read_raw(&mut s, None).await {
+                    if let Some(tx) = got_first.take() {
+                        let _ = tx.send(());
+                        if let Some(r) = release.take() {
+                            let _ = r.await;
+                        }
+                    }
+                    if write_raw(&mut s, &req).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let peer = Peer::new(addr);
+        tokio::select! {
+            r = peer.call_raw(b"first", Duration::from_secs(30)) => panic!("answered: {r:?}"),
+            _ = first_arrived => {}
+        }
+        let _ = release_tx.send(());
+        let r = peer
+            .call_raw(b"second", Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(r, b"second");
+    }
 
     #[tokio::test]
     async fn frames_round_trip_and_oversized_frames_are_refused() {

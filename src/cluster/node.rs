@@ -46,6 +46,9 @@ pub struct Node {
     peers: parking_lot::Mutex<HashMap<String, Arc<Peer>>>,
     /// When each member last answered a probe.
     alive: parking_lot::Mutex<HashMap<Nid, Instant>>,
+    /// Wakes the probes at once (a peer's connection to this node closed: it may have
+    /// died).
+    probe_now: tokio::sync::Notify,
     /// Serves forwarding links from peers (`cluster::forward::home`), once set.
     forward: std::sync::OnceLock<ForwardHook>,
     /// Takes the cluster-port connections that are not Raft's (stream replication).
@@ -129,6 +132,7 @@ impl Node {
             incarnation: rand::random(),
             peers: Default::default(),
             alive: Default::default(),
+            probe_now: Default::default(),
             forward: Default::default(),
             links: Default::default(),
             transport: transport.clone(),
@@ -166,6 +170,26 @@ impl Node {
                 .lock()
                 .get(&id)
                 .is_some_and(|t| t.elapsed() < ALIVE_FOR)
+    }
+
+    fn is_alive_id(&self, id: Nid) -> bool {
+        id == self.id
+            || self
+                .alive
+                .lock()
+                .get(&id)
+                .is_some_and(|t| t.elapsed() < ALIVE_FOR)
+    }
+
+    /// `dead` refused a connection (its process is gone): the groups it led here elect
+    /// a new leader at once ([`super::failover`]).
+    fn peer_gone(&self, dead: Nid) {
+        let alive = |id| self.is_alive_id(id);
+        super::failover::leader_gone(&self.raft, dead, self.id, alive);
+        let groups: Vec<Arc<QGroup>> = self.groups.lock().values().cloned().collect();
+        for g in groups {
+            super::failover::leader_gone(&g.raft, dead, self.id, alive);
+        }
     }
 
     /// A cluster node by name (configured, or in the metadata group's membership).
@@ -459,6 +483,10 @@ impl Serve for Server {
         let node = self.0.clone();
         Box::pin(async move { node.handle_binary(payload).await })
     }
+
+    fn closed(&self) {
+        self.0.probe_now.notify_one();
+    }
 }
 
 /// The handle the broker and the layers below it get ([`Metadata`]).
@@ -605,18 +633,31 @@ async fn probe(node: std::sync::Weak<Node>, mut stop: tokio::sync::watch::Receiv
             calls.spawn(async move { (id, p.call(&Request::Ping, PROBE_TIMEOUT).await) });
         }
         let results = calls.join_all().await;
+        let mut gone = Vec::new();
         {
             let now = Instant::now();
             let mut alive = n.alive.lock();
             for (id, r) in results {
-                if matches!(r, Ok(Response::Pong(_))) {
-                    alive.insert(id, now);
+                match r {
+                    Ok(Response::Pong(_)) => {
+                        alive.insert(id, now);
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                        alive.remove(&id);
+                        gone.push(id);
+                    }
+                    _ => {}
                 }
             }
         }
+        for id in gone {
+            n.peer_gone(id);
+        }
+        let wake = n.clone();
         drop(n);
         tokio::select! {
             _ = tokio::time::sleep(PROBE_EVERY) => {}
+            _ = wake.probe_now.notified() => {}
             _ = stop.wait_for(|s| *s) => return,
         }
     }

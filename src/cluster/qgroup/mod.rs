@@ -19,9 +19,11 @@
 //! Not done: snapshots (the log is kept whole, in memory and in the WAL; a member added
 //! later catches up from the log).
 
+mod dedup;
 mod network;
 mod state_machine;
 
+use dedup::{Dedup, Numbers};
 pub use network::{call, QNetwork};
 pub use state_machine::QStateMachine;
 
@@ -53,9 +55,14 @@ impl GroupConfig for QTypeConfig {
     const BINARY: bool = true;
 }
 
-/// How long a command may wait for a leader and its commit before it fails (a publish's
-/// confirm then becomes a basic.nack).
+/// How long a publish (or a purge, a tick) may wait for a leader and its commit before it
+/// fails (a publish's confirm then becomes a basic.nack).
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the other commands keep being tried: a consumer's checkout, cancel, acks and
+/// returns must reach the group after a partition of any sensible length (a consumer
+/// whose checkout was dropped would wait forever; an ack dropped leaves its message
+/// checked out), and retrying them is safe (numbered: applied once).
+const KEEP_TRYING: Duration = Duration::from_secs(600);
 /// A batch forwarded to the leader.
 const FORWARD_TIMEOUT: Duration = Duration::from_secs(5);
 const RETRY: Duration = Duration::from_millis(50);
@@ -124,18 +131,48 @@ fn raft_config() -> Result<openraft::Config, String> {
     .map_err(|e| e.to_string())
 }
 
-/// A command waiting for its commit.
+/// A command waiting for its commit, with its number (open until it is answered).
 struct Pending {
     cmd: QCmd,
+    seq: u64,
+    numbers: Arc<parking_lot::Mutex<Numbers>>,
     done: Option<Done>,
     deadline: Instant,
 }
 
 impl Pending {
-    fn finish(self, r: Result<QReply, String>) {
-        if let Some(d) = self.done {
+    fn finish(mut self, r: Result<QReply, String>) {
+        if let Some(d) = self.done.take() {
             d(r);
         }
+    }
+
+    /// As it travels: numbered, with how far this member has settled.
+    fn wire(&self, origin: u32, settled: u64) -> QCmd {
+        QCmd::Once {
+            origin,
+            seq: self.seq,
+            settled,
+            cmd: Box::new(self.cmd.clone()),
+        }
+    }
+}
+
+impl Drop for Pending {
+    /// Answered or dropped (the group stopped): its number is settled.
+    fn drop(&mut self) {
+        self.numbers.lock().finish(self.seq);
+        if let Some(d) = self.done.take() {
+            d(Err("queue group stopped".into()));
+        }
+    }
+}
+
+/// How long a command is tried (see [`KEEP_TRYING`]).
+fn patience(cmd: &QCmd) -> Duration {
+    match cmd {
+        QCmd::Enqueue(_) | QCmd::Purge | QCmd::Tick => WRITE_TIMEOUT,
+        _ => KEEP_TRYING,
     }
 }
 
@@ -146,6 +183,9 @@ pub struct QGroup {
     node: Weak<Node>,
     me: String,
     tx: mpsc::UnboundedSender<Pending>,
+    /// This member's command numbers (see [`dedup`]); `origin` names it in them.
+    numbers: Arc<parking_lot::Mutex<Numbers>>,
+    origin: u32,
     leader: Arc<AtomicBool>,
     stopped: AtomicBool,
     /// Batches being written here (the last to commit sends the heartbeat).
@@ -177,6 +217,7 @@ impl QGroup {
             membership: StoredMembership::default(),
             replica: replica.clone(),
             leader: leader.clone(),
+            dedup: Dedup::default(),
         };
         let rc = raft_config().map_err(io::Error::other)?;
         let net = QNetwork {
@@ -193,6 +234,8 @@ impl QGroup {
             node: Arc::downgrade(node),
             me: node.me.name.clone(),
             tx,
+            numbers: Arc::new(parking_lot::Mutex::new(Numbers::from_clock())),
+            origin: (u32::from(node_tag(&node.me.name)) << 16) | u32::from(node.incarnation),
             leader: leader.clone(),
             stopped: AtomicBool::new(false),
             writing: AtomicUsize::new(0),
@@ -338,9 +381,11 @@ impl QGroup {
 impl Group for QGroup {
     fn submit(&self, cmd: QCmd, done: Option<Done>) {
         let p = Pending {
+            deadline: Instant::now() + patience(&cmd),
+            seq: self.numbers.lock().take(),
+            numbers: self.numbers.clone(),
             cmd,
             done,
-            deadline: Instant::now() + WRITE_TIMEOUT,
         };
         if let Err(mpsc::error::SendError(p)) = self.tx.send(p) {
             p.finish(Err("queue group stopped".into()));
@@ -473,7 +518,8 @@ async fn drive(g: Weak<QGroup>, mut rx: mpsc::UnboundedReceiver<Pending>) {
             }
             Some((id, _)) if node_id(&group.me) == id => {
                 // Answered by a task of its own: the next batch goes in meanwhile.
-                let cmds = live.iter().map(|p| p.cmd.clone()).collect();
+                let settled = group.numbers.lock().settled();
+                let cmds = live.iter().map(|p| p.wire(group.origin, settled)).collect();
                 let tx = group.tx.clone();
                 let gr = group.clone();
                 tokio::spawn(async move {
@@ -507,7 +553,8 @@ async fn drive(g: Weak<QGroup>, mut rx: mpsc::UnboundedReceiver<Pending>) {
                         p
                     }
                 };
-                let cmds = live.iter().map(|p| p.cmd.clone()).collect();
+                let settled = group.numbers.lock().settled();
+                let cmds = live.iter().map(|p| p.wire(group.origin, settled)).collect();
                 let req = QRequest::Write(group.gid, cmds);
                 drop(group);
                 match call(&peer, &req, FORWARD_TIMEOUT).await {

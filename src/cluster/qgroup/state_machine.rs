@@ -20,6 +20,8 @@ pub struct QStateMachine {
     pub(super) membership: StoredMembership<Nid, Member>,
     pub(super) replica: Arc<dyn Replica>,
     pub(super) leader: Arc<AtomicBool>,
+    /// Numbered commands applied already (part of the replicated state).
+    pub(super) dedup: super::dedup::Dedup,
 }
 
 /// Snapshots are not made (the policy is never); asked for one anyway, it fails.
@@ -56,14 +58,19 @@ impl RaftStateMachine<QTypeConfig> for QStateMachine {
             self.applied = Some(e.log_id);
             replies.push(match e.payload {
                 EntryPayload::Blank => Vec::new(),
-                EntryPayload::Normal(QEntry {
-                    at,
-                    cmd: QCmd::Batch(cmds),
-                }) => cmds
-                    .into_iter()
-                    .map(|cmd| self.replica.apply_entry(QEntry { at, cmd }, leader))
-                    .collect(),
-                EntryPayload::Normal(entry) => vec![self.replica.apply_entry(entry, leader)],
+                EntryPayload::Normal(QEntry { at, cmd }) => {
+                    let cmds = match cmd {
+                        QCmd::Batch(cmds) => cmds,
+                        cmd => vec![cmd],
+                    };
+                    // A copy of a numbered command applied already answers as it did.
+                    cmds.into_iter()
+                        .map(|cmd| match self.dedup.unwrap(cmd) {
+                            Some(cmd) => self.replica.apply_entry(QEntry { at, cmd }, leader),
+                            None => QReply::default(),
+                        })
+                        .collect()
+                }
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(e.log_id), m);
                     Vec::new()

@@ -155,8 +155,8 @@ pub(crate) struct After {
     /// Checked out but unreadable (a paged body): settled.
     lost: Vec<MsgId>,
     /// A replicated queue's deliveries to a consumer of this node that left meanwhile:
-    /// returned (through the group).
-    orphans: Vec<MsgId>,
+    /// its key cancelled and the messages returned (through the group).
+    orphans: Vec<(ConsumerKey, Vec<MsgId>)>,
 }
 
 impl After {
@@ -252,7 +252,9 @@ impl Queue {
             // A replicated queue delivers to every member's consumers: another node's
             // are not ours; one of ours that was cancelled meanwhile gets them returned.
             if self.is_local_key(key) {
-                after.orphans.extend(entries.iter().map(|e| e.id));
+                after
+                    .orphans
+                    .push((key, entries.iter().map(|e| e.id).collect()));
             }
             return;
         };
@@ -328,9 +330,8 @@ impl Queue {
     fn q_after(self: &Arc<Self>, mut after: After) {
         while !after.is_empty() {
             let mut next = After::default();
-            let orphans = std::mem::take(&mut after.orphans);
-            if !orphans.is_empty() {
-                self.r_return_ids(orphans);
+            for (key, ids) in std::mem::take(&mut after.orphans) {
+                self.r_orphaned(key, ids);
             }
             let lost = std::mem::take(&mut after.lost);
             if !lost.is_empty() {

@@ -32,6 +32,10 @@ impl Replica for ReplicaOf {
         let Some(q) = self.0.upgrade() else {
             return QReply::default();
         };
+        let downed = match e.cmd {
+            QCmd::Down { node, keep } => Some((node, keep)),
+            _ => None,
+        };
         let cmd = match e.cmd {
             // Split by the group's state machine (each command answered on its own);
             // applied in order here too should one reach this far.
@@ -41,6 +45,16 @@ impl Replica for ReplicaOf {
                     r.rejected |= self.apply_entry(QEntry { at: e.at, cmd }, leader).rejected;
                 }
                 return r;
+            }
+            // Unwrapped (and deduplicated) by the group's state machine.
+            QCmd::Once { cmd, .. } => {
+                return self.apply_entry(
+                    QEntry {
+                        at: e.at,
+                        cmd: *cmd,
+                    },
+                    leader,
+                );
             }
             QCmd::Enqueue(m) => Command::Enqueue {
                 msg: QMsg::Mem(m.into_message()),
@@ -75,6 +89,9 @@ impl Replica for ReplicaOf {
             q.q_apply_at(&mut st, e.at, cmd, &mut after, leader)
         };
         q.q_after(after);
+        if let Some((node, keep)) = downed {
+            q.r_reinstate(node, keep);
+        }
         QReply {
             rejected: matches!(reply, Reply::Rejected),
         }
@@ -211,17 +228,42 @@ impl Queue {
                 q.consumers.insert(key, consumer.clone());
             }
         }
-        let spec = WireSpec {
-            priority: consumer.priority,
-            prefetch: if consumer.no_ack {
-                INFLIGHT_WINDOW
-            } else {
-                consumer.prefetch
+        self.r_submit(
+            QCmd::Checkout {
+                key,
+                spec: spec_of(&consumer),
             },
-            no_ack: consumer.no_ack,
-        };
-        self.r_submit(QCmd::Checkout { key, spec }, None);
+            None,
+        );
         Ok(())
+    }
+
+    /// The group declared this node's consumers down (the node was cut off, or looked so
+    /// to the leader, for a while) while they are still attached here: they check out
+    /// again, so they get deliveries again (`rabbit_fifo` reinstates a consumer of a
+    /// node that comes back). What they had checked out went back to the queue,
+    /// redelivered, and may come to them again.
+    fn r_reinstate(&self, node: u16, keep: Option<u16>) {
+        let Some(g) = self.group() else { return };
+        let (me, inc) = g.local();
+        if node != me || keep == Some(inc) {
+            return;
+        }
+        let ours: Vec<(u64, WireSpec)> = {
+            let st = self.state.lock();
+            let Some(q) = st.quorum.as_ref() else { return };
+            q.consumers
+                .iter()
+                .filter(|(key, _)| {
+                    key_node(**key) == me && super::wire::key_incarnation(**key) == inc
+                })
+                .map(|(key, c)| (*key, spec_of(c)))
+                .collect()
+        };
+        for (key, spec) in ours {
+            tracing::info!(queue = %self.name(), key, "consumer checks out again after its node was declared down");
+            self.r_submit(QCmd::Checkout { key, spec }, None);
+        }
     }
 
     pub(super) fn r_cancel(&self, consumer: &Arc<Consumer>) -> bool {
@@ -314,8 +356,11 @@ impl Queue {
         })
     }
 
-    /// Deliveries that found no consumer here: back to the queue, as they were.
-    pub(super) fn r_return_ids(&self, ids: Vec<u64>) {
+    /// Deliveries to a consumer of this node that is no longer here (cancelled, its
+    /// channel closed): the key is cancelled in the group (in case its cancel was lost, or
+    /// a late checkout registered it again) and the messages go back as they were.
+    pub(super) fn r_orphaned(&self, key: u64, ids: Vec<u64>) {
+        self.r_submit(QCmd::Cancel { key }, None);
         self.r_submit(
             QCmd::Return {
                 ids,
@@ -343,5 +388,18 @@ impl Queue {
             },
             None,
         );
+    }
+}
+
+/// A consumer's settings as its checkout carries them.
+fn spec_of(c: &Consumer) -> WireSpec {
+    WireSpec {
+        priority: c.priority,
+        prefetch: if c.no_ack {
+            INFLIGHT_WINDOW
+        } else {
+            c.prefetch
+        },
+        no_ack: c.no_ack,
     }
 }

@@ -104,6 +104,17 @@ pub enum QCmd {
     /// the leader writes what it took at once as one entry, so one Raft append (and one
     /// WAL sync) carries many publishes. Last variant: older logs still decode.
     Batch(Vec<QCmd>),
+    /// A command as a member's driver numbered it (`origin`: its node's tag and
+    /// incarnation; `seq`: from 1 per group; `settled`: every command of that origin
+    /// numbered up to it was answered and is not sent again). A write whose answer was
+    /// lost is sent again with its number and applied once
+    /// (`cluster::qgroup::dedup`). Last variant: older logs still decode.
+    Once {
+        origin: u32,
+        seq: u64,
+        settled: u64,
+        cmd: Box<QCmd>,
+    },
 }
 
 impl QCmd {
@@ -116,6 +127,7 @@ impl QCmd {
             | QCmd::Discard { ids }
             | QCmd::DlxSettle { ids } => 16 + 8 * ids.len(),
             QCmd::Batch(cmds) => cmds.iter().map(QCmd::weight).sum(),
+            QCmd::Once { cmd, .. } => 24 + cmd.weight(),
             _ => 32,
         }
     }
