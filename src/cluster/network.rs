@@ -418,7 +418,7 @@ mod tests {
                 }
             }
         });
-        let peer = Peer::new(addr);
+        let peer = Peer::new(addr, &super::super::transport::Transport::plain());
         tokio::select! {
             r = peer.call_raw(b"first", Duration::from_secs(30)) => panic!("answered: {r:?}"),
             _ = first_arrived => {}
