@@ -18,6 +18,8 @@ mod chaos_checker;
 mod cluster;
 #[path = "cluster_forward.rs"]
 mod cluster_forward;
+#[path = "cluster_qsnap.rs"]
+mod cluster_qsnap;
 #[path = "cluster_quorum.rs"]
 mod cluster_quorum;
 #[path = "cluster_streams.rs"]

@@ -4,7 +4,7 @@
 
 use lapin::{Channel, Connection, ConnectionProperties};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::http::{eventually, Api};
 
@@ -50,7 +50,28 @@ impl Node {
 
     /// Starts the node with `--cluster-nodes members`.
     pub fn start(&mut self, members: &str) {
+        self.start_with(members, &[], None);
+    }
+
+    /// [`start`](Self::start) with extra environment (tuning knobs) and its output (the
+    /// log lines, panics) appended to `log` (stdout dropped, stderr inherited when None).
+    pub fn start_with(&mut self, members: &str, env: &[(&str, &str)], log: Option<&Path>) {
+        let (stdout, stderr) = match log {
+            Some(p) => {
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .expect("node log file");
+                let g = f.try_clone().expect("node log file");
+                (f.into(), g.into())
+            }
+            None => (std::process::Stdio::null(), std::process::Stdio::inherit()),
+        };
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_warren"))
+            .envs(env.iter().copied())
+            .stdout(stdout)
+            .stderr(stderr)
             .args(["--node-name", &self.name, "--log-level", "error"])
             .args(["--port", &self.amqp.to_string()])
             .args(["--management-port", &self.mgmt.to_string()])
@@ -58,7 +79,6 @@ impl Node {
             .args(["--cluster-nodes", members])
             .arg("--data-dir")
             .arg(&self.dir)
-            .stdout(std::process::Stdio::null())
             .spawn()
             .expect("spawn warren");
         self.child = Some(child);
