@@ -4,7 +4,8 @@
 //! bounded WAL behind; a member that was down meanwhile catches up by the leader's
 //! snapshot; a restarted member starts from its own snapshot and log tail; a member
 //! added after compaction gets every message; a damaged snapshot file is refused with
-//! a clear error (the node runs, the queue keeps working on the others).
+//! a clear error (the node runs, the queue keeps working on the others); tx.commit-ok
+//! waits for the group's commit.
 
 use crate::common;
 use crate::common::cluster::{channel, Node};
@@ -279,6 +280,37 @@ async fn queue_groups_snapshot_compact_and_catch_up_by_snapshot() {
     assert!(!text_has(&log, "panicked"), "no panic");
     publish_confirmed(&ch1, ["after".to_string()].into_iter()).await;
     ready_on_two(&nodes[1], 1).await;
+
+    // tx.commit waits for the group's commit: with n2 down too (n3's member is not
+    // running) the queue has no majority and commit-ok does not come; once n2 is back
+    // it does, and the message is there.
+    let (_ct, cht) = channel(&nodes[0]).await;
+    cht.tx_select().await.unwrap();
+    nodes[1].kill();
+    cht.basic_publish(
+        "".into(),
+        QUEUE.into(),
+        BasicPublishOptions::default(),
+        b"in-tx",
+        BasicProperties::default().with_delivery_mode(2),
+    )
+    .await
+    .unwrap();
+    let commit = tokio::spawn(async move { cht.tx_commit().await });
+    let early = tokio::time::timeout(Duration::from_secs(2), async {
+        while !commit.is_finished() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert!(early.is_err(), "commit-ok without a majority");
+    start(&mut nodes[1], &logs[1]);
+    let done = tokio::time::timeout(Duration::from_secs(20), commit)
+        .await
+        .expect("commit-ok once the majority is back")
+        .unwrap();
+    assert!(done.is_ok(), "{done:?}");
+    ready_on_two(&nodes[0], 2).await;
 }
 
 fn text_has(p: &Path, what: &str) -> bool {
