@@ -278,6 +278,13 @@ async fn queue_groups_snapshot_compact_and_catch_up_by_snapshot() {
     );
     assert!(nodes[2].status().await.is_some(), "n3 runs");
     assert!(!text_has(&log, "panicked"), "no panic");
+    // n3 may have led the group: wait for n1 or n2 to lead before publishing.
+    eventually(30, "a leader among the running members", || async {
+        let q = queue_of(&nodes[0]).await?;
+        let l = q["leader"].as_str()?;
+        (l == "n1" || l == "n2").then_some(())
+    })
+    .await;
     publish_confirmed(&ch1, ["after".to_string()].into_iter()).await;
     ready_on_two(&nodes[1], 1).await;
 
