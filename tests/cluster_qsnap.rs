@@ -66,7 +66,9 @@ fn disk(node: &Node) -> (u64, Vec<std::path::PathBuf>) {
 
 async fn publish_confirmed(ch: &Channel, bodies: impl Iterator<Item = String>) {
     let mut confirms = Vec::new();
+    let mut first = None;
     for b in bodies {
+        first.get_or_insert_with(|| b.chars().take(12).collect::<String>());
         let c = ch
             .basic_publish(
                 "".into(),
@@ -84,7 +86,7 @@ async fn publish_confirmed(ch: &Channel, bodies: impl Iterator<Item = String>) {
             .await
             .expect("confirm in time")
             .unwrap();
-        assert!(c.is_ack(), "confirm: {c:?}");
+        assert!(c.is_ack(), "confirm of the batch from {first:?}: {c:?}");
     }
 }
 
