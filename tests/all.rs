@@ -20,6 +20,8 @@ mod cluster;
 mod cluster_forward;
 #[path = "cluster_mgmt.rs"]
 mod cluster_mgmt;
+#[path = "cluster_qsnap.rs"]
+mod cluster_qsnap;
 #[path = "cluster_quorum.rs"]
 mod cluster_quorum;
 #[path = "cluster_quorum_faults.rs"]

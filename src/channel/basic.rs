@@ -243,7 +243,8 @@ impl Channel {
             cx.out
                 .content(self.id, &msg.properties, &msg.body, cx.frame_max);
         }
-        let confirm = matches!(self.mode, Mode::Confirm { .. }).then_some(cx.tx);
+        // A transaction's commit-ok waits as a confirm does.
+        let confirm = matches!(self.mode, Mode::Confirm { .. } | Mode::Tx(_)).then_some(cx.tx);
         let (rejected, lsn, (forwarded, quorum, streams)) = crate::queue::enqueue_confirmed(
             msg,
             &mut queues,
@@ -252,7 +253,18 @@ impl Channel {
             confirm,
         );
         let lsn = lsn.max(stored);
-        if let Mode::Confirm { seq, pending } = &mut self.mode {
+        if let Mode::Tx(_) = &self.mode {
+            let waits = super::Waits {
+                forwarded,
+                quorum,
+                streams,
+            };
+            if !waits.is_empty() {
+                let behind = self.held.back().map(|h| h.0);
+                let at = lsn.or(behind).unwrap_or(0).max(behind.unwrap_or(0));
+                self.held.push_back((at, Held::Committing, waits));
+            }
+        } else if let Mode::Confirm { seq, pending } = &mut self.mode {
             *seq += 1;
             if !rejected {
                 MsgCounters::bump(&cx.stats.msgs.confirmed, 1);

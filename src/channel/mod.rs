@@ -196,6 +196,9 @@ enum Held {
     Ack(u64),
     Nack(u64),
     CommitOk,
+    /// A committed transaction's publish still waiting for replicated queues or streams
+    /// (or a forwarded home): nothing to send, but the commit-ok behind it waits.
+    Committing,
 }
 
 #[derive(Debug)]
@@ -400,9 +403,16 @@ impl Channel {
                         ),
                     }
                 }
-                // Stored messages make commit-ok wait until they are on disk.
-                match wait {
-                    Some(lsn) => self.held.push_back((lsn, Held::CommitOk, Waits::default())),
+                // Stored messages make commit-ok wait until they are on disk, and publishes
+                // to replicated queues and streams or forwarded homes until they are
+                // committed / accepted (their `Held::Committing` entries go first).
+                let behind = self.held.back().map(|h| h.0);
+                match wait.or(behind) {
+                    Some(lsn) => self.held.push_back((
+                        lsn.max(behind.unwrap_or(0)),
+                        Held::CommitOk,
+                        Waits::default(),
+                    )),
                     None => {
                         self.reply(cx, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})))
                     }
@@ -490,6 +500,7 @@ impl Channel {
                     send_run(out, &mut run);
                     out.method(id, AMQPClass::Tx(tx::AMQPMethod::CommitOk(tx::CommitOk {})));
                 }
+                Held::Committing => {}
             }
         }
         send_run(out, &mut run);

@@ -7,7 +7,7 @@
 //! records as JSON, quorum queue groups ([`super::qgroup::QTypeConfig`]) in postcard's
 //! compact binary form (message bodies are bytes, not JSON number arrays).
 
-use super::wal::Wal;
+use super::wal::{Checkpoint, Wal};
 use super::{Member, Nid, TypeConfig};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
@@ -66,6 +66,17 @@ enum Record<C: GroupConfig> {
     /// The state machine applied up to here (with this membership) and its effects are
     /// durable.
     Applied(LogId<Nid>, StoredMembership<Nid, Member>),
+    /// Everything but the entries, at the start of a WAL segment: the records before it
+    /// are not needed (entries past `last` are gone, those up to `purged` too).
+    Checkpoint {
+        vote: Option<Vote<Nid>>,
+        committed: Option<LogId<Nid>>,
+        purged: Option<LogId<Nid>>,
+        last: Option<u64>,
+        applied: Option<(LogId<Nid>, StoredMembership<Nid, Member>)>,
+    },
+    /// The group's member here stopped: what came before is not its any more.
+    Forget,
 }
 
 #[derive(Debug)]
@@ -107,7 +118,57 @@ impl<C: GroupConfig> State<C> {
                 self.purged = Some(upto);
             }
             Record::Applied(a, m) => self.applied = Some((a, m)),
+            Record::Checkpoint {
+                vote,
+                committed,
+                purged,
+                last,
+                applied,
+            } => {
+                self.vote = vote.or(self.vote);
+                self.committed = committed;
+                if let Some(p) = purged {
+                    self.logs = self.logs.split_off(&(p.index + 1));
+                    self.purged = Some(p);
+                }
+                match last {
+                    Some(l) => {
+                        self.logs.split_off(&(l + 1));
+                    }
+                    None => self.logs.clear(),
+                }
+                if applied.is_some() {
+                    self.applied = applied;
+                }
+            }
+            Record::Forget => *self = State::default(),
         }
+    }
+
+    fn checkpoint(&self) -> Record<C> {
+        Record::Checkpoint {
+            vote: self.vote,
+            committed: self.committed,
+            purged: self.purged,
+            last: self
+                .logs
+                .keys()
+                .next_back()
+                .copied()
+                .or(self.purged.map(|p| p.index)),
+            applied: self.applied.clone(),
+        }
+    }
+}
+
+/// A group's checkpoint, as the WAL asks for it when it begins a segment.
+#[derive(Debug)]
+struct CheckpointOf<C: GroupConfig>(Arc<parking_lot::Mutex<State<C>>>);
+
+impl<C: GroupConfig> Checkpoint for CheckpointOf<C> {
+    fn checkpoint(&self) -> Option<Vec<u8>> {
+        let r = self.0.lock().checkpoint();
+        encode::<C, _>(&r).ok()
     }
 }
 
@@ -117,6 +178,8 @@ pub struct LogStore<C: GroupConfig = TypeConfig> {
     group: u64,
     wal: Arc<Wal>,
     state: Arc<parking_lot::Mutex<State<C>>>,
+    /// Registered (weakly) with the WAL while any clone lives.
+    checkpoint: Arc<dyn Checkpoint>,
 }
 
 impl<C: GroupConfig> Clone for LogStore<C> {
@@ -125,6 +188,7 @@ impl<C: GroupConfig> Clone for LogStore<C> {
             group: self.group,
             wal: self.wal.clone(),
             state: self.state.clone(),
+            checkpoint: self.checkpoint.clone(),
         }
     }
 }
@@ -144,11 +208,42 @@ impl<C: GroupConfig> LogStore<C> {
                 Err(e) => tracing::error!(group, error = %e, "unreadable cluster log record"),
             }
         }
+        if let Some(p) = state.purged {
+            wal.purged(group, p.index);
+        }
+        let state = Arc::new(parking_lot::Mutex::new(state));
+        let checkpoint: Arc<dyn Checkpoint> = Arc::new(CheckpointOf(state.clone()));
+        wal.register(group, Arc::downgrade(&checkpoint));
         LogStore {
             group,
             wal,
-            state: Arc::new(parking_lot::Mutex::new(state)),
+            state,
+            checkpoint,
         }
+    }
+
+    /// The last purged log id (entries up to it are in a snapshot only).
+    pub fn purged(&self) -> Option<LogId<Nid>> {
+        self.state.lock().purged
+    }
+
+    /// Entries held (in memory and in the WAL).
+    pub fn len(&self) -> usize {
+        self.state.lock().logs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The group's member here stopped: its log is dropped (here and, once this is
+    /// durable, from the WAL's reckoning).
+    pub fn forget(&self) {
+        *self.state.lock() = State::default();
+        let done = self
+            .wal
+            .forgotten_when_durable(self.group, Arc::downgrade(&self.checkpoint));
+        self.submit(&Record::Forget, Some(done));
     }
 
     /// Where the state machine's effects were last known durable (see [`Record::Applied`]).
@@ -214,10 +309,11 @@ impl<C: GroupConfig> RaftLogStorage<C> for LogStore<C> {
     }
 
     async fn save_vote(&mut self, vote: &Vote<Nid>) -> Result<(), StorageError<Nid>> {
+        // Set first, so a WAL checkpoint taken meanwhile carries it.
+        self.state.lock().vote = Some(*vote);
         self.write(&Record::Vote(*vote))
             .await
             .map_err(|e| StorageIOError::write_vote(&e))?;
-        self.state.lock().vote = Some(*vote);
         Ok(())
     }
 
@@ -248,6 +344,7 @@ impl<C: GroupConfig> RaftLogStorage<C> for LogStore<C> {
         I::IntoIter: Send,
     {
         let entries: Vec<_> = entries.into_iter().collect();
+        let last = entries.last().map_or(0, |e| e.log_id.index);
         let record = Record::Entries(entries);
         let bytes = encode::<C, _>(&record).map_err(|e| StorageIOError::write_logs(&e))?;
         if let Record::Entries(es) = record {
@@ -256,8 +353,9 @@ impl<C: GroupConfig> RaftLogStorage<C> for LogStore<C> {
                 s.logs.insert(e.log_id.index, e);
             }
         }
-        self.wal.submit(
+        self.wal.submit_indexed(
             self.group,
+            last,
             &bytes,
             Some(Box::new(move |r| callback.log_io_completed(r))),
         );
@@ -276,7 +374,8 @@ impl<C: GroupConfig> RaftLogStorage<C> for LogStore<C> {
             s.logs = s.logs.split_off(&(log_id.index + 1));
             s.purged = Some(log_id);
         }
-        self.submit(&Record::Purge(log_id), None);
+        let done = self.wal.purged_when_durable(self.group, log_id.index);
+        self.submit(&Record::Purge(log_id), Some(done));
         Ok(())
     }
 }
@@ -339,6 +438,58 @@ mod tests {
             [3, 4]
         );
         assert_eq!(s.applied().map(|l| l.0.index), Some(3));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// With small WAL segments: old segments go once purged past, and what a reopen
+    /// reads (checkpoints and the entries left) is the same log: vote, purge point,
+    /// entries after it, none of a truncated suffix.
+    #[tokio::test]
+    async fn checkpoints_keep_the_log_whole_while_segments_go() {
+        let dir = std::env::temp_dir().join(format!("warren-logstore-cp-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let lid = |i| LogId::new(CommittedLeaderId::new(1, 1), i);
+        {
+            let (wal, _) = Wal::open_with(&dir, 4096).unwrap();
+            let wal = Arc::new(wal);
+            let mut s: LogStore = LogStore::new(0, wal.clone(), Vec::new());
+            s.save_vote(&Vote::new(2, 1)).await.unwrap();
+            for i in 1..=300u64 {
+                let mut e = entry(1, i);
+                e.payload = EntryPayload::Normal(crate::cluster::handle::MetaCmd::DeleteQueue {
+                    vhost: "/".into(),
+                    name: "x".repeat(200),
+                });
+                let bytes =
+                    serde_json::to_vec(&Record::<TypeConfig>::Entries(vec![e.clone()])).unwrap();
+                s.state.lock().logs.insert(i, e);
+                wal.submit_indexed(0, i, &bytes, None);
+                if i % 20 == 0 {
+                    s.flush().await.unwrap();
+                }
+            }
+            s.truncate(lid(291)).await.unwrap();
+            s.purge(lid(250)).await.unwrap();
+            // Two more syncs: the purge is durable, then counted.
+            s.flush().await.unwrap();
+            s.flush().await.unwrap();
+            // ~20 entries a segment: those of 251..=300 and the open one are left.
+            let segs = wal.segments();
+            assert!(segs.len() <= 4, "{segs:?}");
+            assert!(!segs[0].ends_with("wal.00000000"), "{segs:?}");
+        }
+        let (wal, rec) = Wal::open(&dir).unwrap();
+        let mut s: LogStore =
+            LogStore::new(0, Arc::new(wal), rec.get(&0).cloned().unwrap_or_default());
+        assert_eq!(s.read_vote().await.unwrap(), Some(Vote::new(2, 1)));
+        let st = s.get_log_state().await.unwrap();
+        assert_eq!(st.last_purged_log_id.map(|l| l.index), Some(250));
+        assert_eq!(st.last_log_id.map(|l| l.index), Some(290));
+        let got = s.try_get_log_entries(0..1000).await.unwrap();
+        assert_eq!(
+            got.iter().map(|e| e.log_id.index).collect::<Vec<_>>(),
+            (251..=290).collect::<Vec<_>>()
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -36,6 +36,8 @@ pub struct Node {
     pub raft: Raft<TypeConfig>,
     /// The node's WAL, shared by every group.
     pub wal: Arc<Wal>,
+    /// `<data-dir>/cluster`: the WAL's segments, snapshots.
+    pub dir: std::path::PathBuf,
     /// What the WAL held at start for groups not started yet (quorum queues).
     recovered: parking_lot::Mutex<super::wal::Recovered>,
     /// This node's members of quorum queue groups, by group id.
@@ -109,7 +111,7 @@ impl Node {
         let (wal, mut recovered) = Wal::open(&dir)?;
         let wal = Arc::new(wal);
         let log = LogStore::new(0, wal.clone(), recovered.remove(&0).unwrap_or_default());
-        let sm = StateMachine::open(apply, log.clone(), dir);
+        let sm = StateMachine::open(apply, log.clone(), dir.clone());
         let id = node_id(&me.name);
         let rc = raft_config().map_err(std::io::Error::other)?;
         let raft = Raft::new(
@@ -127,6 +129,7 @@ impl Node {
             config,
             raft,
             wal,
+            dir,
             recovered: parking_lot::Mutex::new(recovered),
             groups: Default::default(),
             incarnation: rand::random(),
@@ -231,6 +234,11 @@ impl Node {
                 None
             }
         }
+    }
+
+    /// This node runs a member of group `gid`.
+    pub fn runs_group(&self, gid: u64) -> bool {
+        self.groups.lock().contains_key(&gid)
     }
 
     /// Stops this node's member of a group (its queue was deleted).

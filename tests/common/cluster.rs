@@ -56,8 +56,39 @@ impl Node {
     /// Starts the node with `--cluster-nodes members` and `extra` options; its log (at
     /// `error` unless `extra` sets `--log-level`) goes to the file `log` when given.
     pub fn start_with(&mut self, members: &str, extra: &[String], log: Option<&Path>) {
+        self.start_full(members, extra, &[], log);
+    }
+
+    /// [`start`](Self::start) with extra environment (tuning knobs) and its output (the
+    /// log lines, panics) appended to `log` (stdout dropped, stderr inherited when None).
+    pub fn start_env(&mut self, members: &str, env: &[(&str, &str)], log: Option<&Path>) {
+        self.start_full(members, &[], env, log);
+    }
+
+    fn start_full(
+        &mut self,
+        members: &str,
+        extra: &[String],
+        env: &[(&str, &str)],
+        log: Option<&Path>,
+    ) {
+        let (stdout, stderr) = match log {
+            Some(p) => {
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(p)
+                    .expect("node log file");
+                let g = f.try_clone().expect("node log file");
+                (f.into(), g.into())
+            }
+            None => (std::process::Stdio::null(), std::process::Stdio::inherit()),
+        };
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_warren"));
-        cmd.args(["--node-name", &self.name])
+        cmd.envs(env.iter().copied())
+            .stdout(stdout)
+            .stderr(stderr)
+            .args(["--node-name", &self.name])
             .args(["--port", &self.amqp.to_string()])
             .args(["--management-port", &self.mgmt.to_string()])
             .args(["--cluster-port", &self.cluster.to_string()])
@@ -68,10 +99,6 @@ impl Node {
         if !extra.iter().any(|a| a == "--log-level") {
             cmd.args(["--log-level", "error"]);
         }
-        match log {
-            Some(path) => cmd.stdout(std::fs::File::create(path).expect("log file")),
-            None => cmd.stdout(std::process::Stdio::null()),
-        };
         self.child = Some(cmd.spawn().expect("spawn warren"));
     }
 

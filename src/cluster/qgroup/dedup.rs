@@ -57,12 +57,12 @@ impl Numbers {
 
 /// The replicated side: which numbered commands of each origin were applied. Part of the
 /// replica's state (every member applies the same log, so decides the same).
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Dedup {
     origins: HashMap<u32, Seen>,
 }
 
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Seen {
     /// Every number up to here is settled by the origin.
     settled: u64,

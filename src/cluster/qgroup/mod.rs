@@ -16,24 +16,30 @@
 //! that stops answering are declared down ([`QCmd::Down`]), so what they had checked out
 //! is delivered again elsewhere.
 //!
-//! Not done: snapshots (the log is kept whole, in memory and in the WAL; a member added
-//! later catches up from the log).
+//! Snapshots ([`state_machine`], [`snapshot`]): each member snapshots its replica's
+//! state once the log since the last snapshot outweighs it, saves it per group and purges
+//! its log up to it (the WAL then reclaims the segments); it starts from its snapshot; a
+//! member that is too far behind, or added later, installs the leader's.
 
 mod dedup;
 mod network;
+pub mod snapshot;
 mod state_machine;
 
 use dedup::{Dedup, Numbers};
 pub use network::{call, QNetwork};
-pub use state_machine::QStateMachine;
+pub use state_machine::{snapshot_floor, QStateMachine};
 
 use super::log_store::{GroupConfig, LogStore};
 use super::network::Peer;
 use super::node::Node;
 use super::{node_id, Member, Nid};
 use crate::queue::quorum::wire::{Done, Group, QCmd, QEntry, QReply, Replica};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, VoteRequest, VoteResponse};
-use openraft::{Raft, StoredMembership};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
+    VoteRequest, VoteResponse,
+};
+use openraft::{LogId, Raft, StoredMembership};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Cursor};
@@ -74,6 +80,11 @@ const ENTRY_BYTES: usize = 1 << 20;
 const PAYLOAD_ENTRIES: u64 = 32;
 /// How often a leader checks that the nodes holding consumers still answer.
 const WATCH_EVERY: Duration = Duration::from_millis(250);
+/// Entries kept behind a snapshot (a follower a little behind catches up from the log;
+/// few, as an entry may carry up to [`ENTRY_BYTES`] of messages).
+const KEEP_BEHIND_SNAPSHOT: u64 = 8;
+/// Bytes of a snapshot per install RPC.
+const SNAPSHOT_CHUNK: u64 = 2 << 20;
 
 /// A node's 16-bit tag in consumer keys.
 pub fn node_tag(name: &str) -> u16 {
@@ -91,6 +102,8 @@ pub enum QRequest {
     Members(u64, Vec<String>),
     /// To a member: stand for election (leadership moves here if its log is current).
     Elect(u64),
+    /// A chunk of the leader's snapshot (last variant: older frames still decode).
+    Snapshot(u64, InstallSnapshotRequest<QTypeConfig>),
 }
 
 impl QRequest {
@@ -100,7 +113,8 @@ impl QRequest {
             | QRequest::Vote(g, _)
             | QRequest::Write(g, _)
             | QRequest::Members(g, _)
-            | QRequest::Elect(g) => *g,
+            | QRequest::Elect(g)
+            | QRequest::Snapshot(g, _) => *g,
         }
     }
 }
@@ -114,9 +128,11 @@ pub enum QResponse {
     Done(Result<(), String>),
     /// This node has no member of that group (not yet, or no longer).
     NoGroup,
+    Snapshot(Result<InstallSnapshotResponse<Nid>, String>),
 }
 
-/// The Raft timing of a queue group (as the metadata group's) and no snapshots.
+/// The Raft timing of a queue group (as the metadata group's). Snapshots are asked for by
+/// the state machine (by weight, not openraft's entry count).
 fn raft_config() -> Result<openraft::Config, String> {
     openraft::Config {
         cluster_name: "warren-qq".into(),
@@ -124,12 +140,30 @@ fn raft_config() -> Result<openraft::Config, String> {
         election_timeout_min: 600,
         election_timeout_max: 1200,
         snapshot_policy: openraft::SnapshotPolicy::Never,
+        max_in_snapshot_log_to_keep: KEEP_BEHIND_SNAPSHOT,
+        snapshot_max_chunk_size: SNAPSHOT_CHUNK,
+        install_snapshot_timeout: 3000,
         max_payload_entries: PAYLOAD_ENTRIES,
         ..Default::default()
     }
     .validate()
     .map_err(|e| e.to_string())
 }
+
+/// Commands handed to openraft: per log entry, how many commands it carries and the
+/// receiver of its answer.
+type Proposed = Vec<(
+    usize,
+    Result<
+        tokio::sync::oneshot::Receiver<
+            Result<
+                openraft::raft::ClientWriteResponse<QTypeConfig>,
+                openraft::error::ClientWriteError<Nid, Member>,
+            >,
+        >,
+        openraft::error::Fatal<Nid>,
+    >,
+)>;
 
 /// A command waiting for its commit, with its number (open until it is answered).
 struct Pending {
@@ -190,6 +224,8 @@ pub struct QGroup {
     stopped: AtomicBool,
     /// Batches being written here (the last to commit sends the heartbeat).
     writing: AtomicUsize,
+    /// The group's log here (shared with its Raft): dropped when the member stops.
+    log: LogStore<QTypeConfig>,
 }
 
 impl std::fmt::Debug for QGroup {
@@ -209,22 +245,29 @@ impl QGroup {
         replica: Arc<dyn Replica>,
     ) -> io::Result<Arc<QGroup>> {
         let log: LogStore<QTypeConfig> = LogStore::new(gid, node.wal.clone(), recovered);
-        // The state machine starts empty and applies the log again from its start.
-        replica.reset();
+        // The state machine starts from the snapshot (or empty) and applies the log after it.
+        let (applied, membership, dedup) = load_snapshot(&node.dir, gid, &log, &replica)?;
         let leader = Arc::new(AtomicBool::new(false));
+        let (compact, compacts) = mpsc::channel(1);
         let sm = QStateMachine {
-            applied: None,
-            membership: StoredMembership::default(),
+            gid,
+            dir: node.dir.clone(),
+            applied,
+            membership,
             replica: replica.clone(),
             leader: leader.clone(),
-            dedup: Dedup::default(),
+            dedup,
+            since: 0,
+            compact,
+            saved: Arc::new(parking_lot::Mutex::new(applied)),
+            snapshots: 0,
         };
         let rc = raft_config().map_err(io::Error::other)?;
         let net = QNetwork {
             gid,
             transport: node.transport.clone(),
         };
-        let raft = Raft::new(node.id, Arc::new(rc), net, log, sm)
+        let raft = Raft::new(node.id, Arc::new(rc), net, log.clone(), sm)
             .await
             .map_err(|e| io::Error::other(e.to_string()))?;
         let (tx, rx) = mpsc::unbounded_channel();
@@ -239,6 +282,7 @@ impl QGroup {
             leader: leader.clone(),
             stopped: AtomicBool::new(false),
             writing: AtomicUsize::new(0),
+            log,
         });
         if members.first().map(|m| &m.name) == Some(&node.me.name)
             && !raft.is_initialized().await.unwrap_or(true)
@@ -254,6 +298,7 @@ impl QGroup {
         tokio::spawn(drive(Arc::downgrade(&g), rx));
         tokio::spawn(watch_leader(raft.clone(), node.id, leader));
         tokio::spawn(watch_members(Arc::downgrade(&g), replica));
+        tokio::spawn(compact_when_asked(raft.clone(), compacts));
         // Consumers of this node's earlier runs are gone: what they held comes back.
         g.submit(
             QCmd::Down {
@@ -271,11 +316,17 @@ impl QGroup {
 
     /// Writes commands on this node, which leads: each answer when committed (and
     /// applied here). A write refused because leadership moved is retried.
-    ///
-    /// The commands go in as few log entries as [`ENTRY_BYTES`] allows ([`QCmd::Batch`]):
-    /// openraft 0.9 waits for each append's flush before it takes the next write, so an
-    /// entry per command meant a WAL sync per publish.
     async fn write_here(&self, cmds: Vec<QCmd>) -> Vec<Result<QReply, String>> {
+        let proposed = self.propose(cmds).await;
+        self.answers(proposed).await
+    }
+
+    /// Hands the commands to openraft, in order, as few log entries as [`ENTRY_BYTES`]
+    /// allows ([`QCmd::Batch`]): openraft 0.9 waits for each append's flush before it
+    /// takes the next write, so an entry per command meant a WAL sync per publish. The
+    /// answers come with [`answers`](Self::answers); proposing in the driver and
+    /// waiting elsewhere keeps the queue's order across batches.
+    async fn propose(&self, cmds: Vec<QCmd>) -> Proposed {
         self.writing.fetch_add(1, SeqCst);
         let mut rxs = Vec::new();
         for cmd in entries(cmds, ENTRY_BYTES) {
@@ -289,6 +340,11 @@ impl QGroup {
             };
             rxs.push((n, self.raft.client_write_ff(e).await));
         }
+        rxs
+    }
+
+    /// Waits for what [`propose`](Self::propose) handed over to commit.
+    async fn answers(&self, rxs: Proposed) -> Vec<Result<QReply, String>> {
         let mut out = Vec::with_capacity(rxs.iter().map(|r| r.0).sum());
         for (n, rx) in rxs {
             let r = match rx {
@@ -332,7 +388,23 @@ impl QGroup {
             QRequest::Elect(_) => {
                 QResponse::Done(self.raft.trigger().elect().await.map_err(|e| e.to_string()))
             }
+            QRequest::Snapshot(_, r) => QResponse::Snapshot(
+                self.raft
+                    .install_snapshot(r)
+                    .await
+                    .map_err(|e| e.to_string()),
+            ),
         }
+    }
+
+    /// Entries this member holds in its log (memory and WAL).
+    pub fn log_len(&self) -> usize {
+        self.log.len()
+    }
+
+    /// The last log id this member purged (covered by its snapshot).
+    pub fn purged(&self) -> Option<LogId<Nid>> {
+        self.log.purged()
     }
 
     /// On the leader: new members join as learners and catch up from the log, then the
@@ -371,10 +443,18 @@ impl QGroup {
             .map_err(|e| e.to_string())
     }
 
-    /// Stops this member (its queue was deleted here).
+    /// Stops this member (its queue was deleted here, or this node is no longer a
+    /// member): its log and snapshot go.
     pub async fn shutdown(&self) {
         self.stopped.store(true, SeqCst);
         let _ = self.raft.shutdown().await;
+        if let Some(node) = self.node.upgrade() {
+            // Unless a new member of the group started here meanwhile (added back).
+            if !node.runs_group(self.gid) {
+                self.log.forget();
+                snapshot::remove(&node.dir, self.gid);
+            }
+        }
     }
 }
 
@@ -435,6 +515,64 @@ impl Group for QGroup {
     fn stop(&self) {
         if let Some(node) = self.node.upgrade() {
             node.stop_group(self.gid);
+        }
+    }
+}
+
+/// Where a state machine starts: the last applied log id, the membership then, and the
+/// numbered commands applied by then.
+type Applied = (Option<LogId<Nid>>, StoredMembership<Nid, Member>, Dedup);
+
+/// The replica's state at start: its snapshot's (and the snapshot's log id and
+/// membership), or empty when it has none. A snapshot that cannot be read is an error
+/// when the log no longer holds what it covers (the member is then not started: no
+/// panic, and the other members keep the queue); otherwise it is ignored.
+fn load_snapshot(
+    dir: &std::path::Path,
+    gid: u64,
+    log: &LogStore<QTypeConfig>,
+    replica: &Arc<dyn Replica>,
+) -> io::Result<Applied> {
+    replica.reset();
+    let read = snapshot::load(dir, gid).and_then(|f| {
+        f.map(|f| {
+            state_machine::decode_state(&f.data)
+                .map(|(dedup, img)| (f.meta, dedup, img))
+                .map_err(|e| format!("{}: {e}", snapshot::path(dir, gid).display()))
+        })
+        .transpose()
+    });
+    let purged = log.purged();
+    match read {
+        Ok(Some((meta, dedup, img))) => {
+            replica.restore(img);
+            Ok((meta.last_log_id, meta.last_membership, dedup))
+        }
+        Ok(None) => match purged {
+            None => Ok((None, StoredMembership::default(), Dedup::default())),
+            Some(p) => Err(io::Error::other(format!(
+                "queue group {gid:016x}: its log is purged up to {} but it has no snapshot ({}); this member is not started (delete_member and add_member rebuild it from the others)",
+                p.index,
+                snapshot::path(dir, gid).display()
+            ))),
+        },
+        Err(e) if purged.is_none() => {
+            tracing::warn!(gid, error = %e, "unreadable queue snapshot ignored: the whole log is here");
+            snapshot::remove(dir, gid);
+            Ok((None, StoredMembership::default(), Dedup::default()))
+        }
+        Err(e) => Err(io::Error::other(format!(
+            "queue group {gid:016x}: unusable snapshot, this member is not started (delete_member and add_member rebuild it from the others): {e}"
+        ))),
+    }
+}
+
+/// Asks openraft for a snapshot each time the state machine says one is due; ends with
+/// the group (its state machine, holding the sender, is dropped).
+async fn compact_when_asked(raft: Raft<QTypeConfig>, mut asked: mpsc::Receiver<()>) {
+    while asked.recv().await.is_some() {
+        if raft.trigger().snapshot().await.is_err() {
+            return;
         }
     }
 }
@@ -517,13 +655,15 @@ async fn drive(g: Weak<QGroup>, mut rx: mpsc::UnboundedReceiver<Pending>) {
                 continue;
             }
             Some((id, _)) if node_id(&group.me) == id => {
-                // Answered by a task of its own: the next batch goes in meanwhile.
+                // Proposed here, in order; answered by a task of its own: the next batch
+                // goes in meanwhile.
                 let settled = group.numbers.lock().settled();
                 let cmds = live.iter().map(|p| p.wire(group.origin, settled)).collect();
+                let proposed = group.propose(cmds).await;
                 let tx = group.tx.clone();
                 let gr = group.clone();
                 tokio::spawn(async move {
-                    let results = gr.write_here(cmds).await;
+                    let results = gr.answers(proposed).await;
                     for (p, r) in live.into_iter().zip(results) {
                         match r {
                             Err(_) if p.deadline > Instant::now() => {

@@ -71,10 +71,18 @@ impl RaftNetwork<QTypeConfig> for QPeerClient {
 
     async fn install_snapshot(
         &mut self,
-        _rpc: InstallSnapshotRequest<QTypeConfig>,
-        _option: RPCOption,
+        rpc: InstallSnapshotRequest<QTypeConfig>,
+        option: RPCOption,
     ) -> Result<InstallSnapshotResponse<Nid>, RpcErr<InstallSnapshotError>> {
-        Err(net_err("queue groups keep their whole log"))
+        let timeout = option.hard_ttl().max(Duration::from_millis(400));
+        match call(&self.peer, &QRequest::Snapshot(self.gid, rpc), timeout).await {
+            Ok(QResponse::Snapshot(Ok(r))) => Ok(r),
+            Ok(QResponse::Snapshot(Err(e))) => Err(net_err(e)),
+            Ok(_) => Err(RPCError::Unreachable(Unreachable::new(&io::Error::other(
+                "no such queue group there",
+            )))),
+            Err(e) => Err(RPCError::Unreachable(Unreachable::new(&e))),
+        }
     }
 
     async fn vote(

@@ -1,44 +1,154 @@
 //! A queue group's state machine on one member: committed entries applied to the
-//! queue's replica; no snapshots.
+//! queue's replica, and its snapshots.
+//!
+//! A snapshot is the replica's whole state ([`crate::queue::quorum::fifo::image`]: ready
+//! messages with their bodies, what each consumer has checked out, held dead letters)
+//! at an applied log id, saved per group ([`super::snapshot`]); the log up to it can then
+//! be purged. A member starts from its snapshot and applies only the log after it; a
+//! member too far behind (or added later) installs the leader's.
+//!
+//! When: the state machine counts the log's weight applied since the last snapshot and
+//! asks for one ([`QStateMachine::compact`]) once it is at least [`snapshot_floor`] and
+//! at least what the state holds, so a snapshot costs about what the log it replaces
+//! took, and the log stays within about the state's size (a queue that is drained keeps
+//! a short log; one with a large backlog is not rewritten for every few entries).
 
+use super::dedup::Dedup;
+use super::snapshot;
 use super::QTypeConfig;
 use crate::cluster::{Member, Nid};
-use crate::queue::quorum::wire::{QCmd, QEntry, QReply, Replica};
+use crate::message::Message;
+use crate::queue::quorum::fifo::image::Image;
+use crate::queue::quorum::wire::{self, QCmd, QEntry, QReply, Replica};
 use openraft::storage::RaftStateMachine;
 use openraft::{
     Entry, EntryPayload, LogId, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError,
     StorageIOError, StoredMembership,
 };
 use std::io::{self, Cursor};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
+use tokio::sync::mpsc;
 
-/// The group's state machine on this member: applies committed entries to the queue's
-/// replica. Not persisted: after a restart the log is applied again from the start.
+/// The least log weight (bytes) between two snapshots
+/// (`WARREN_QSNAP_MIN_BYTES` overrides it, for tests).
+const SNAPSHOT_FLOOR: usize = 4 << 20;
+/// What an entry without messages counts for.
+const ENTRY_WEIGHT: usize = 64;
+
+/// The least log weight between two snapshots.
+pub fn snapshot_floor() -> usize {
+    static FLOOR: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *FLOOR.get_or_init(|| {
+        std::env::var("WARREN_QSNAP_MIN_BYTES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(SNAPSHOT_FLOOR)
+    })
+}
+
+/// Whether a snapshot is due: the log since the last one weighs at least the floor and
+/// at least what the state holds.
+pub fn snapshot_due(since: usize, held: usize, floor: usize) -> bool {
+    since >= floor && since >= held
+}
+
+/// The group's state machine on this member.
 pub struct QStateMachine {
+    pub(super) gid: u64,
+    /// The cluster directory (snapshots under `qsnap/`).
+    pub(super) dir: PathBuf,
     pub(super) applied: Option<LogId<Nid>>,
     pub(super) membership: StoredMembership<Nid, Member>,
     pub(super) replica: Arc<dyn Replica>,
     pub(super) leader: Arc<AtomicBool>,
     /// Numbered commands applied already (part of the replicated state).
-    pub(super) dedup: super::dedup::Dedup,
+    pub(super) dedup: Dedup,
+    /// Log weight applied since the last snapshot.
+    pub(super) since: usize,
+    /// Asks the group for a snapshot (full: one is asked for already).
+    pub(super) compact: mpsc::Sender<()>,
+    /// The last id saved to the snapshot file: an older one never replaces it (a build
+    /// runs on its own task and may finish after an install).
+    pub(super) saved: Arc<parking_lot::Mutex<Option<LogId<Nid>>>>,
+    pub(super) snapshots: u64,
 }
 
-/// Snapshots are not made (the policy is never); asked for one anyway, it fails.
-pub struct NoSnapshots;
+/// A snapshot's bytes: the table of numbered commands applied (so a retried command is
+/// still applied once after an install or a restart), then the queue's state.
+fn encode_state(dedup: &Dedup, image: &Image<Arc<Message>>) -> Result<Vec<u8>, String> {
+    let mut data = postcard::to_allocvec(dedup).map_err(|e| e.to_string())?;
+    data.extend_from_slice(&wire::encode_image(image)?);
+    Ok(data)
+}
 
-impl RaftSnapshotBuilder<QTypeConfig> for NoSnapshots {
+/// Reads a snapshot's bytes back (see [`encode_state`]).
+pub(super) fn decode_state(data: &[u8]) -> Result<(Dedup, wire::QImage), String> {
+    let (dedup, rest) = postcard::take_from_bytes::<Dedup>(data)
+        .map_err(|e| format!("unreadable table of applied commands: {e}"))?;
+    Ok((dedup, wire::decode_image(rest)?))
+}
+
+fn weight(e: &Entry<QTypeConfig>) -> usize {
+    match &e.payload {
+        EntryPayload::Normal(QEntry { cmd, .. }) => cmd.weight().max(ENTRY_WEIGHT),
+        _ => ENTRY_WEIGHT,
+    }
+}
+
+/// Saves a snapshot unless a newer one is saved already.
+fn save(
+    dir: &std::path::Path,
+    gid: u64,
+    saved: &parking_lot::Mutex<Option<LogId<Nid>>>,
+    meta: &SnapshotMeta<Nid, Member>,
+    data: &[u8],
+) -> io::Result<()> {
+    let mut last = saved.lock();
+    if last.is_some() && meta.last_log_id <= *last {
+        return Ok(());
+    }
+    snapshot::save(dir, gid, meta, data)?;
+    *last = meta.last_log_id;
+    Ok(())
+}
+
+/// Builds a snapshot from the replica's state as it was when asked.
+pub struct QSnapshotBuilder {
+    gid: u64,
+    dir: PathBuf,
+    meta: SnapshotMeta<Nid, Member>,
+    image: Option<Image<Arc<Message>>>,
+    /// The numbered commands applied when the image was taken.
+    dedup: super::dedup::Dedup,
+    saved: Arc<parking_lot::Mutex<Option<LogId<Nid>>>>,
+}
+
+impl RaftSnapshotBuilder<QTypeConfig> for QSnapshotBuilder {
     async fn build_snapshot(&mut self) -> Result<Snapshot<QTypeConfig>, StorageError<Nid>> {
-        Err(StorageIOError::write_snapshot(
-            None,
-            &io::Error::other("queue groups keep their whole log"),
-        )
-        .into())
+        let err = |e: &dyn std::fmt::Display| {
+            StorageError::from(StorageIOError::write_snapshot(
+                Some(self.meta.signature()),
+                &io::Error::other(e.to_string()),
+            ))
+        };
+        let Some(image) = self.image.take() else {
+            return Err(err(&"the queue is gone"));
+        };
+        let data = encode_state(&self.dedup, &image).map_err(|e| err(&e))?;
+        drop(image);
+        save(&self.dir, self.gid, &self.saved, &self.meta, &data).map_err(|e| err(&e))?;
+        tracing::debug!(gid = self.gid, index = ?self.meta.last_log_id.map(|l| l.index), bytes = data.len(), "queue group snapshot saved");
+        Ok(Snapshot {
+            meta: self.meta.clone(),
+            snapshot: Box::new(Cursor::new(data)),
+        })
     }
 }
 
 impl RaftStateMachine<QTypeConfig> for QStateMachine {
-    type SnapshotBuilder = NoSnapshots;
+    type SnapshotBuilder = QSnapshotBuilder;
 
     async fn applied_state(
         &mut self,
@@ -56,6 +166,7 @@ impl RaftStateMachine<QTypeConfig> for QStateMachine {
         let mut replies = Vec::new();
         for e in entries {
             self.applied = Some(e.log_id);
+            self.since += weight(&e);
             replies.push(match e.payload {
                 EntryPayload::Blank => Vec::new(),
                 EntryPayload::Normal(QEntry { at, cmd }) => {
@@ -77,11 +188,28 @@ impl RaftStateMachine<QTypeConfig> for QStateMachine {
                 }
             });
         }
+        let floor = snapshot_floor();
+        if self.since >= floor && snapshot_due(self.since, self.replica.held_bytes(), floor) {
+            let _ = self.compact.try_send(());
+        }
         Ok(replies)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
-        NoSnapshots
+        self.snapshots += 1;
+        self.since = 0;
+        QSnapshotBuilder {
+            gid: self.gid,
+            dir: self.dir.clone(),
+            meta: SnapshotMeta {
+                last_log_id: self.applied,
+                last_membership: self.membership.clone(),
+                snapshot_id: format!("{}-{}", self.applied.map_or(0, |l| l.index), self.snapshots),
+            },
+            image: self.replica.image(),
+            dedup: self.dedup.clone(),
+            saved: self.saved.clone(),
+        }
     }
 
     async fn begin_receiving_snapshot(
@@ -90,21 +218,77 @@ impl RaftStateMachine<QTypeConfig> for QStateMachine {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
+    /// The leader's snapshot: saved here, then the replica takes its state.
     async fn install_snapshot(
         &mut self,
         meta: &SnapshotMeta<Nid, Member>,
-        _snapshot: Box<Cursor<Vec<u8>>>,
+        snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<Nid>> {
-        Err(StorageIOError::read_snapshot(
-            Some(meta.signature()),
-            &io::Error::other("queue groups keep their whole log"),
-        )
-        .into())
+        let data = snapshot.into_inner();
+        let (dedup, image) = decode_state(&data).map_err(|e| {
+            StorageIOError::read_snapshot(Some(meta.signature()), &io::Error::other(e))
+        })?;
+        save(&self.dir, self.gid, &self.saved, meta, &data)
+            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        drop(data);
+        self.replica.restore(image);
+        self.dedup = dedup;
+        self.applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        self.since = 0;
+        tracing::info!(gid = self.gid, index = ?meta.last_log_id.map(|l| l.index), "queue group snapshot installed");
+        Ok(())
     }
 
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<QTypeConfig>>, StorageError<Nid>> {
-        Ok(None)
+        match snapshot::load(&self.dir, self.gid) {
+            Ok(None) => Ok(None),
+            Ok(Some(f)) => Ok(Some(Snapshot {
+                meta: f.meta,
+                snapshot: Box::new(Cursor::new(f.data)),
+            })),
+            Err(e) => Err(StorageIOError::read_snapshot(None, &io::Error::other(e)).into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A snapshot is due once the log since the last one reaches the floor and the
+    /// state's size, whichever is larger.
+    #[test]
+    fn a_snapshot_is_due_when_the_log_outweighs_the_state() {
+        assert!(!snapshot_due(100, 0, 1000));
+        assert!(snapshot_due(1000, 0, 1000));
+        assert!(snapshot_due(1000, 1000, 1000));
+        assert!(!snapshot_due(5000, 8000, 1000));
+        assert!(snapshot_due(8000, 8000, 1000));
+    }
+
+    /// A snapshot carries the table of applied numbered commands: after an install, a
+    /// retried copy of a command the snapshot covers is still refused.
+    #[test]
+    fn a_snapshot_keeps_the_applied_commands_table() {
+        let mut dedup = Dedup::default();
+        assert!(dedup.admit(7, 41, 40));
+        let image: Image<Arc<Message>> = Image {
+            ready: Vec::new(),
+            checked_out: Vec::new(),
+            consumers: Vec::new(),
+            dlx_held: Vec::new(),
+            next_id: 3,
+            next_pos: 9,
+        };
+        let data = encode_state(&dedup, &image).unwrap();
+        let (mut back, img) = decode_state(&data).unwrap();
+        assert_eq!(back, dedup);
+        assert_eq!((img.next_id, img.next_pos), (3, 9));
+        assert!(!back.admit(7, 41, 40), "the retry of 41 after the install");
+        assert!(decode_state(&data[..data.len() - 1]).is_err());
+        assert!(decode_state(&[]).is_err());
     }
 }

@@ -657,5 +657,7 @@ impl<M: FifoMsg> Fifo<M> {
     }
 }
 
+pub mod image;
+
 #[cfg(test)]
 mod tests;

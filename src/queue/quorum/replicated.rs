@@ -10,15 +10,19 @@
 //! Effects that must happen once for the cluster (dead-lettering, expiry ticks) are the
 //! leader's.
 
-use super::fifo::{Command, ConsumerSpec, Reply};
+use super::fifo::image::Image;
+use super::fifo::{Command, ConsumerSpec, Fifo, Reply};
 use super::pages::QMsg;
-use super::wire::{consumer_key, key_node, Done, Group, QCmd, QEntry, QReply, Replica, WireSpec};
+use super::wire::{
+    consumer_key, key_node, Done, Group, QCmd, QEntry, QImage, QReply, Replica, WireSpec,
+};
 use super::After;
 use crate::message::Message;
 use crate::queue::consumer::{Consumer, INFLIGHT_WINDOW};
 use crate::queue::{ConsumeRefused, Queue, QueuedMessage};
 use crate::stats::Counters;
 use crate::store::definitions::QuorumPlacement;
+use std::collections::HashSet;
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -120,6 +124,71 @@ impl Replica for ReplicaOf {
             f.fifo = super::fifo::Fifo::new(config);
             f.applied = 0;
         }
+    }
+
+    fn image(&self) -> Option<Image<Arc<Message>>> {
+        let q = self.0.upgrade()?;
+        let st = q.state.lock();
+        let f = st.quorum.as_ref()?;
+        // A replicated queue holds its bodies in memory (no page files).
+        Some(f.fifo.image(|m| match m {
+            QMsg::Mem(m) => m.clone(),
+            QMsg::Paged(_) => f.body(m).unwrap_or_else(|| {
+                super::wire::WireMsg {
+                    exchange: String::new(),
+                    routing_key: String::new(),
+                    properties: Vec::new(),
+                    body: Vec::new(),
+                    priority: 0,
+                    expiration: None,
+                    persistent: false,
+                }
+                .into_message()
+            }),
+        }))
+    }
+
+    fn restore(&self, img: QImage) {
+        let Some(q) = self.0.upgrade() else { return };
+        let mut after = After::default();
+        {
+            let mut st = q.state.lock();
+            let config = super::config_of(&st.eff);
+            let Some(f) = st.quorum.as_mut() else { return };
+            let local = |k: u64| q.is_local_key(k);
+            let had: HashSet<u64> = f
+                .fifo
+                .checked_out_to(local)
+                .into_iter()
+                .map(|(_, e)| e.id)
+                .collect();
+            f.fifo = Fifo::from_image(config, img, |w| QMsg::Mem(w.into_message()));
+            // Deliveries decided in the entries the snapshot stands for were not made
+            // here: make them now (in id order, per consumer).
+            let mut todo: Vec<(u64, Vec<super::fifo::Entry<QMsg>>)> = Vec::new();
+            for (k, e) in f.fifo.checked_out_to(local) {
+                if had.contains(&e.id) {
+                    continue;
+                }
+                match todo.iter_mut().find(|(key, _)| *key == k) {
+                    Some((_, v)) => v.push(e),
+                    None => todo.push((k, vec![e])),
+                }
+            }
+            for (key, entries) in todo {
+                q.q_deliver(f, key, entries, &mut after);
+            }
+            q.q_arm_timer(&mut st);
+        }
+        q.q_after(after);
+    }
+
+    fn held_bytes(&self) -> usize {
+        let Some(q) = self.0.upgrade() else { return 0 };
+        let st = q.state.lock();
+        st.quorum.as_ref().map_or(0, |f| {
+            f.fifo.ready_bytes() + 256 * (f.fifo.checked_out_len() + f.fifo.dlx_len())
+        })
     }
 }
 

@@ -466,10 +466,12 @@ fn command() -> impl Strategy<Value = (u8, u8, u8, bool)> {
 proptest! {
     /// Whatever the commands: every message is in exactly one place (ready, checked out,
     /// held) or was released / dead-lettered exactly once; no consumer holds more than its
-    /// prefetch; replaying the same commands gives the same effects (determinism).
+    /// prefetch; replaying the same commands gives the same effects (determinism), also on
+    /// a machine rebuilt from an image of the other at step `cut` (a snapshot).
     #[test]
     fn every_message_is_accounted_for_once(
         cmds in proptest::collection::vec(command(), 1..120),
+        cut in 0usize..120,
         limit in proptest::option::of(0u64..3),
         at_least_once in any::<bool>(),
     ) {
@@ -487,6 +489,11 @@ proptest! {
         let mut epoch = [0u64; 4];
         for (i, (kind, who, pick, flag)) in cmds.into_iter().enumerate() {
             let now = i as u64;
+            if i == cut {
+                let img = b.image(M::clone);
+                b = Fifo::from_image(b.config().clone(), img.clone(), |m| m);
+                prop_assert_eq!(b.image(M::clone), img);
+            }
             // A key is never reused after its consumer cancelled (as the driver's are not).
             let key = u64::from(who) + 1 + 10 * epoch[who as usize];
             if kind == 4 {
@@ -540,7 +547,9 @@ proptest! {
             prop_assert_eq!(seen.len() as u32, enqueued);
             prop_assert!(seen.values().all(|n| *n == 1), "a message counted twice: {:?}", seen);
             prop_assert_eq!(a.ready_bytes(), a.ready.len());
+            prop_assert_eq!(b.ready_bytes(), a.ready_bytes());
         }
+        prop_assert_eq!(a.image(M::clone), b.image(M::clone));
     }
 }
 
