@@ -26,6 +26,8 @@ const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 const PROBE_EVERY: Duration = Duration::from_millis(300);
 const PROBE_TIMEOUT: Duration = Duration::from_millis(400);
 const ALIVE_FOR: Duration = Duration::from_millis(1500);
+/// How long a membership change waits for its group to have a leader again.
+const CHANGE_GROUP_PATIENCE: Duration = Duration::from_secs(10);
 /// While waiting for a leader to be elected.
 const NO_LEADER_RETRY: Duration = Duration::from_millis(50);
 
@@ -597,8 +599,23 @@ impl Metadata for Handle {
     ) -> BoxFut<Result<(), String>> {
         let node = self.0.clone();
         Box::pin(async move {
-            node.group_request(&via, || QRequest::Members(gid, members.clone()))
-                .await
+            // Right after a change that removed the leader, the group has none until the
+            // others elect one (an election timeout): asked then, try again for a while.
+            let deadline = tokio::time::Instant::now() + CHANGE_GROUP_PATIENCE;
+            loop {
+                match node
+                    .group_request(&via, || QRequest::Members(gid, members.clone()))
+                    .await
+                {
+                    Err(e)
+                        if e.ends_with("not the leader")
+                            && tokio::time::Instant::now() < deadline =>
+                    {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    r => return r,
+                }
+            }
         })
     }
 
