@@ -601,6 +601,9 @@ mod tests {
         assert!(wal.segments().len() > 10, "{}", wal.segments().len());
         wal.submit_indexed(2, 1, b"early", None);
         wal.purged(1, 200);
+        // The writer reclaims after it answers a batch: the second write is answered
+        // only after the first batch's reclaim ran.
+        wal.write(1, b"sync").await.unwrap();
         wal.write(1, b"sync").await.unwrap();
         // Segment 1 had no group-2 entry: everything but the open one and the one with
         // group 2's entry is gone.
