@@ -9,7 +9,7 @@ use crate::common::cluster::{channel, Node};
 
 use common::http::eventually;
 use futures_lite::StreamExt;
-use lapin::{options::*, types::AMQPValue, types::FieldTable, BasicProperties, Channel};
+use lapin::{options::*, types::AMQPValue, types::FieldTable, Channel};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -30,27 +30,7 @@ async fn publish_confirmed(ch: &Channel, queue: &str, bodies: impl Iterator<Item
     ch.confirm_select(ConfirmSelectOptions::default())
         .await
         .unwrap();
-    let mut confirms = Vec::new();
-    for b in bodies {
-        let c = ch
-            .basic_publish(
-                "".into(),
-                queue.into(),
-                BasicPublishOptions::default(),
-                b.as_bytes(),
-                BasicProperties::default().with_delivery_mode(2),
-            )
-            .await
-            .unwrap();
-        confirms.push(c);
-    }
-    for c in confirms {
-        let c = tokio::time::timeout(Duration::from_secs(20), c)
-            .await
-            .expect("confirm in time")
-            .unwrap();
-        assert!(c.is_ack(), "confirm: {c:?}");
-    }
+    common::cluster::publish_acked(ch, queue, bodies).await;
 }
 
 async fn consumer(ch: &Channel, queue: &str, tag: &str, prefetch: u16) -> lapin::Consumer {

@@ -5,11 +5,11 @@
 //! again it gets deliveries again, as a RabbitMQ quorum queue reinstates it.
 
 use crate::common;
-use crate::common::cluster::{channel, Node};
+use crate::common::cluster::{channel, publish_acked as publish, Node};
 
 use common::http::eventually;
 use futures_lite::StreamExt;
-use lapin::{options::*, types::AMQPValue, types::FieldTable, BasicProperties, Channel};
+use lapin::{options::*, types::AMQPValue, types::FieldTable, Channel};
 use std::time::Duration;
 
 async fn queue(n: &Node, name: &str) -> Option<serde_json::Value> {
@@ -18,30 +18,6 @@ async fn queue(n: &Node, name: &str) -> Option<serde_json::Value> {
         .ok()?;
     let r = n.api().get(&format!("/api/queues/%2F/{name}")).await;
     (r.status == 200).then(|| r.json())
-}
-
-async fn publish(ch: &Channel, queue: &str, bodies: impl Iterator<Item = String>) {
-    let mut confirms = Vec::new();
-    for b in bodies {
-        let c = ch
-            .basic_publish(
-                "".into(),
-                queue.into(),
-                BasicPublishOptions::default(),
-                b.as_bytes(),
-                BasicProperties::default().with_delivery_mode(2),
-            )
-            .await
-            .unwrap();
-        confirms.push(c);
-    }
-    for c in confirms {
-        let c = tokio::time::timeout(Duration::from_secs(20), c)
-            .await
-            .expect("confirm in time")
-            .unwrap();
-        assert!(c.is_ack(), "confirm: {c:?}");
-    }
 }
 
 async fn consume(ch: &Channel, queue: &str, tag: &str) -> lapin::Consumer {

@@ -162,3 +162,29 @@ pub async fn channel(node: &Node) -> (Connection, Channel) {
     let ch = conn.create_channel().await.unwrap();
     (conn, ch)
 }
+
+/// Publishes `bodies` persistent to `queue` on a channel in confirm mode and waits for
+/// every confirm: all must be acks.
+pub async fn publish_acked(ch: &Channel, queue: &str, bodies: impl Iterator<Item = String>) {
+    let mut confirms = Vec::new();
+    for b in bodies {
+        let c = ch
+            .basic_publish(
+                "".into(),
+                queue.into(),
+                lapin::options::BasicPublishOptions::default(),
+                b.as_bytes(),
+                lapin::BasicProperties::default().with_delivery_mode(2),
+            )
+            .await
+            .unwrap();
+        confirms.push(c);
+    }
+    for c in confirms {
+        let c = tokio::time::timeout(std::time::Duration::from_secs(20), c)
+            .await
+            .expect("confirm in time")
+            .unwrap();
+        assert!(c.is_ack(), "confirm: {c:?}");
+    }
+}
