@@ -7,6 +7,8 @@
 #   bench/overload.sh                      # o1: 16p16c 1 KiB confirms (window 1000), qos 100, unbatched
 #   ARGS="-x 16 -y 16 -s 1024 -c 100 -q 100 --unbatched" bench/overload.sh
 #   DURATION=10 REPS=3 bench/overload.sh
+#   OLD=/path/to/old/warren bench/overload.sh   # before/after: the old binary (flow control
+#                                               # on) instead of --flow-credit 0
 #
 # Appends one JSON line per run to bench/overload.jsonl; prints a Markdown table of medians.
 set -euo pipefail
@@ -31,22 +33,24 @@ port_pid() { ss -ltnpH "sport = :$1" | grep -o 'pid=[0-9]*' | head -1 | cut -d= 
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$WORK"; }
 trap cleanup EXIT
-start() { # PORT DIR ARGS...
-  local port=$1 dir=$2; shift 2
-  "$WARREN" --port "$port" --management-port 0 --data-dir "$WORK/$dir" --log-level warn "$@" >"$WORK/$dir.log" 2>&1 &
+OLD=${OLD:-}
+SECOND=warren-noflow; [ -n "$OLD" ] && SECOND=warren-old
+start() { # BIN PORT DIR ARGS...
+  local bin=$1 port=$2 dir=$3; shift 3
+  "$bin" --port "$port" --management-port 0 --data-dir "$WORK/$dir" --log-level warn "$@" >"$WORK/$dir.log" 2>&1 &
   PIDS+=($!)
   for _ in $(seq 1 100); do listening "$port" && return 0; sleep 0.1; done
   log "warren on $port did not start"; exit 1
 }
-start "$PORT_ON" on
-start "$PORT_OFF" off --flow-credit 0
+start "$WARREN" "$PORT_ON" on
+if [ -n "$OLD" ]; then start "$OLD" "$PORT_OFF" off; else start "$WARREN" "$PORT_OFF" off --flow-credit 0; fi
 listening "$RABBIT_PORT" || bash "$ROOT/../shared/rabbitmq-reference.sh" start "$RABBIT_PORT" >&2
 log "run $RUN_ID: ${DURATION} s x $REPS: warren-perf $ARGS"
 for rep in $(seq 1 "$REPS"); do
-  for b in warren warren-noflow rabbitmq; do
+  for b in warren "$SECOND" rabbitmq; do
     case $b in
       warren) port=$PORT_ON ;;
-      warren-noflow) port=$PORT_OFF ;;
+      warren-noflow | warren-old) port=$PORT_OFF ;;
       rabbitmq) port=$RABBIT_PORT ;;
     esac
     pid=$(port_pid "$port")
@@ -73,7 +77,9 @@ def fmt(v, d=0):
 print(f"Run {sys.argv[2]}: `warren-perf {rows[0]['args']}`, medians of {max(r['rep'] for r in rows)} interleaved repetition(s).\n")
 print("| broker | recv msg/s | p50 ms | p99 ms | broker CPU µs/msg | client CPU µs/msg |")
 print("|---|---:|---:|---:|---:|---:|")
-for b in ["warren", "warren-noflow", "rabbitmq"]:
+for b in ["warren", "warren-noflow", "warren-old", "rabbitmq"]:
+    if not any(r["broker"] == b for r in rows):
+        continue
     p50, p99 = med(b, "latency_us", "p50"), med(b, "latency_us", "p99")
     print(f"| {b} | {fmt(med(b, 'receive_rate'))} | {fmt(p50 and p50 / 1000, 1)} | {fmt(p99 and p99 / 1000, 1)} | {fmt(med(b, 'broker_cpu_us_per_msg'), 2)} | {fmt(med(b, 'client_cpu_us_per_msg'), 2)} |")
 PY
