@@ -20,6 +20,8 @@ mod cluster;
 mod cluster_forward;
 #[path = "cluster_mgmt.rs"]
 mod cluster_mgmt;
+#[path = "cluster_qget.rs"]
+mod cluster_qget;
 #[path = "cluster_qsnap.rs"]
 mod cluster_qsnap;
 #[path = "cluster_quorum.rs"]

@@ -496,15 +496,16 @@ impl Channel {
                 cx.vhost.name
             )));
         }
-        if q.is_replicated() {
-            // A dequeue answers from the leader's replica after a commit: not yet.
-            return Err(AmqpError::not_implemented(format_args!(
-                "basic.get is not supported yet by replicated quorum queue '{}' in vhost '{}' (use basic.consume)",
+        // A replicated quorum queue's get is a command through its group: answered once
+        // committed (an error when it is not, as RabbitMQ's `{error, timeout}`).
+        let got = q.try_get(g.no_ack).map_err(|e| {
+            AmqpError::internal_error(format_args!(
+                "Cannot get a message from queue '{}' in vhost '{}': {e}",
                 q.name(),
                 cx.vhost.name
-            )));
-        }
-        match q.get(g.no_ack) {
+            ))
+        })?;
+        match got {
             Some((m, remaining)) => {
                 let tag = self.next_tag;
                 self.next_tag += 1;

@@ -614,10 +614,25 @@ impl Queue {
         if self.is_stream() {
             return None;
         }
+        if self.is_replicated() {
+            return self.try_get(no_ack).unwrap_or_else(|e| {
+                tracing::warn!(queue = %self.name(), error = %e, "basic.get failed");
+                None
+            });
+        }
         if self.is_quorum() {
             return self.q_get(no_ack);
         }
         self.c_get(no_ack)
+    }
+
+    /// As [`get`](Self::get), with the reason when a replicated quorum queue's group did
+    /// not answer (the channel closes with it, as RabbitMQ's does).
+    pub fn try_get(self: &Arc<Self>, no_ack: bool) -> Result<Option<(QueuedMessage, u32)>, String> {
+        if self.is_replicated() && !self.is_remote() {
+            return self.r_get(no_ack);
+        }
+        Ok(self.get(no_ack))
     }
 
     /// Acknowledged deliveries: forget them (`ids`: their message-log ids, if stored).

@@ -205,7 +205,7 @@ impl Drop for Pending {
 /// How long a command is tried (see [`KEEP_TRYING`]).
 fn patience(cmd: &QCmd) -> Duration {
     match cmd {
-        QCmd::Enqueue(_) | QCmd::Purge | QCmd::Tick => WRITE_TIMEOUT,
+        QCmd::Enqueue(_) | QCmd::Purge | QCmd::Tick | QCmd::Dequeue { .. } => WRITE_TIMEOUT,
         _ => KEEP_TRYING,
     }
 }

@@ -107,6 +107,11 @@ pub enum Command<M> {
     Discard { ids: Vec<MsgId> },
     /// basic.get.
     Dequeue { no_ack: bool },
+    /// basic.get on a replicated queue (`rabbit_fifo`'s `{dequeue, settled | unsettled}`
+    /// checkout): the head message, checked out to `key` (its owner: the node and run
+    /// of the channel that asked, so a [`Command::Down`] of that node returns it) unless
+    /// `settled` (no-ack: it leaves the queue at once).
+    DequeueFor { key: ConsumerKey, settled: bool },
     /// queue.purge: every ready message goes.
     Purge,
     /// Time passed: expire due messages at the head.
@@ -246,6 +251,11 @@ impl<M: FifoMsg> Fifo<M> {
         self.consumers.iter().map(|c| c.key)
     }
 
+    /// The keys that hold checked-out messages (consumers', and gets' owners).
+    pub fn holder_keys(&self) -> impl Iterator<Item = ConsumerKey> + '_ {
+        self.checked_out.values().map(|(k, _)| *k)
+    }
+
     /// A consumer that has no credit left (the caller tops a no-ack one up).
     pub fn out_of_credit(&self, key: ConsumerKey) -> bool {
         self.consumers
@@ -370,23 +380,8 @@ impl<M: FifoMsg> Fifo<M> {
                 self.dead_letter(Reason::Rejected, dead, fx);
                 Reply::Ok
             }
-            Command::Dequeue { no_ack } => {
-                self.expire_head(now, fx);
-                let Some((_, e)) = self.ready.pop_first() else {
-                    return Reply::Dequeued(None);
-                };
-                self.ready_bytes -= e.msg.size();
-                if no_ack {
-                    fx.push(Effect::Release {
-                        msgs: vec![e.msg.clone()],
-                    });
-                } else {
-                    self.checked_out.insert(e.id, (GET_KEY, e.clone()));
-                }
-                // The new head may be due.
-                let left = self.ready.len() as u32;
-                return Reply::Dequeued(Some((e, left)));
-            }
+            Command::Dequeue { no_ack } => return self.dequeue(now, GET_KEY, no_ack, fx),
+            Command::DequeueFor { key, settled } => return self.dequeue(now, key, settled, fx),
             Command::Purge => {
                 let n = self.ready.len() as u32;
                 let gone: Vec<M> = std::mem::take(&mut self.ready)
@@ -500,6 +495,32 @@ impl<M: FifoMsg> Fifo<M> {
             self.expire_head(now, fx);
         }
         Reply::Ok
+    }
+
+    /// The head message for a get, checked out to `key` unless `no_ack`; with how many
+    /// stay ready.
+    fn dequeue(
+        &mut self,
+        now: u64,
+        key: ConsumerKey,
+        no_ack: bool,
+        fx: &mut Vec<Effect<M>>,
+    ) -> Reply<M> {
+        self.expire_head(now, fx);
+        let Some((_, e)) = self.ready.pop_first() else {
+            return Reply::Dequeued(None);
+        };
+        self.ready_bytes -= e.msg.size();
+        if no_ack {
+            fx.push(Effect::Release {
+                msgs: vec![e.msg.clone()],
+            });
+        } else {
+            self.checked_out.insert(e.id, (key, e.clone()));
+        }
+        // The new head may be due.
+        let left = self.ready.len() as u32;
+        Reply::Dequeued(Some((e, left)))
     }
 
     fn new_entry(

@@ -20,6 +20,7 @@
 //! (milliseconds since the Unix epoch), as `rabbit_fifo` takes it from the Raft entry.
 
 pub mod fifo;
+mod get;
 mod pages;
 mod replicated;
 pub mod wire;
@@ -48,6 +49,8 @@ pub(crate) struct QuorumState {
     /// Commands applied since the queue was opened: on one node, its Raft log's last
     /// written, committed and applied index (the `rabbitmq_raft_*` metrics).
     applied: u64,
+    /// basic.gets of this node's channels waiting for their dequeue (replicated queues).
+    gets: get::Waiters,
 }
 
 /// What the `rabbitmq_raft_*` metrics show of a quorum queue on one node.
@@ -69,6 +72,7 @@ impl QuorumState {
             consumers: HashMap::new(),
             pages: paging.map(PageStore::new),
             applied: 0,
+            gets: get::Waiters::default(),
         }
     }
 

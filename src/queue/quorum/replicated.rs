@@ -60,6 +60,9 @@ impl Replica for ReplicaOf {
                     leader,
                 );
             }
+            QCmd::Dequeue { key, settled } => {
+                return q.r_apply_dequeue(e.at, key, settled, leader);
+            }
             QCmd::Enqueue(m) => Command::Enqueue {
                 msg: QMsg::Mem(m.into_message()),
                 enqueued_at: e.at,
@@ -109,7 +112,15 @@ impl Replica for ReplicaOf {
         let mut out: Vec<u16> = st
             .quorum
             .as_ref()
-            .map(|f| f.fifo.consumer_keys().map(key_node).collect())
+            .map(|f| {
+                // Nodes whose gets hold messages too (returned if the node goes down).
+                let getters = f.fifo.holder_keys().filter(|k| super::get::is_get_key(*k));
+                f.fifo
+                    .consumer_keys()
+                    .chain(getters)
+                    .map(key_node)
+                    .collect()
+            })
             .unwrap_or_default();
         out.sort_unstable();
         out.dedup();
@@ -167,7 +178,7 @@ impl Replica for ReplicaOf {
             // here: make them now (in id order, per consumer).
             let mut todo: Vec<(u64, Vec<super::fifo::Entry<QMsg>>)> = Vec::new();
             for (k, e) in f.fifo.checked_out_to(local) {
-                if had.contains(&e.id) {
+                if had.contains(&e.id) || q.r_restored_get(f, k, &e) {
                     continue;
                 }
                 match todo.iter_mut().find(|(key, _)| *key == k) {

@@ -157,6 +157,14 @@ pub enum QCmd {
         settled: u64,
         cmd: Box<QCmd>,
     },
+    /// basic.get: the head message checked out to `key` (the asking channel's node and
+    /// run, and a number of the get: see `quorum::get`), or settled at once (no-ack).
+    /// The member whose key it is answers its channel when it applies the entry. Last
+    /// variant: older logs still decode.
+    Dequeue {
+        key: u64,
+        settled: bool,
+    },
 }
 
 impl QCmd {

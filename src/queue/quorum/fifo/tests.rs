@@ -617,3 +617,58 @@ fn down_returns_what_a_nodes_old_consumers_held_and_keeps_other_consumers() {
     assert_eq!(f.checked_out_len(), 1);
     assert_eq!(ready_names(&f), [1, 2, 4]);
 }
+
+/// A replicated get checks the head out to its owner (settled: it leaves at once), says
+/// how many stay ready, answers nothing on an empty queue, and what an owner of a node
+/// that goes down holds comes back redelivered.
+#[test]
+fn a_dequeue_for_an_owner_is_returned_when_its_node_goes_down() {
+    use crate::queue::quorum::wire::consumer_key;
+    let mut f = Fifo::new(Config::default());
+    for n in 1..=3 {
+        run(&mut f, enq(n));
+    }
+    let owner = consumer_key(5, 1, 0x8000_0001);
+    let mut fx = Vec::new();
+    let get = |key, settled| Command::DequeueFor { key, settled };
+    let Reply::Dequeued(Some((e, left))) = f.apply(0, get(owner, false), &mut fx) else {
+        panic!("nothing dequeued");
+    };
+    assert_eq!((e.msg.0, left, e.redelivered), (1, 2, false));
+    assert_eq!(f.holder_keys().collect::<Vec<_>>(), [owner]);
+    let Reply::Dequeued(Some((e2, left))) = f.apply(0, get(consumer_key(6, 1, 9), true), &mut fx)
+    else {
+        panic!("nothing dequeued");
+    };
+    assert_eq!((e2.msg.0, left), (2, 1));
+    assert!(fx.contains(&Effect::Release { msgs: vec![m(2)] }));
+    assert_eq!(f.checked_out_len(), 1, "a settled get holds nothing");
+    // Another node down: the owner keeps it; its own node down: back, redelivered.
+    run(
+        &mut f,
+        Command::Down {
+            node: 6,
+            keep: None,
+        },
+    );
+    assert_eq!(f.checked_out_len(), 1);
+    run(
+        &mut f,
+        Command::Down {
+            node: 5,
+            keep: Some(2),
+        },
+    );
+    assert_eq!(f.checked_out_len(), 0);
+    assert_eq!(ready_names(&f), [1, 3]);
+    let Reply::Dequeued(Some((e, left))) = f.apply(0, get(owner, false), &mut fx) else {
+        panic!("nothing dequeued");
+    };
+    assert_eq!((e.msg.0, left, e.redelivered), (1, 1, true));
+    run(&mut f, Command::Settle { ids: vec![e.id] });
+    assert!(matches!(
+        f.apply(0, get(owner, true), &mut fx),
+        Reply::Dequeued(Some(_))
+    ));
+    assert_eq!(f.apply(0, get(owner, true), &mut fx), Reply::Dequeued(None));
+}
