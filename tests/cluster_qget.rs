@@ -306,3 +306,29 @@ async fn concurrent_gets_on_different_nodes_never_get_one_message_twice() {
     assert_eq!(distinct.len(), N, "every message got once ({per_node:?})");
     eprintln!("gets per node: {per_node:?}");
 }
+
+/// A node killed while its channel holds an unacknowledged get: the leader declares it
+/// down and the message comes back, redelivered, for a get on another node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_get_held_by_a_node_that_dies_comes_back() {
+    let mut nodes = three_nodes().await;
+    let (_c1, ch1) = channel(&nodes[0]).await;
+    declare(&ch1, "qd", None).await;
+    let (leader, _) = placed(&nodes, "qd", 3).await;
+    let li = nodes.iter().position(|n| n.name == leader).unwrap();
+    let fi = (li + 1) % 3;
+    publish(&nodes[li], "qd", (0..2).map(|i| format!("d{i}"))).await;
+    let (cf, chf) = channel(&nodes[fi]).await;
+    let g = get(&chf, "qd", false).await.expect("d0");
+    assert_eq!((g.body.as_str(), g.left), ("d0", 1));
+    drop((g, chf, cf));
+    nodes[fi].kill();
+    let (_cl, chl) = channel(&nodes[li]).await;
+    let g = get(&chl, "qd", true).await.expect("d1");
+    assert_eq!((g.body.as_str(), g.redelivered), ("d1", false));
+    let g = eventually(20, "d0 back after its node is declared down", || async {
+        get(&chl, "qd", true).await
+    })
+    .await;
+    assert_eq!((g.body.as_str(), g.redelivered, g.left), ("d0", true, 0));
+}
