@@ -92,7 +92,7 @@ pub(super) fn decode_state(data: &[u8]) -> Result<(Dedup, wire::QImage), String>
 
 fn weight(e: &Entry<QTypeConfig>) -> usize {
     match &e.payload {
-        EntryPayload::Normal(QEntry { cmd, .. }) => cmd.weight().max(ENTRY_WEIGHT),
+        EntryPayload::Normal(e) => e.cmd.weight().max(ENTRY_WEIGHT),
         _ => ENTRY_WEIGHT,
     }
 }
@@ -169,7 +169,8 @@ impl RaftStateMachine<QTypeConfig> for QStateMachine {
             self.since += weight(&e);
             replies.push(match e.payload {
                 EntryPayload::Blank => Vec::new(),
-                EntryPayload::Normal(QEntry { at, cmd }) => {
+                EntryPayload::Normal(e) => {
+                    let QEntry { at, cmd } = e.into_entry();
                     let cmds = match cmd {
                         QCmd::Batch(cmds) => cmds,
                         cmd => vec![cmd],

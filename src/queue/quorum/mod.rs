@@ -23,6 +23,7 @@ pub mod fifo;
 mod pages;
 mod replicated;
 pub mod wire;
+mod wire_bytes;
 
 use super::consumer::{Consumer, INFLIGHT_WINDOW};
 use super::deadletter::{self, Reason};
