@@ -95,7 +95,17 @@ pub type QImage = Image<WireMsg>;
 /// A replica's state, its messages as held, in a snapshot's encoding (postcard; decodes
 /// as a [`QImage`]).
 pub fn encode_image(img: &Image<Arc<Message>>) -> Result<Vec<u8>, String> {
-    postcard::to_allocvec(&img.map(|m| WireRef::of(m))).map_err(|e| e.to_string())
+    let mut out = Vec::new();
+    encode_image_to(img, &mut out)?;
+    Ok(out)
+}
+
+/// [`encode_image`], appended to `out` (sized by the caller: a large image is not
+/// copied again each time the buffer grows).
+pub fn encode_image_to(img: &Image<Arc<Message>>, out: &mut Vec<u8>) -> Result<(), String> {
+    postcard::to_io(&img.map(|m| WireRef::of(m)), out)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Reads a snapshot's state back.
