@@ -22,11 +22,13 @@
 //! member that is too far behind, or added later, installs the leader's.
 
 mod dedup;
+mod entry;
 mod network;
 pub mod snapshot;
 mod state_machine;
 
 use dedup::{Dedup, Numbers};
+pub use entry::LogCmd;
 pub use network::{call, QNetwork};
 pub use state_machine::{snapshot_floor, QStateMachine};
 
@@ -51,13 +53,13 @@ use tokio::sync::mpsc;
 openraft::declare_raft_types!(
     /// A quorum queue group's types.
     pub QTypeConfig:
-        D = QEntry,
+        D = LogCmd,
         R = Vec<QReply>,
         Node = Member,
 );
 
 impl GroupConfig for QTypeConfig {
-    type Cmd = QEntry;
+    type Cmd = LogCmd;
     const BINARY: bool = true;
 }
 
@@ -334,10 +336,10 @@ impl QGroup {
                 QCmd::Batch(c) => c.len(),
                 _ => 1,
             };
-            let e = QEntry {
+            let e = LogCmd::new(QEntry {
                 at: crate::store::log::now_ms(),
                 cmd,
-            };
+            });
             rxs.push((n, self.raft.client_write_ff(e).await));
         }
         rxs
@@ -784,8 +786,8 @@ mod tests {
             QCmd::Enqueue(WireMsg {
                 exchange: String::new(),
                 routing_key: String::new(),
-                properties: vec![],
-                body: vec![n as u8; n],
+                properties: Default::default(),
+                body: vec![n as u8; n].into(),
                 priority: 0,
                 expiration: None,
                 persistent: false,
@@ -829,8 +831,8 @@ mod tests {
             vec![QCmd::Enqueue(WireMsg {
                 exchange: String::new(),
                 routing_key: "q".into(),
-                properties: vec![],
-                body: vec![1; 4096],
+                properties: Default::default(),
+                body: vec![1; 4096].into(),
                 priority: 0,
                 expiration: None,
                 persistent: false,

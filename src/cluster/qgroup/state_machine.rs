@@ -78,9 +78,27 @@ pub struct QStateMachine {
 /// A snapshot's bytes: the table of numbered commands applied (so a retried command is
 /// still applied once after an install or a restart), then the queue's state.
 fn encode_state(dedup: &Dedup, image: &Image<Arc<Message>>) -> Result<Vec<u8>, String> {
-    let mut data = postcard::to_allocvec(dedup).map_err(|e| e.to_string())?;
-    data.extend_from_slice(&wire::encode_image(image)?);
+    // One buffer of about the final size: a backlog's snapshot is written once, not
+    // copied at each doubling of a growing buffer and then again behind the table.
+    let mut data = Vec::with_capacity(encoded_size(image));
+    postcard::to_io(dedup, &mut data).map_err(|e| e.to_string())?;
+    wire::encode_image_to(image, &mut data)?;
     Ok(data)
+}
+
+/// A little more than the bytes [`encode_state`] writes for `image` (its messages, their
+/// fields, and room for the table of applied commands).
+fn encoded_size(image: &Image<Arc<Message>>) -> usize {
+    let msg = |m: &Message| {
+        64 + m.body.len()
+            + m.properties.len()
+            + m.exchange.as_str().len()
+            + m.routing_key.as_str().len()
+    };
+    let ready: usize = image.ready.iter().map(|e| msg(&e.msg)).sum();
+    let out: usize = image.checked_out.iter().map(|(_, e)| msg(&e.msg)).sum();
+    let dlx: usize = image.dlx_held.iter().map(|(e, _)| msg(&e.msg)).sum();
+    64 * 1024 + 64 * image.consumers.len() + ready + out + dlx
 }
 
 /// Reads a snapshot's bytes back (see [`encode_state`]).
@@ -92,7 +110,7 @@ pub(super) fn decode_state(data: &[u8]) -> Result<(Dedup, wire::QImage), String>
 
 fn weight(e: &Entry<QTypeConfig>) -> usize {
     match &e.payload {
-        EntryPayload::Normal(QEntry { cmd, .. }) => cmd.weight().max(ENTRY_WEIGHT),
+        EntryPayload::Normal(e) => e.cmd.weight().max(ENTRY_WEIGHT),
         _ => ENTRY_WEIGHT,
     }
 }
@@ -169,7 +187,8 @@ impl RaftStateMachine<QTypeConfig> for QStateMachine {
             self.since += weight(&e);
             replies.push(match e.payload {
                 EntryPayload::Blank => Vec::new(),
-                EntryPayload::Normal(QEntry { at, cmd }) => {
+                EntryPayload::Normal(e) => {
+                    let QEntry { at, cmd } = e.into_entry();
                     let cmds = match cmd {
                         QCmd::Batch(cmds) => cmds,
                         cmd => vec![cmd],
@@ -267,6 +286,46 @@ mod tests {
         assert!(snapshot_due(1000, 1000, 1000));
         assert!(!snapshot_due(5000, 8000, 1000));
         assert!(snapshot_due(8000, 8000, 1000));
+    }
+
+    /// The state is written into one buffer sized beforehand (never regrown), with the
+    /// same bytes as the table followed by the image.
+    #[test]
+    fn the_state_is_encoded_into_one_presized_buffer() {
+        use crate::queue::quorum::fifo::image::ImageEntry;
+        use crate::queue::quorum::wire::WireMsg;
+        let mut dedup = Dedup::default();
+        assert!(dedup.admit(3, 1, 0));
+        let entry = |id: u64| ImageEntry {
+            id,
+            msg: WireMsg {
+                exchange: "x".into(),
+                routing_key: "q".into(),
+                properties: vec![1; 20].into(),
+                body: vec![id as u8; 2000].into(),
+                priority: 0,
+                expiration: None,
+                persistent: true,
+            }
+            .into_message(),
+            redelivered: false,
+            delivery_count: 0,
+            expires_at: None,
+            pos: id,
+        };
+        let image: Image<Arc<Message>> = Image {
+            ready: (1..=300).map(entry).collect(),
+            checked_out: vec![(9, entry(301))],
+            consumers: Vec::new(),
+            dlx_held: vec![(entry(302), 1)],
+            next_id: 303,
+            next_pos: 303,
+        };
+        let data = encode_state(&dedup, &image).unwrap();
+        let mut want = postcard::to_allocvec(&dedup).unwrap();
+        want.extend_from_slice(&wire::encode_image(&image).unwrap());
+        assert_eq!(data, want);
+        assert!(encoded_size(&image) >= data.len());
     }
 
     /// A snapshot carries the table of applied numbered commands: after an install, a

@@ -24,6 +24,7 @@ mod get;
 mod pages;
 mod replicated;
 pub mod wire;
+mod wire_bytes;
 
 use super::consumer::{Consumer, INFLIGHT_WINDOW};
 use super::deadletter::{self, Reason};

@@ -148,8 +148,8 @@ impl Replica for ReplicaOf {
                 super::wire::WireMsg {
                     exchange: String::new(),
                     routing_key: String::new(),
-                    properties: Vec::new(),
-                    body: Vec::new(),
+                    properties: Default::default(),
+                    body: Default::default(),
                     priority: 0,
                     expiration: None,
                     persistent: false,

@@ -14,6 +14,7 @@
 use super::fifo::image::Image;
 use crate::connection::outbound::{ConnSender, Outbound};
 use crate::message::Message;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
@@ -23,8 +24,10 @@ use std::sync::Arc;
 pub struct WireMsg {
     pub exchange: String,
     pub routing_key: String,
-    pub properties: Vec<u8>,
-    pub body: Vec<u8>,
+    #[serde(with = "super::wire_bytes")]
+    pub properties: Bytes,
+    #[serde(with = "super::wire_bytes")]
+    pub body: Bytes,
     pub priority: u8,
     pub expiration: Option<u64>,
     pub persistent: bool,
@@ -35,8 +38,8 @@ impl WireMsg {
         WireMsg {
             exchange: m.exchange.as_str().to_string(),
             routing_key: m.routing_key.as_str().to_string(),
-            properties: m.properties.to_vec(),
-            body: m.body.to_vec(),
+            properties: m.properties.clone(),
+            body: m.body.clone(),
             priority: m.priority,
             expiration: m.expiration,
             persistent: m.persistent,
@@ -47,8 +50,8 @@ impl WireMsg {
         Arc::new(Message {
             exchange: crate::protocol::codec::ShortStr::copy_from(&self.exchange),
             routing_key: crate::protocol::codec::ShortStr::copy_from(&self.routing_key),
-            properties: self.properties.into(),
-            body: self.body.into(),
+            properties: self.properties,
+            body: self.body,
             priority: self.priority,
             expiration: self.expiration,
             persistent: self.persistent,
@@ -63,7 +66,9 @@ impl WireMsg {
 struct WireRef<'a> {
     exchange: &'a str,
     routing_key: &'a str,
+    #[serde(with = "super::wire_bytes::slice")]
     properties: &'a [u8],
+    #[serde(with = "super::wire_bytes::slice")]
     body: &'a [u8],
     priority: u8,
     expiration: Option<u64>,
@@ -90,7 +95,17 @@ pub type QImage = Image<WireMsg>;
 /// A replica's state, its messages as held, in a snapshot's encoding (postcard; decodes
 /// as a [`QImage`]).
 pub fn encode_image(img: &Image<Arc<Message>>) -> Result<Vec<u8>, String> {
-    postcard::to_allocvec(&img.map(|m| WireRef::of(m))).map_err(|e| e.to_string())
+    let mut out = Vec::new();
+    encode_image_to(img, &mut out)?;
+    Ok(out)
+}
+
+/// [`encode_image`], appended to `out` (sized by the caller: a large image is not
+/// copied again each time the buffer grows).
+pub fn encode_image_to(img: &Image<Arc<Message>>, out: &mut Vec<u8>) -> Result<(), String> {
+    postcard::to_io(&img.map(|m| WireRef::of(m)), out)
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 /// Reads a snapshot's state back.
@@ -367,8 +382,8 @@ mod tests {
             cmd: QCmd::Enqueue(WireMsg {
                 exchange: "x".into(),
                 routing_key: "rk".into(),
-                properties: vec![0, 0],
-                body: vec![7; 1000],
+                properties: vec![0, 0].into(),
+                body: vec![7; 1000].into(),
                 priority: 0,
                 expiration: None,
                 persistent: true,
@@ -389,8 +404,8 @@ mod tests {
         let w = WireMsg {
             exchange: "x".into(),
             routing_key: "rk".into(),
-            properties: vec![1, 2],
-            body: vec![9; 300],
+            properties: vec![1, 2].into(),
+            body: vec![9; 300].into(),
             priority: 3,
             expiration: Some(5),
             persistent: true,
