@@ -29,6 +29,9 @@ use std::time::{Duration, Instant};
 pub const FRESH: Duration = Duration::from_millis(1000);
 /// A follower must have applied the commit index it heard this long ago.
 pub const SETTLE: Duration = Duration::from_millis(200);
+/// An append that took longer than this from the leader to here is not a sample (it
+/// waited in a paused member's socket: what it says was overtaken since).
+pub const TRANSIT: Duration = Duration::from_millis(150);
 /// Samples closer together than this are not kept (at most FRESH / GRAIN of them).
 const GRAIN: Duration = Duration::from_millis(20);
 

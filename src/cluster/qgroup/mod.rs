@@ -430,7 +430,11 @@ impl QGroup {
         let sent = now.checked_sub(age).unwrap_or(now);
         let current = {
             let mut c = self.currency.lock();
-            c.heard(sent, commit);
+            // One that took long to arrive (it waited in this member's socket while the
+            // process was paused) says nothing of the leader's commit now.
+            if age <= currency::TRANSIT {
+                c.heard(sent, commit);
+            }
             c.current(now, now_ms, self.leader.load(SeqCst))
         };
         if current && self.replica.holds_deliveries() {
