@@ -26,6 +26,8 @@ mod cluster_qget;
 mod cluster_qsnap;
 #[path = "cluster_quorum.rs"]
 mod cluster_quorum;
+#[path = "cluster_quorum_catchup.rs"]
+mod cluster_quorum_catchup;
 #[path = "cluster_quorum_faults.rs"]
 mod cluster_quorum_faults;
 #[path = "cluster_streams.rs"]

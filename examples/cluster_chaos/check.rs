@@ -4,7 +4,7 @@
 //! A pure function of the history, so it is unit-tested on made-up histories
 //! (`tests/chaos_checker.rs`) and can be re-run on a saved one (`cluster_chaos check FILE`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// One line of the history. `node` is the 1-based index of the node the client was
 /// connected to.
@@ -93,15 +93,11 @@ pub struct Report {
     pub phantom: u64,
     /// Deliveries beyond an id's first.
     pub duplicates: u64,
-    /// Of those, deliveries flagged redelivered (an id's one unflagged delivery, if it
-    /// has one, is its first, whenever it arrived: consumers on different nodes see a
-    /// message in no common order, and a node that catches up after a partition hands
-    /// its consumer what the log gave it before the leader took it back).
+    /// Of those, deliveries flagged redelivered.
     pub dup_redelivered: u64,
-    /// Of those, an id's unflagged deliveries past one, when its publish was retried.
+    /// Of those, not flagged but of an id whose publish was retried.
     pub dup_retried: u64,
-    /// Of those, unflagged deliveries past one of an id published once: a duplicate the
-    /// broker had no excuse for.
+    /// Of those, neither: a duplicate the broker had no excuse for.
     pub dup_unexplained: u64,
     /// Lost ids by the node their confirmed attempt went through (index → count).
     pub lost_by_node: BTreeMap<usize, u64>,
@@ -166,8 +162,6 @@ struct Msg {
     last_node: usize,
     acked_node: Option<usize>,
     deliveries: u32,
-    /// Deliveries without the redelivered flag.
-    unflagged: u32,
 }
 
 /// Checks a history. Events may come in any order between ids (publishers and consumers
@@ -207,26 +201,28 @@ pub fn check(events: impl IntoIterator<Item = Event>) -> Report {
     }
     // Deliveries after the publishes are known, so a delivery written before its
     // publish event (consumer and publisher threads racing to the history) still counts.
+    let mut seen: HashSet<String> = HashSet::new();
     for (id, redelivered) in deliveries {
-        match msgs.get_mut(&id) {
+        let first = seen.insert(id.clone());
+        let attempts = match msgs.get_mut(&id) {
             Some(m) if m.attempts > 0 => {
                 m.deliveries += 1;
-                m.unflagged += u32::from(!redelivered);
+                m.attempts
             }
-            _ => *delivered_only.entry(id).or_default() += 1,
-        }
-    }
-    // Per id, whatever order the deliveries arrived in: one unflagged delivery is the
-    // first; the flagged ones and any further unflagged ones are the duplicates.
-    for m in msgs.values().filter(|m| m.deliveries > 1) {
-        let dups = u64::from(m.deliveries - 1);
-        let extra_unflagged = u64::from(m.unflagged.saturating_sub(1));
-        r.duplicates += dups;
-        r.dup_redelivered += dups - extra_unflagged;
-        if m.attempts > 1 {
-            r.dup_retried += extra_unflagged;
-        } else {
-            r.dup_unexplained += extra_unflagged;
+            _ => {
+                *delivered_only.entry(id).or_default() += 1;
+                continue;
+            }
+        };
+        if !first {
+            r.duplicates += 1;
+            if redelivered {
+                r.dup_redelivered += 1;
+            } else if attempts > 1 {
+                r.dup_retried += 1;
+            } else {
+                r.dup_unexplained += 1;
+            }
         }
     }
     r.phantom = delivered_only.len() as u64;

@@ -604,8 +604,10 @@ impl Channel {
                 }
             }
             Settle::Ack => {
-                // Runs of the same queue, with the message-log ids of stored messages.
-                let mut run: Option<(Arc<Queue>, u64, Vec<u64>)> = None;
+                // Runs of the same queue, with the message-log ids of stored messages
+                // (and, for a quorum queue, the consumer key each was checked out to).
+                type Run = (Arc<Queue>, u64, Vec<u64>, Vec<u64>);
+                let mut run: Option<Run> = None;
                 for u in list {
                     // A quorum queue settles by its own message ids, a proxy by the
                     // home's (shifted by one, see `queue::remote`).
@@ -615,28 +617,30 @@ impl Channel {
                     } else {
                         u.msg.msg.persist_id
                     };
+                    let counted = id != 0 && (u.queue.is_stored() || by_seq);
                     match &mut run {
-                        Some((q, n, ids)) if Arc::ptr_eq(q, &u.queue) => {
+                        Some((q, n, ids, holders)) if Arc::ptr_eq(q, &u.queue) => {
                             *n += 1;
-                            if id != 0 && (q.is_stored() || by_seq) {
+                            if counted {
                                 ids.push(id);
+                                holders.push(u.msg.holder);
                             }
                         }
                         _ => {
-                            if let Some((q, n, ids)) = run.take() {
-                                q.acked(n, ids);
+                            if let Some((q, n, ids, holders)) = run.take() {
+                                q.acked_by(n, ids, &holders);
                             }
-                            let ids = if id != 0 && (u.queue.is_stored() || by_seq) {
-                                vec![id]
+                            let (ids, holders) = if counted {
+                                (vec![id], vec![u.msg.holder])
                             } else {
-                                Vec::new()
+                                (Vec::new(), Vec::new())
                             };
-                            run = Some((u.queue, 1, ids));
+                            run = Some((u.queue, 1, ids, holders));
                         }
                     }
                 }
-                if let Some((q, n, ids)) = run {
-                    q.acked(n, ids);
+                if let Some((q, n, ids, holders)) = run {
+                    q.acked_by(n, ids, &holders);
                 }
             }
         }

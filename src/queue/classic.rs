@@ -193,6 +193,7 @@ impl Queue {
                         redelivered: false,
                         expires_at,
                         delivery_count: 0,
+                        holder: 0,
                     });
                 } else if msg.persist_id != 0 {
                     self.forget_msg(&msg);

@@ -51,6 +51,9 @@ pub struct QueuedMessage {
     /// Times a quorum queue got the message back from a consumer (RabbitMQ 3.13's
     /// `delivery_count`, sent as `x-delivery-count` once above 0); 0 in other queues.
     pub delivery_count: u32,
+    /// A quorum queue's consumer key the message was checked out to (its settlement
+    /// names it: see `quorum::fifo::Command::Settle`); 0 (basic.get's) elsewhere.
+    pub holder: u64,
 }
 
 impl QueuedMessage {
@@ -147,6 +150,7 @@ impl State {
             redelivered,
             expires_at,
             delivery_count,
+            holder: 0,
         });
     }
 }
@@ -638,12 +642,19 @@ impl Queue {
     /// Acknowledged deliveries: forget them (`ids`: their message-log ids, if stored).
     /// For a quorum queue, `ids` are the messages' ids in the queue (`QueuedMessage::seq`).
     pub fn acked(self: &Arc<Self>, n: u64, ids: Vec<u64>) {
+        self.acked_by(n, ids, &[])
+    }
+
+    /// [`acked`](Self::acked), naming for a quorum queue the consumer key each message
+    /// was checked out to ([`QueuedMessage::holder`], in the order of `ids`; basic.get's
+    /// where absent): the queue settles only what that consumer holds.
+    pub fn acked_by(self: &Arc<Self>, n: u64, ids: Vec<u64>, holders: &[u64]) {
         if let Some(r) = self.remote() {
             let seqs = ids.iter().map(|i| i.saturating_sub(1)).collect();
             return r.settle(self, remote::SettleHow::Ack, seqs);
         }
         if self.is_quorum() {
-            return self.q_acked(n, ids);
+            return self.q_acked(n, ids, holders);
         }
         self.unacked.fetch_sub(n, SeqCst);
         self.forget_ids(ids);

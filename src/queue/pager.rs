@@ -229,6 +229,7 @@ impl Pager {
                     redelivered: e.redelivered,
                     expires_at: e.expires_at,
                     delivery_count: e.delivery_count,
+                    holder: 0,
                 }),
                 _ => {
                     tracing::error!(file = %self.path.display(), offset = e.off, "unreadable page record: message lost")

@@ -268,12 +268,12 @@ impl HomeLink {
                 // As a channel settles: a quorum queue by its own ids, a classic one by
                 // the message-log ids of stored messages.
                 let quorum = q.is_quorum();
-                let ids = msgs
+                let (ids, holders): (Vec<u64>, Vec<u64>) = msgs
                     .iter()
-                    .map(|m| if quorum { m.seq } else { m.msg.persist_id })
-                    .filter(|id| *id != 0 && (quorum || q.is_stored()))
-                    .collect();
-                q.acked(msgs.len() as u64, ids);
+                    .map(|m| (if quorum { m.seq } else { m.msg.persist_id }, m.holder))
+                    .filter(|(id, _)| *id != 0 && (quorum || q.is_stored()))
+                    .unzip();
+                q.acked_by(msgs.len() as u64, ids, &holders);
             }
             1 => q.requeue(msgs),
             2 => q.rejected(msgs),

@@ -219,6 +219,7 @@ impl Link {
                     redelivered,
                     expires_at: None,
                     delivery_count,
+                    holder: 0,
                 };
                 q.remote_delivered(c, m);
             }
@@ -490,6 +491,7 @@ impl Remote for Forwarder {
                     redelivered,
                     expires_at: None,
                     delivery_count,
+                    holder: 0,
                 },
                 left,
             ))),

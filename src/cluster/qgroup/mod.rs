@@ -21,6 +21,7 @@
 //! its log up to it (the WAL then reclaims the segments); it starts from its snapshot; a
 //! member that is too far behind, or added later, installs the leader's.
 
+mod currency;
 mod dedup;
 mod entry;
 mod network;
@@ -106,6 +107,9 @@ pub enum QRequest {
     Elect(u64),
     /// A chunk of the leader's snapshot (last variant: older frames still decode).
     Snapshot(u64, InstallSnapshotRequest<QTypeConfig>),
+    /// An append with the leader's clock (ms) when it sent it: a request that waited in
+    /// a paused member's socket is known for old news ([`currency`]). Last variant.
+    AppendAt(u64, u64, AppendEntriesRequest<QTypeConfig>),
 }
 
 impl QRequest {
@@ -116,7 +120,8 @@ impl QRequest {
             | QRequest::Write(g, _)
             | QRequest::Members(g, _)
             | QRequest::Elect(g)
-            | QRequest::Snapshot(g, _) => *g,
+            | QRequest::Snapshot(g, _)
+            | QRequest::AppendAt(g, _, _) => *g,
         }
     }
 }
@@ -228,6 +233,9 @@ pub struct QGroup {
     writing: AtomicUsize,
     /// The group's log here (shared with its Raft): dropped when the member stops.
     log: LogStore<QTypeConfig>,
+    /// How current this member is (shared with its state machine): [`currency`].
+    currency: Arc<parking_lot::Mutex<currency::Currency>>,
+    replica: Arc<dyn Replica>,
 }
 
 impl std::fmt::Debug for QGroup {
@@ -251,6 +259,7 @@ impl QGroup {
         let (applied, membership, dedup) = load_snapshot(&node.dir, gid, &log, &replica)?;
         let leader = Arc::new(AtomicBool::new(false));
         let (compact, compacts) = mpsc::channel(1);
+        let currency = Arc::new(parking_lot::Mutex::new(currency::Currency::default()));
         let sm = QStateMachine {
             gid,
             dir: node.dir.clone(),
@@ -263,6 +272,7 @@ impl QGroup {
             compact,
             saved: Arc::new(parking_lot::Mutex::new(applied)),
             snapshots: 0,
+            currency: currency.clone(),
         };
         let rc = raft_config().map_err(io::Error::other)?;
         let net = QNetwork {
@@ -285,6 +295,8 @@ impl QGroup {
             stopped: AtomicBool::new(false),
             writing: AtomicUsize::new(0),
             log,
+            currency,
+            replica: replica.clone(),
         });
         if members.first().map(|m| &m.name) == Some(&node.me.name)
             && !raft.is_initialized().await.unwrap_or(true)
@@ -376,6 +388,17 @@ impl QGroup {
             QRequest::Append(_, r) => {
                 QResponse::Append(self.raft.append_entries(r).await.map_err(|e| e.to_string()))
             }
+            QRequest::AppendAt(_, sent, r) => {
+                let commit = r.leader_commit.map(|l| l.index);
+                let resp = self.raft.append_entries(r).await;
+                if let Ok(
+                    AppendEntriesResponse::Success | AppendEntriesResponse::PartialSuccess(_),
+                ) = &resp
+                {
+                    self.heard_leader(sent, commit);
+                }
+                QResponse::Append(resp.map_err(|e| e.to_string()))
+            }
             QRequest::Vote(_, r) => {
                 QResponse::Vote(self.raft.vote(r).await.map_err(|e| e.to_string()))
             }
@@ -396,6 +419,40 @@ impl QGroup {
                     .await
                     .map_err(|e| e.to_string()),
             ),
+        }
+    }
+
+    /// The leader's append was accepted: what it committed then is noted, and held
+    /// deliveries go if this member is current now ([`currency`]).
+    fn heard_leader(&self, sent_ms: u64, commit: Option<u64>) {
+        let now = Instant::now();
+        let now_ms = crate::store::log::now_ms();
+        // When the leader sent it, on this node's clock.
+        let age = Duration::from_millis(now_ms.saturating_sub(sent_ms));
+        let sent = now.checked_sub(age).unwrap_or(now);
+        let current = {
+            let mut c = self.currency.lock();
+            // One that took long to arrive (it waited in this member's socket while the
+            // process was paused) says nothing of the leader's commit now.
+            if age <= currency::TRANSIT {
+                c.heard(sent, commit);
+            }
+            c.current(now, now_ms, self.leader.load(SeqCst))
+        };
+        if current && self.replica.holds_deliveries() {
+            self.replica.deliver_held();
+        }
+    }
+
+    /// The leader holds deliveries (it applied entries stamped long ago: after a pause,
+    /// or of an earlier leader): once a quorum confirms its leadership and it applied
+    /// what was committed before, it is current and they go.
+    async fn confirm_leadership(&self) {
+        let confirmed =
+            tokio::time::timeout(Duration::from_secs(1), self.raft.ensure_linearizable()).await;
+        if let Ok(Ok(_)) = confirmed {
+            self.currency.lock().confirmed(crate::store::log::now_ms());
+            self.replica.deliver_held();
         }
     }
 
@@ -749,6 +806,9 @@ async fn watch_members(g: Weak<QGroup>, replica: Arc<dyn Replica>) {
         if !group.is_leader() {
             downed.clear();
             continue;
+        }
+        if replica.holds_deliveries() {
+            group.confirm_leadership().await;
         }
         let holding = replica.consumer_nodes();
         for m in group.members() {

@@ -59,7 +59,8 @@ impl RaftNetwork<QTypeConfig> for QPeerClient {
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<Nid>, RpcErr> {
         let timeout = option.hard_ttl().max(Duration::from_millis(400));
-        match call(&self.peer, &QRequest::Append(self.gid, rpc), timeout).await {
+        let req = QRequest::AppendAt(self.gid, crate::store::log::now_ms(), rpc);
+        match call(&self.peer, &req, timeout).await {
             Ok(QResponse::Append(Ok(r))) => Ok(r),
             Ok(QResponse::Append(Err(e))) => Err(net_err(e)),
             Ok(_) => Err(RPCError::Unreachable(Unreachable::new(&io::Error::other(

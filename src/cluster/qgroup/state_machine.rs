@@ -13,6 +13,7 @@
 //! took, and the log stays within about the state's size (a queue that is drained keeps
 //! a short log; one with a large backlog is not rewritten for every few entries).
 
+use super::currency::Currency;
 use super::dedup::Dedup;
 use super::snapshot;
 use super::QTypeConfig;
@@ -73,6 +74,26 @@ pub struct QStateMachine {
     /// runs on its own task and may finish after an install).
     pub(super) saved: Arc<parking_lot::Mutex<Option<LogId<Nid>>>>,
     pub(super) snapshots: u64,
+    /// How current this member is: the gate of the deliveries to this node's consumers.
+    pub(super) currency: Arc<parking_lot::Mutex<Currency>>,
+}
+
+impl QStateMachine {
+    /// Sends the held deliveries if this member is current (see [`super::currency`]).
+    fn deliver_if_current(&self, at: Option<u64>) {
+        let current = {
+            let mut c = self.currency.lock();
+            c.applied(self.applied.map(|l| l.index), at);
+            c.current(
+                std::time::Instant::now(),
+                crate::store::log::now_ms(),
+                self.leader.load(SeqCst),
+            )
+        };
+        if current {
+            self.replica.deliver_held();
+        }
+    }
 }
 
 /// A snapshot's bytes: the table of numbered commands applied (so a retried command is
@@ -182,6 +203,7 @@ impl RaftStateMachine<QTypeConfig> for QStateMachine {
     {
         let leader = self.leader.load(SeqCst);
         let mut replies = Vec::new();
+        let mut last_at = None;
         for e in entries {
             self.applied = Some(e.log_id);
             self.since += weight(&e);
@@ -189,6 +211,7 @@ impl RaftStateMachine<QTypeConfig> for QStateMachine {
                 EntryPayload::Blank => Vec::new(),
                 EntryPayload::Normal(e) => {
                     let QEntry { at, cmd } = e.into_entry();
+                    last_at = Some(at);
                     let cmds = match cmd {
                         QCmd::Batch(cmds) => cmds,
                         cmd => vec![cmd],
@@ -207,6 +230,9 @@ impl RaftStateMachine<QTypeConfig> for QStateMachine {
                 }
             });
         }
+        // What the run gave this node's consumers goes now if this member is current,
+        // and only what is still theirs after the whole run.
+        self.deliver_if_current(last_at);
         let floor = snapshot_floor();
         if self.since >= floor && snapshot_due(self.since, self.replica.held_bytes(), floor) {
             let _ = self.compact.try_send(());
@@ -255,6 +281,7 @@ impl RaftStateMachine<QTypeConfig> for QStateMachine {
         self.applied = meta.last_log_id;
         self.membership = meta.last_membership.clone();
         self.since = 0;
+        self.deliver_if_current(None);
         tracing::info!(gid = self.gid, index = ?meta.last_log_id.map(|l| l.index), "queue group snapshot installed");
         Ok(())
     }

@@ -237,14 +237,16 @@ pub async fn get_messages(
     match ackmode.as_str() {
         "ack_requeue_true" | "reject_requeue_true" => q.requeue(taken),
         "reject_requeue_false" => q.rejected(taken),
-        _ => q.acked(
-            taken.len() as u64,
-            taken
+        _ => {
+            // A quorum queue settles by its own ids (and the key they were taken under).
+            let quorum = q.is_quorum();
+            let (ids, holders): (Vec<u64>, Vec<u64>) = taken
                 .iter()
-                .map(|m| m.msg.persist_id)
-                .filter(|id| *id != 0)
-                .collect(),
-        ),
+                .map(|m| (if quorum { m.seq } else { m.msg.persist_id }, m.holder))
+                .filter(|(id, _)| *id != 0)
+                .unzip();
+            q.acked_by(taken.len() as u64, ids, &holders)
+        }
     }
     Ok(Json(Value::Array(out)).into_response())
 }

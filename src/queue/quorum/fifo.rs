@@ -97,14 +97,23 @@ pub enum Command<M> {
     Cancel { key: ConsumerKey, dispatch: bool },
     /// More credit for a no-ack consumer (its earlier deliveries were written out).
     Credit { key: ConsumerKey, credit: u32 },
-    /// Acknowledged: the messages leave the queue.
-    Settle { ids: Vec<MsgId> },
-    /// Given back. `counted`: a consumer returned them (nack/reject with requeue, channel
-    /// closed with them unacknowledged): the delivery count goes up. Not counted: they
-    /// never reached the consumer, and go back exactly as they were.
-    Return { ids: Vec<MsgId>, counted: bool },
-    /// Rejected without requeue: dead-lettered.
-    Discard { ids: Vec<MsgId> },
+    /// Acknowledged by consumer `key`: the messages leave the queue.
+    ///
+    /// Settlements (this, [`Command::Return`], [`Command::Discard`]) name the consumer
+    /// and act only on messages checked out to it, as `rabbit_fifo`'s `settle`, `return`
+    /// and `discard` do: a late one from a consumer whose checkout was taken back (its
+    /// node was declared [`Command::Down`]) leaves the message's new holder alone.
+    Settle { key: ConsumerKey, ids: Vec<MsgId> },
+    /// Given back by consumer `key`. `counted`: a consumer returned them (nack/reject
+    /// with requeue, channel closed with them unacknowledged): the delivery count goes
+    /// up. Not counted: they never reached the consumer, and go back exactly as they were.
+    Return {
+        key: ConsumerKey,
+        ids: Vec<MsgId>,
+        counted: bool,
+    },
+    /// Rejected by consumer `key` without requeue: dead-lettered.
+    Discard { key: ConsumerKey, ids: Vec<MsgId> },
     /// basic.get.
     Dequeue { no_ack: bool },
     /// basic.get on a replicated queue (`rabbit_fifo`'s `{dequeue, settled | unsettled}`
@@ -327,10 +336,10 @@ impl<M: FifoMsg> Fifo<M> {
                 }
                 Reply::Ok
             }
-            Command::Settle { ids } => {
+            Command::Settle { key, ids } => {
                 let mut gone = Vec::with_capacity(ids.len());
                 for id in ids {
-                    if let Some((key, e)) = self.checked_out.remove(&id) {
+                    if let Some(e) = self.take_checked_out(key, id) {
                         self.credit_back(key);
                         gone.push(e.msg);
                     }
@@ -340,10 +349,10 @@ impl<M: FifoMsg> Fifo<M> {
                 }
                 Reply::Ok
             }
-            Command::Return { ids, counted } => {
+            Command::Return { key, ids, counted } => {
                 let mut poisoned = Vec::new();
                 for id in ids {
-                    let Some((key, mut e)) = self.checked_out.remove(&id) else {
+                    let Some(mut e) = self.take_checked_out(key, id) else {
                         continue;
                     };
                     self.credit_back(key);
@@ -369,10 +378,10 @@ impl<M: FifoMsg> Fifo<M> {
                 self.drop_over_limit(fx);
                 Reply::Ok
             }
-            Command::Discard { ids } => {
+            Command::Discard { key, ids } => {
                 let mut dead = Vec::new();
                 for id in ids {
-                    if let Some((key, e)) = self.checked_out.remove(&id) {
+                    if let Some(e) = self.take_checked_out(key, id) {
                         self.credit_back(key);
                         dead.push(e);
                     }
@@ -607,6 +616,20 @@ impl<M: FifoMsg> Fifo<M> {
             }
         }
         fx.push(Effect::DeadLetter { reason, msgs, held });
+    }
+
+    /// Takes message `id` back from consumer `key`, if it has it checked out (a
+    /// settlement from anyone else is ignored).
+    fn take_checked_out(&mut self, key: ConsumerKey, id: MsgId) -> Option<Entry<M>> {
+        match self.checked_out.get(&id) {
+            Some((k, _)) if *k == key => self.checked_out.remove(&id).map(|(_, e)| e),
+            _ => None,
+        }
+    }
+
+    /// Who has message `id` checked out, and the message as it is now.
+    pub fn holder(&self, id: MsgId) -> Option<(ConsumerKey, &Entry<M>)> {
+        self.checked_out.get(&id).map(|(k, e)| (*k, e))
     }
 
     fn credit_back(&mut self, key: ConsumerKey) {

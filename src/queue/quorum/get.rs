@@ -150,7 +150,7 @@ impl Queue {
             if settled {
                 tracing::warn!(queue = %self.name(), "a no-ack basic.get's message came after its channel stopped waiting: it is lost, as in RabbitMQ");
             } else {
-                self.r_submit_return(vec![id]);
+                self.r_submit_return(key, vec![id]);
             }
         }
         QReply::default()
@@ -174,10 +174,11 @@ impl Queue {
 
     /// Gives back a message checked out to a get nobody waits for (as it was: the client
     /// never saw it).
-    fn r_submit_return(&self, ids: Vec<u64>) {
+    fn r_submit_return(&self, key: ConsumerKey, ids: Vec<u64>) {
         if let Some(g) = self.group() {
             g.submit(
                 QCmd::Return {
+                    key,
                     ids,
                     counted: false,
                 },
@@ -204,7 +205,7 @@ fn hand_over(
     let Some(body) = q.body(&e.msg) else {
         return Some(e.id);
     };
-    let answer = Ok(Some((to_queued(&e, body), left)));
+    let answer = Ok(Some((to_queued(&e, body, key), left)));
     match waiter.map(|w| w.try_send(answer)) {
         Some(Ok(())) => None,
         _ => Some(e.id),

@@ -52,6 +52,10 @@ pub(crate) struct QuorumState {
     applied: u64,
     /// basic.gets of this node's channels waiting for their dequeue (replicated queues).
     gets: get::Waiters,
+    /// A replicated queue's deliveries to this node's consumers, as applied commands
+    /// decided them, until the member is current enough to send what is still theirs
+    /// (see `replicated`); `None` on one node, where they go at once.
+    held: Option<Vec<(ConsumerKey, Entry<QMsg>)>>,
 }
 
 /// What the `rabbitmq_raft_*` metrics show of a quorum queue on one node.
@@ -74,6 +78,7 @@ impl QuorumState {
             pages: paging.map(PageStore::new),
             applied: 0,
             gets: get::Waiters::default(),
+            held: None,
         }
     }
 
@@ -157,8 +162,8 @@ fn config_of(eff: &super::args::QueueArgs) -> fifo::Config {
 pub(crate) struct After {
     dead: Vec<(Reason, Vec<QueuedMessage>, bool)>,
     gone: Vec<(Arc<Consumer>, Vec<MsgId>)>,
-    /// Checked out but unreadable (a paged body): settled.
-    lost: Vec<MsgId>,
+    /// Checked out but unreadable (a paged body): settled (for its holder).
+    lost: Vec<(ConsumerKey, MsgId)>,
     /// A replicated queue's deliveries to a consumer of this node that left meanwhile:
     /// its key cancelled and the messages returned (through the group).
     orphans: Vec<(ConsumerKey, Vec<MsgId>)>,
@@ -173,14 +178,30 @@ impl After {
     }
 }
 
-fn to_queued(e: &Entry<QMsg>, msg: Arc<Message>) -> QueuedMessage {
+/// A delivery of `e` checked out to `holder`.
+fn to_queued(e: &Entry<QMsg>, msg: Arc<Message>, holder: ConsumerKey) -> QueuedMessage {
     QueuedMessage {
         seq: e.id,
         msg,
         redelivered: e.redelivered,
         expires_at: None,
         delivery_count: e.delivery_count,
+        holder,
     }
+}
+
+/// Settlements grouped by the consumer key they name, in first-seen order.
+fn by_holder(
+    held: impl IntoIterator<Item = (ConsumerKey, MsgId)>,
+) -> Vec<(ConsumerKey, Vec<MsgId>)> {
+    let mut out: Vec<(ConsumerKey, Vec<MsgId>)> = Vec::new();
+    for (key, id) in held {
+        match out.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, ids)) => ids.push(id),
+            None => out.push((key, vec![id])),
+        }
+    }
+    out
 }
 
 impl Queue {
@@ -213,6 +234,14 @@ impl Queue {
         let reply = q.fifo.apply(now, cmd, &mut fx);
         for effect in fx {
             match effect {
+                // Held until the member is current; another node's consumers are its
+                // own to serve.
+                Effect::Deliver { key, msgs } if self.is_replicated() => {
+                    if self.is_local_key(key) {
+                        let held = q.held.get_or_insert_with(Vec::new);
+                        held.extend(msgs.into_iter().map(|e| (key, e)));
+                    }
+                }
                 Effect::Deliver { key, msgs } => self.q_deliver(q, key, msgs, after),
                 Effect::Release { msgs } => {
                     let ids: Vec<u64> = msgs.iter().filter_map(|m| q.release(m)).collect();
@@ -223,7 +252,7 @@ impl Queue {
                     let mut dead = Vec::with_capacity(msgs.len());
                     for e in &msgs {
                         if let Some(body) = q.body(&e.msg) {
-                            dead.push(to_queued(e, body));
+                            dead.push(to_queued(e, body, fifo::GET_KEY));
                         }
                         if !held {
                             // Its page goes now; its stored copy once it is republished.
@@ -266,8 +295,8 @@ impl Queue {
         let mut msgs = Vec::with_capacity(entries.len());
         for e in &entries {
             match q.body(&e.msg) {
-                Some(body) => msgs.push(to_queued(e, body)),
-                None => after.lost.push(e.id),
+                Some(body) => msgs.push(to_queued(e, body, key)),
+                None => after.lost.push((key, e.id)),
             }
         }
         if msgs.is_empty() {
@@ -341,7 +370,9 @@ impl Queue {
             let lost = std::mem::take(&mut after.lost);
             if !lost.is_empty() {
                 let mut st = self.state.lock();
-                self.q_apply(&mut st, Command::Settle { ids: lost }, &mut next);
+                for (key, ids) in by_holder(lost) {
+                    self.q_apply(&mut st, Command::Settle { key, ids }, &mut next);
+                }
             }
             for (c, ids) in std::mem::take(&mut after.gone) {
                 if self.is_replicated() {
@@ -361,6 +392,7 @@ impl Queue {
                 self.q_apply(
                     &mut st,
                     Command::Return {
+                        key: c.id,
                         ids,
                         counted: false,
                     },
@@ -612,7 +644,11 @@ impl Queue {
                 Reply::Dequeued(Some((e, left))) => {
                     let body = st.quorum.as_ref().and_then(|q| q.body(&e.msg));
                     if no_ack || body.is_none() {
-                        self.q_apply(&mut st, Command::Settle { ids: vec![e.id] }, &mut after);
+                        let settle = Command::Settle {
+                            key: fifo::GET_KEY,
+                            ids: vec![e.id],
+                        };
+                        self.q_apply(&mut st, settle, &mut after);
                     }
                     body.map(|body| {
                         if no_ack {
@@ -624,7 +660,7 @@ impl Queue {
                         if e.redelivered {
                             Counters::bump(&self.counters.redeliver, 1);
                         }
-                        (to_queued(&e, body), left)
+                        (to_queued(&e, body, fifo::GET_KEY), left)
                     })
                 }
                 _ => None,
@@ -634,14 +670,27 @@ impl Queue {
         r
     }
 
-    /// Acknowledged deliveries (`ids`: their ids in the queue).
-    pub(super) fn q_acked(self: &Arc<Self>, n: u64, ids: Vec<u64>) {
+    /// Acknowledged deliveries (`ids`: their ids in the queue; `holders`: the consumer
+    /// key each was checked out to, [`QueuedMessage::holder`]; basic.get's when absent).
+    pub(super) fn q_acked(self: &Arc<Self>, n: u64, ids: Vec<u64>, holders: &[u64]) {
+        let held = ids
+            .into_iter()
+            .enumerate()
+            .map(|(i, id)| (holders.get(i).copied().unwrap_or(fifo::GET_KEY), id));
+        let held = by_holder(held);
         if self.is_replicated() {
-            return self.r_acked(n, ids);
+            return self.r_acked(n, held);
         }
         self.unacked.fetch_sub(n, SeqCst);
         Counters::bump(&self.counters.ack, n);
-        self.q_run(Command::Settle { ids });
+        let mut after = After::default();
+        {
+            let mut st = self.state.lock();
+            for (key, ids) in held {
+                self.q_apply(&mut st, Command::Settle { key, ids }, &mut after);
+            }
+        }
+        self.q_after(after);
     }
 
     pub(super) fn q_rejected(self: &Arc<Self>, msgs: Vec<QueuedMessage>) {
@@ -649,8 +698,14 @@ impl Queue {
             return self.r_rejected(msgs);
         }
         self.unacked.fetch_sub(msgs.len() as u64, SeqCst);
-        let ids = msgs.iter().map(|m| m.seq).collect();
-        self.q_run(Command::Discard { ids });
+        let mut after = After::default();
+        {
+            let mut st = self.state.lock();
+            for (key, ids) in by_holder(msgs.iter().map(|m| (m.holder, m.seq))) {
+                self.q_apply(&mut st, Command::Discard { key, ids }, &mut after);
+            }
+        }
+        self.q_after(after);
     }
 
     /// Returned by consumers: counted (`x-delivery-count`, `x-delivery-limit`).
@@ -660,7 +715,6 @@ impl Queue {
             return self.r_return(msgs, true, n);
         }
         self.unacked.fetch_sub(msgs.len() as u64, SeqCst);
-        let ids: Vec<MsgId> = msgs.iter().map(|m| m.seq).collect();
         let mut after = After::default();
         {
             let mut st = self.state.lock();
@@ -676,8 +730,14 @@ impl Queue {
             if let Some((log, key)) = self.log() {
                 log.mark_redelivered(key, marked);
             }
-            let cmd = Command::Return { ids, counted: true };
-            self.q_apply(&mut st, cmd, &mut after);
+            for (key, ids) in by_holder(msgs.iter().map(|m| (m.holder, m.seq))) {
+                let cmd = Command::Return {
+                    key,
+                    ids,
+                    counted: true,
+                };
+                self.q_apply(&mut st, cmd, &mut after);
+            }
         }
         self.q_after(after);
     }
@@ -691,6 +751,7 @@ impl Queue {
             self.unacked.fetch_sub(1, SeqCst);
         }
         self.q_run(Command::Return {
+            key: m.holder,
             ids: vec![m.seq],
             counted: false,
         });

@@ -9,6 +9,20 @@
 //! queue's local state is changed only by committed commands, so the replicas stay equal.
 //! Effects that must happen once for the cluster (dead-lettering, expiry ticks) are the
 //! leader's.
+//!
+//! # Deliveries after catch-up
+//!
+//! What applied entries give this node's consumers is held, not sent at once
+//! ([`QuorumState::held`](super::QuorumState)); the group sends it
+//! ([`Replica::deliver_held`]) when the member is current (`cluster::qgroup::currency`),
+//! and then only the messages still checked out to that consumer in the replica's state
+//! now, with their marks now. A member catching up after a partition or a pause applies
+//! entries that checked messages out to its consumers and then, later in the log, the
+//! `Down` that took them back and gave them to consumers elsewhere, redelivered: those
+//! are not sent here, so no client sees a message unflagged after another one saw it
+//! flagged (RabbitMQ's leader sends the deliveries; a cut-off node's are lost with the
+//! connection). A no-ack consumer's deliveries left the queue when decided: they go as
+//! held.
 
 use super::fifo::image::Image;
 use super::fifo::{Command, ConsumerSpec, Fifo, Reply};
@@ -82,9 +96,9 @@ impl Replica for ReplicaOf {
                 dispatch: true,
             },
             QCmd::Credit { key, credit } => Command::Credit { key, credit },
-            QCmd::Settle { ids } => Command::Settle { ids },
-            QCmd::Return { ids, counted } => Command::Return { ids, counted },
-            QCmd::Discard { ids } => Command::Discard { ids },
+            QCmd::Settle { key, ids } => Command::Settle { key, ids },
+            QCmd::Return { key, ids, counted } => Command::Return { key, ids, counted },
+            QCmd::Discard { key, ids } => Command::Discard { key, ids },
             QCmd::Purge => Command::Purge,
             QCmd::Tick => Command::Tick,
             QCmd::DlxSettle { ids } => Command::DlxSettle { ids },
@@ -134,7 +148,27 @@ impl Replica for ReplicaOf {
         if let Some(f) = st.quorum.as_mut() {
             f.fifo = super::fifo::Fifo::new(config);
             f.applied = 0;
+            if let Some(held) = f.held.as_mut() {
+                held.clear();
+            }
         }
+    }
+
+    fn deliver_held(&self) {
+        if let Some(q) = self.0.upgrade() {
+            q.r_deliver_held();
+        }
+    }
+
+    fn holds_deliveries(&self) -> bool {
+        let Some(q) = self.0.upgrade() else {
+            return false;
+        };
+        let st = q.state.lock();
+        st.quorum
+            .as_ref()
+            .and_then(|f| f.held.as_ref())
+            .is_some_and(|h| !h.is_empty())
     }
 
     fn image(&self) -> Option<Image<Arc<Message>>> {
@@ -161,7 +195,6 @@ impl Replica for ReplicaOf {
 
     fn restore(&self, img: QImage) {
         let Some(q) = self.0.upgrade() else { return };
-        let mut after = After::default();
         {
             let mut st = q.state.lock();
             let config = super::config_of(&st.eff);
@@ -175,23 +208,26 @@ impl Replica for ReplicaOf {
                 .collect();
             f.fifo = Fifo::from_image(config, img, |w| QMsg::Mem(w.into_message()));
             // Deliveries decided in the entries the snapshot stands for were not made
-            // here: make them now (in id order, per consumer).
-            let mut todo: Vec<(u64, Vec<super::fifo::Entry<QMsg>>)> = Vec::new();
-            for (k, e) in f.fifo.checked_out_to(local) {
-                if had.contains(&e.id) || q.r_restored_get(f, k, &e) {
-                    continue;
-                }
-                match todo.iter_mut().find(|(key, _)| *key == k) {
-                    Some((_, v)) => v.push(e),
-                    None => todo.push((k, vec![e])),
+            // here: held, to go when the member is current (in id order); a get's
+            // is answered now.
+            let fresh: Vec<(u64, super::fifo::Entry<QMsg>)> = f
+                .fifo
+                .checked_out_to(local)
+                .into_iter()
+                .filter(|(_, e)| !had.contains(&e.id))
+                .collect();
+            let mut keep = Vec::with_capacity(fresh.len());
+            for (k, e) in fresh {
+                if !q.r_restored_get(f, k, &e) {
+                    keep.push((k, e));
                 }
             }
-            for (key, entries) in todo {
-                q.q_deliver(f, key, entries, &mut after);
+            match f.held.as_mut() {
+                Some(held) => held.extend(keep),
+                None => f.held = Some(keep),
             }
             q.q_arm_timer(&mut st);
         }
-        q.q_after(after);
     }
 
     fn held_bytes(&self) -> usize {
@@ -215,6 +251,7 @@ impl Queue {
         *self.members.lock() = p.members;
         if let Some(q) = self.state.lock().quorum.as_mut() {
             q.pages = None;
+            q.held.get_or_insert_with(Vec::new);
         }
     }
 
@@ -360,22 +397,28 @@ impl Queue {
         false
     }
 
-    pub(super) fn r_acked(&self, n: u64, ids: Vec<u64>) {
+    /// Acknowledged: settled in the group, each run under the consumer key it was
+    /// checked out to (a late ack of a message taken back meanwhile is ignored there).
+    pub(super) fn r_acked(&self, n: u64, held: Vec<(u64, Vec<u64>)>) {
         self.unacked.fetch_sub(n, SeqCst);
         Counters::bump(&self.counters.ack, n);
-        self.r_submit(QCmd::Settle { ids }, None);
+        for (key, ids) in held {
+            self.r_submit(QCmd::Settle { key, ids }, None);
+        }
     }
 
     pub(super) fn r_rejected(&self, msgs: Vec<QueuedMessage>) {
         self.unacked.fetch_sub(msgs.len() as u64, SeqCst);
-        let ids = msgs.iter().map(|m| m.seq).collect();
-        self.r_submit(QCmd::Discard { ids }, None);
+        for (key, ids) in super::by_holder(msgs.iter().map(|m| (m.holder, m.seq))) {
+            self.r_submit(QCmd::Discard { key, ids }, None);
+        }
     }
 
     pub(super) fn r_return(&self, msgs: Vec<QueuedMessage>, counted: bool, unacked: u64) {
         self.unacked.fetch_sub(unacked, SeqCst);
-        let ids = msgs.iter().map(|m| m.seq).collect();
-        self.r_submit(QCmd::Return { ids, counted }, None);
+        for (key, ids) in super::by_holder(msgs.iter().map(|m| (m.holder, m.seq))) {
+            self.r_submit(QCmd::Return { key, ids, counted }, None);
+        }
     }
 
     pub(super) fn r_purge(&self) -> u32 {
@@ -428,6 +471,50 @@ impl Queue {
         self.r_submit(QCmd::DlxSettle { ids }, None);
     }
 
+    /// Sends this node's consumers what applied entries gave them and is still theirs
+    /// (see the module doc): checked out to that consumer now, with its marks now (a
+    /// no-ack consumer's as decided); in the order decided, each message once.
+    pub(super) fn r_deliver_held(self: &Arc<Self>) {
+        let mut after = After::default();
+        {
+            let mut st = self.state.lock();
+            let Some(q) = st.quorum.as_mut() else { return };
+            let held = match q.held.as_mut() {
+                Some(h) if !h.is_empty() => std::mem::take(h),
+                _ => return,
+            };
+            let mut seen: HashSet<u64> = HashSet::with_capacity(held.len());
+            let mut todo: Vec<(u64, Vec<super::fifo::Entry<QMsg>>)> = Vec::new();
+            let mut dropped = 0usize;
+            for (key, e) in held {
+                if seen.contains(&e.id) {
+                    continue;
+                }
+                let no_ack = q.consumers.get(&key).is_some_and(|c| c.no_ack);
+                let e = match q.fifo.holder(e.id) {
+                    Some((k, now)) if k == key => now.clone(),
+                    _ if no_ack => e,
+                    _ => {
+                        dropped += 1;
+                        continue;
+                    }
+                };
+                seen.insert(e.id);
+                match todo.last_mut() {
+                    Some((k, v)) if *k == key => v.push(e),
+                    _ => todo.push((key, vec![e])),
+                }
+            }
+            if dropped > 0 {
+                tracing::info!(queue = %self.name(), dropped, "deliveries taken back before this member caught up are not sent");
+            }
+            for (key, entries) in todo {
+                self.q_deliver(q, key, entries, &mut after);
+            }
+        }
+        self.q_after(after);
+    }
+
     /// A consumer key of this node's current run (in a replicated queue).
     pub(super) fn is_local_key(&self, key: u64) -> bool {
         self.group().is_some_and(|g| {
@@ -443,6 +530,7 @@ impl Queue {
         self.r_submit(QCmd::Cancel { key }, None);
         self.r_submit(
             QCmd::Return {
+                key,
                 ids,
                 counted: false,
             },
@@ -463,6 +551,7 @@ impl Queue {
         self.r_submit(QCmd::Cancel { key }, None);
         self.r_submit(
             QCmd::Return {
+                key,
                 ids,
                 counted: false,
             },

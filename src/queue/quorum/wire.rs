@@ -136,14 +136,19 @@ pub enum QCmd {
         key: u64,
         credit: u32,
     },
+    /// Settlements name the consumer (its key) they come from: applied only to the
+    /// messages checked out to it (see [`super::fifo::Command::Settle`]).
     Settle {
+        key: u64,
         ids: Vec<u64>,
     },
     Return {
+        key: u64,
         ids: Vec<u64>,
         counted: bool,
     },
     Discard {
+        key: u64,
         ids: Vec<u64>,
     },
     Purge,
@@ -187,10 +192,10 @@ impl QCmd {
     pub fn weight(&self) -> usize {
         match self {
             QCmd::Enqueue(m) => 64 + m.body.len() + m.properties.len() + m.routing_key.len(),
-            QCmd::Settle { ids }
+            QCmd::Settle { ids, .. }
             | QCmd::Return { ids, .. }
-            | QCmd::Discard { ids }
-            | QCmd::DlxSettle { ids } => 16 + 8 * ids.len(),
+            | QCmd::Discard { ids, .. }
+            | QCmd::DlxSettle { ids } => 24 + 8 * ids.len(),
             QCmd::Batch(cmds) => cmds.iter().map(QCmd::weight).sum(),
             QCmd::Once { cmd, .. } => 24 + cmd.weight(),
             _ => 32,
@@ -236,7 +241,8 @@ pub trait Group: Send + Sync + std::fmt::Debug {
 /// The queue side of a group: applies committed entries to the member's replica.
 pub trait Replica: Send + Sync {
     /// Applies one committed entry; `leader`: this node leads (it alone carries out
-    /// effects that must happen once, such as dead-lettering).
+    /// effects that must happen once, such as dead-lettering). Deliveries to this node's
+    /// consumers are held ([`Replica::deliver_held`]).
     fn apply_entry(&self, e: QEntry, leader: bool) -> QReply;
     /// The node tags that hold consumers in the replica's state.
     fn consumer_nodes(&self) -> Vec<u16>;
@@ -246,8 +252,13 @@ pub trait Replica: Send + Sync {
     /// is gone.
     fn image(&self) -> Option<Image<Arc<Message>>>;
     /// Replaces the state by a snapshot's. Messages it has checked out to this node's
-    /// consumers that the replica had not delivered here are delivered now.
+    /// consumers that the replica had not delivered here are held for delivery.
     fn restore(&self, img: QImage);
+    /// Sends what applied entries gave this node's consumers and is still theirs (the
+    /// member is current: `cluster::qgroup::currency`); until then it is held.
+    fn deliver_held(&self);
+    /// Deliveries are held.
+    fn holds_deliveries(&self) -> bool;
     /// About the bytes the state holds (to weigh a snapshot against the log).
     fn held_bytes(&self) -> usize;
 }

@@ -248,6 +248,7 @@ fn to_queued(e: Entry) -> QueuedMessage {
         redelivered: false,
         expires_at: None,
         delivery_count: 0,
+        holder: 0,
     }
 }
 

@@ -85,7 +85,13 @@ fn messages_go_to_a_consumer_in_order_up_to_its_prefetch() {
     assert_eq!(f.ready_len(), 2);
     assert_eq!(f.checked_out_len(), 3);
     // Settling one frees one unit of credit: the next message goes.
-    let fx = run(&mut f, Command::Settle { ids: vec![d[0].2] });
+    let fx = run(
+        &mut f,
+        Command::Settle {
+            key: 1,
+            ids: vec![d[0].2],
+        },
+    );
     assert_eq!(
         delivered(&fx).iter().map(|d| d.1).collect::<Vec<_>>(),
         vec![4]
@@ -143,6 +149,7 @@ fn a_return_counts_and_goes_to_the_back_without_a_limit() {
     let fx = run(
         &mut f,
         Command::Return {
+            key: 1,
             ids: vec![d[0].2],
             counted: true,
         },
@@ -182,6 +189,7 @@ fn with_a_delivery_limit_a_return_keeps_its_place_until_the_limit_is_passed() {
         let fx = run(
             &mut f,
             Command::Return {
+                key: 1,
                 ids: vec![id],
                 counted: true,
             },
@@ -219,6 +227,7 @@ fn an_uncounted_return_changes_nothing_about_the_message() {
     run(
         &mut f,
         Command::Return {
+            key: 1,
             ids: vec![d[0].2],
             counted: false,
         },
@@ -240,7 +249,13 @@ fn discard_dead_letters_with_reason_rejected() {
             spec: spec(0),
         },
     ));
-    let fx = run(&mut f, Command::Discard { ids: vec![d[0].2] });
+    let fx = run(
+        &mut f,
+        Command::Discard {
+            key: 1,
+            ids: vec![d[0].2],
+        },
+    );
     assert_eq!(dead(&fx), vec![(Reason::Rejected, 1, 0)]);
     assert_eq!(f.checked_out_len(), 0);
 }
@@ -259,7 +274,13 @@ fn at_least_once_holds_dead_letters_until_settled() {
             spec: spec(0),
         },
     ));
-    let fx = run(&mut f, Command::Discard { ids: vec![d[0].2] });
+    let fx = run(
+        &mut f,
+        Command::Discard {
+            key: 1,
+            ids: vec![d[0].2],
+        },
+    );
     assert!(matches!(fx[0], Effect::DeadLetter { held: true, .. }));
     assert_eq!(f.dlx_len(), 1);
     let fx = run(&mut f, Command::DlxRetry);
@@ -305,6 +326,7 @@ fn single_active_consumer_delivers_to_the_first_until_it_cancels() {
     let fx = run(
         &mut f,
         Command::Return {
+            key: 1,
             ids: vec![a[0].2],
             counted: true,
         },
@@ -434,6 +456,7 @@ fn dequeue_checks_out_under_the_get_key_and_purge_keeps_checked_out_messages() {
     run(
         &mut f,
         Command::Return {
+            key: GET_KEY,
             ids: vec![e.id],
             counted: true,
         },
@@ -507,9 +530,19 @@ proptest! {
                 }
                 3 => Command::Checkout { key, spec: ConsumerSpec { priority: i64::from(who % 2), prefetch: u32::from(pick % 4), no_ack: false } },
                 4 => Command::Cancel { key, dispatch: flag },
-                5 => Command::Settle { ids: pick_id(&delivered_ids).into_iter().collect() },
-                6 => Command::Return { ids: pick_id(&delivered_ids).into_iter().collect(), counted: flag },
-                7 => Command::Discard { ids: pick_id(&delivered_ids).into_iter().collect() },
+                // Mostly from the holder; otherwise from `key`, maybe not the holder (a
+                // stale settlement, ignored).
+                5..=7 => {
+                    let id = pick_id(&delivered_ids);
+                    let holder = id.and_then(|id| a.holder(id)).map(|(k, _)| k);
+                    let key = if pick % 3 == 0 { key } else { holder.unwrap_or(key) };
+                    let ids: Vec<MsgId> = id.into_iter().collect();
+                    match kind {
+                        5 => Command::Settle { key, ids },
+                        6 => Command::Return { key, ids, counted: flag },
+                        _ => Command::Discard { key, ids },
+                    }
+                }
                 8 => Command::Dequeue { no_ack: flag },
                 _ => {
                     let held: Vec<MsgId> = a.dlx_held.keys().copied().collect();
@@ -665,10 +698,144 @@ fn a_dequeue_for_an_owner_is_returned_when_its_node_goes_down() {
         panic!("nothing dequeued");
     };
     assert_eq!((e.msg.0, left, e.redelivered), (1, 1, true));
-    run(&mut f, Command::Settle { ids: vec![e.id] });
+    run(
+        &mut f,
+        Command::Settle {
+            key: owner,
+            ids: vec![e.id],
+        },
+    );
     assert!(matches!(
         f.apply(0, get(owner, true), &mut fx),
         Reply::Dequeued(Some(_))
     ));
     assert_eq!(f.apply(0, get(owner, true), &mut fx), Reply::Dequeued(None));
+}
+
+/// Settlements name their consumer: an ack, return or reject of a message checked out
+/// to another consumer changes nothing (`rabbit_fifo` ignores them too).
+#[test]
+fn a_settlement_from_a_consumer_that_does_not_hold_the_message_is_ignored() {
+    let mut f = Fifo::new(Config::default());
+    run(&mut f, enq(1));
+    run(&mut f, enq(2));
+    let d1 = delivered(&run(
+        &mut f,
+        Command::Checkout {
+            key: 1,
+            spec: spec(1),
+        },
+    ));
+    let d2 = delivered(&run(
+        &mut f,
+        Command::Checkout {
+            key: 2,
+            spec: spec(1),
+        },
+    ));
+    assert_eq!((d1[0].1, d2[0].1), (1, 2));
+    let held_by_2 = d2[0].2;
+    for cmd in [
+        Command::Settle {
+            key: 1,
+            ids: vec![held_by_2],
+        },
+        Command::Return {
+            key: 1,
+            ids: vec![held_by_2],
+            counted: true,
+        },
+        Command::Discard {
+            key: 1,
+            ids: vec![held_by_2],
+        },
+        Command::Settle {
+            key: GET_KEY,
+            ids: vec![held_by_2],
+        },
+    ] {
+        assert!(run(&mut f, cmd).is_empty());
+        assert_eq!(f.holder(held_by_2).map(|(k, e)| (k, e.msg.0)), Some((2, 2)));
+    }
+    assert_eq!(f.checked_out_len(), 2);
+    // The holder's own ack settles it.
+    let fx = run(
+        &mut f,
+        Command::Settle {
+            key: 2,
+            ids: vec![held_by_2],
+        },
+    );
+    assert!(fx.contains(&Effect::Release { msgs: vec![m(2)] }));
+    assert_eq!(f.holder(held_by_2), None);
+}
+
+/// A consumer's node is declared down: its checkout goes to another consumer,
+/// redelivered. The first consumer's late ack (its node answers again) does not settle
+/// the message the second one now holds; the second one's ack does.
+#[test]
+fn a_late_ack_after_down_leaves_the_new_holder_alone() {
+    use crate::queue::quorum::wire::consumer_key;
+    let mut f = Fifo::new(Config::default());
+    let away = consumer_key(7, 1, 1);
+    let here = consumer_key(9, 1, 2);
+    run(&mut f, enq(1));
+    let d = delivered(&run(
+        &mut f,
+        Command::Checkout {
+            key: away,
+            spec: spec(5),
+        },
+    ));
+    assert_eq!(d, vec![(away, 1, d[0].2)]);
+    let id = d[0].2;
+    run(
+        &mut f,
+        Command::Checkout {
+            key: here,
+            spec: spec(5),
+        },
+    );
+    let fx = run(
+        &mut f,
+        Command::Down {
+            node: 7,
+            keep: None,
+        },
+    );
+    assert_eq!(delivered(&fx), vec![(here, 1, id)]);
+    assert!(f
+        .holder(id)
+        .is_some_and(|(k, e)| k == here && e.redelivered));
+    // The stale ack and a stale requeue from the consumer that was taken out.
+    assert!(run(
+        &mut f,
+        Command::Settle {
+            key: away,
+            ids: vec![id]
+        }
+    )
+    .is_empty());
+    assert!(run(
+        &mut f,
+        Command::Return {
+            key: away,
+            ids: vec![id],
+            counted: true
+        }
+    )
+    .is_empty());
+    assert_eq!(
+        f.holder(id).map(|(k, e)| (k, e.delivery_count)),
+        Some((here, 0))
+    );
+    let fx = run(
+        &mut f,
+        Command::Settle {
+            key: here,
+            ids: vec![id],
+        },
+    );
+    assert!(fx.contains(&Effect::Release { msgs: vec![m(1)] }));
+    assert_eq!((f.checked_out_len(), f.ready_len()), (0, 0));
 }
