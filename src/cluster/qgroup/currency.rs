@@ -34,6 +34,9 @@ pub const SETTLE: Duration = Duration::from_millis(200);
 pub const TRANSIT: Duration = Duration::from_millis(150);
 /// Samples closer together than this are not kept (at most FRESH / GRAIN of them).
 const GRAIN: Duration = Duration::from_millis(20);
+/// Appends judged late for this long in a row, while this member runs, mean the clocks
+/// moved against each other (a clock was stepped): the transit baseline is taken again.
+pub const REBASE: Duration = Duration::from_secs(5);
 
 /// What this member knows of how current its replica is.
 #[derive(Debug, Default)]
@@ -45,6 +48,11 @@ pub struct Currency {
     /// The leader's clock (ms) on the last entry applied, or when a quorum last
     /// confirmed this member's leadership.
     last_at: Option<u64>,
+    /// The smallest (received here − sent there) of the leader's appends, in ms on the
+    /// two nodes' wall clocks: their offset plus the quickest transit.
+    base: Option<i64>,
+    /// Since when every append has been judged late (see [`REBASE`]).
+    late_since: Option<Instant>,
 }
 
 impl Currency {
@@ -63,6 +71,34 @@ impl Currency {
         }
         self.heard.push_back((sent, commit));
         self.prune(sent);
+    }
+
+    /// How long an append took from the leader to here, from `delta` = its receive time
+    /// on this node's wall clock minus its send time on the leader's (ms): the excess of
+    /// `delta` over the smallest seen, so the two clocks need not agree, only keep their
+    /// offset. Appends read after a pause are late by the pause; if every append stays
+    /// late for [`REBASE`] while this member runs, a clock was stepped and the baseline
+    /// is taken again.
+    pub fn transit(&mut self, delta: i64, now: Instant) -> Duration {
+        let base = match self.base {
+            Some(b) if delta >= b => b,
+            _ => {
+                self.base = Some(delta);
+                delta
+            }
+        };
+        let late = Duration::from_millis(delta.saturating_sub(base).unsigned_abs());
+        if late <= TRANSIT {
+            self.late_since = None;
+            return late;
+        }
+        let since = *self.late_since.get_or_insert(now);
+        if now.saturating_duration_since(since) >= REBASE {
+            self.base = Some(delta);
+            self.late_since = None;
+            return Duration::ZERO;
+        }
+        late
     }
 
     /// Entries up to `index` are applied; the last one was stamped `at` (ms).
@@ -187,6 +223,28 @@ mod tests {
         assert!(!c.current(now, 10_600, true), "applied after a pause");
         c.confirmed(10_600);
         assert!(c.current(now, 10_700, true));
+    }
+
+    /// The nodes' wall clocks need not agree: transit is judged against the smallest
+    /// difference seen. A late append (read after a pause) is late; a clock stepped for
+    /// good is taken as the new baseline after REBASE of late appends.
+    #[test]
+    fn transit_does_not_depend_on_the_clocks_agreeing() {
+        let t0 = Instant::now();
+        let mut c = Currency::default();
+        // This node's clock is 7 s ahead of the leader's: deltas around 7 000 ms.
+        assert_eq!(c.transit(7_003, t0), ms(0));
+        assert_eq!(c.transit(7_001, t0), ms(0));
+        assert_eq!(c.transit(7_050, t0), ms(49));
+        // Read after a 3 s pause: late, and not taken as the new baseline.
+        assert_eq!(c.transit(10_001, t0 + ms(10)), ms(3_000));
+        assert_eq!(c.transit(7_002, t0 + ms(20)), ms(1));
+        // The leader's clock is stepped back by 2 s: every append is 2 s late, until
+        // REBASE has passed; then the new difference is the baseline.
+        assert_eq!(c.transit(9_002, t0 + ms(100)), ms(2_001));
+        assert_eq!(c.transit(9_002, t0 + ms(100) + REBASE / 2), ms(2_001));
+        assert_eq!(c.transit(9_003, t0 + ms(100) + REBASE), ms(0));
+        assert_eq!(c.transit(9_010, t0 + ms(200) + REBASE), ms(7));
     }
 
     /// Samples are thinned to one per GRAIN and dropped after FRESH.

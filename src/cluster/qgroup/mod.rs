@@ -427,11 +427,12 @@ impl QGroup {
     fn heard_leader(&self, sent_ms: u64, commit: Option<u64>) {
         let now = Instant::now();
         let now_ms = crate::store::log::now_ms();
-        // When the leader sent it, on this node's clock.
-        let age = Duration::from_millis(now_ms.saturating_sub(sent_ms));
-        let sent = now.checked_sub(age).unwrap_or(now);
         let current = {
             let mut c = self.currency.lock();
+            // When the leader sent it, on this node's clock (the wall clocks' offset
+            // taken out: see `Currency::transit`).
+            let age = c.transit(now_ms as i64 - sent_ms as i64, now);
+            let sent = now.checked_sub(age).unwrap_or(now);
             // One that took long to arrive (it waited in this member's socket while the
             // process was paused) says nothing of the leader's commit now.
             if age <= currency::TRANSIT {
