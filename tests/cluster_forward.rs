@@ -7,7 +7,7 @@
 //! once the home is back, its persistent messages are consumable from another node.
 
 use crate::common;
-use crate::common::cluster::{channel, free_port, Node};
+use crate::common::cluster::{channel, three_nodes, Node};
 
 use common::http::eventually;
 use futures_lite::StreamExt;
@@ -67,39 +67,6 @@ async fn publish_confirmed(ch: &Channel, exchange: &str, rk: &str, prefix: &str,
         let c = common::within(T, p).await.unwrap();
         assert!(c.is_ack(), "confirm of a forwarded publish is an ack");
     }
-}
-
-async fn three_nodes() -> Vec<Node> {
-    let mut nodes: Vec<Node> = (1..=3)
-        .map(|i| Node {
-            name: format!("n{i}"),
-            amqp: free_port(),
-            mgmt: free_port(),
-            cluster: free_port(),
-            dir: common::temp_data_dir(),
-            child: None,
-        })
-        .collect();
-    let members = nodes
-        .iter()
-        .map(|n| format!("{}@127.0.0.1:{}", n.name, n.cluster))
-        .collect::<Vec<_>>()
-        .join(",");
-    for n in &mut nodes {
-        n.start(&members);
-    }
-    eventually(20, "a leader every node agrees on", || async {
-        let mut leader = None;
-        for n in &nodes {
-            let l = n.status().await?["leader"].as_str()?.to_string();
-            if leader.get_or_insert(l.clone()) != &l {
-                return None;
-            }
-        }
-        leader
-    })
-    .await;
-    nodes
 }
 
 /// Waits until `node` has the queue's definition and reaches its home.

@@ -6,7 +6,7 @@
 //! bindings reach every node; `DELETE /api/queues` removes a queue from every node.
 
 use crate::common;
-use crate::common::cluster::{channel, Node};
+use crate::common::cluster::{channel, queue, three_nodes, Node};
 
 use common::http::eventually;
 use futures_lite::StreamExt;
@@ -16,36 +16,6 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 const T: Duration = Duration::from_secs(20);
-
-async fn three_nodes() -> Vec<Node> {
-    let mut nodes: Vec<Node> = (1..=3).map(Node::new).collect();
-    let members = nodes
-        .iter()
-        .map(|n| format!("{}@127.0.0.1:{}", n.name, n.cluster))
-        .collect::<Vec<_>>()
-        .join(",");
-    for n in &mut nodes {
-        n.start(&members);
-    }
-    eventually(30, "a leader every node agrees on", || async {
-        let mut leader = None;
-        for n in &nodes {
-            let l = n.status().await?["leader"].as_str()?.to_string();
-            if leader.get_or_insert(l.clone()) != &l {
-                return None;
-            }
-        }
-        leader
-    })
-    .await;
-    nodes
-}
-
-/// The queue as `node` reports it (None while it does not have it).
-async fn queue(node: &Node, name: &str) -> Option<Value> {
-    let r = node.api().get(&format!("/api/queues/%2F/{name}")).await;
-    (r.status == 200).then(|| r.json())
-}
 
 /// Waits until every node reports the queue with `check` true; the reports.
 async fn everywhere(nodes: &[Node], name: &str, check: impl Fn(&Value) -> bool) -> Vec<Value> {

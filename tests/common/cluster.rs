@@ -188,3 +188,35 @@ pub async fn publish_acked(ch: &Channel, queue: &str, bodies: impl Iterator<Item
         assert!(c.is_ack(), "confirm: {c:?}");
     }
 }
+
+/// Three nodes clustered on loopback, returned once every node names the same metadata
+/// leader.
+pub async fn three_nodes() -> Vec<Node> {
+    let mut nodes: Vec<Node> = (1..=3).map(Node::new).collect();
+    let members = nodes
+        .iter()
+        .map(|n| format!("{}@127.0.0.1:{}", n.name, n.cluster))
+        .collect::<Vec<_>>()
+        .join(",");
+    for n in &mut nodes {
+        n.start(&members);
+    }
+    eventually(30, "a leader every node agrees on", || async {
+        let mut leader = None;
+        for n in &nodes {
+            let l = n.status().await?["leader"].as_str()?.to_string();
+            if leader.get_or_insert(l.clone()) != &l {
+                return None;
+            }
+        }
+        leader
+    })
+    .await;
+    nodes
+}
+
+/// The queue as `node`'s management API reports it (None while it does not have it).
+pub async fn queue(node: &Node, name: &str) -> Option<serde_json::Value> {
+    let r = node.api().get(&format!("/api/queues/%2F/{name}")).await;
+    (r.status == 200).then(|| r.json())
+}
