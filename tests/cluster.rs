@@ -73,11 +73,7 @@ async fn three_nodes_replicate_definitions_fail_over_and_catch_up() {
             child: None,
         })
         .collect();
-    let members = nodes
-        .iter()
-        .map(|n| format!("{}@127.0.0.1:{}", n.name, n.cluster))
-        .collect::<Vec<_>>()
-        .join(",");
+    let members = crate::common::cluster::members(&nodes);
     for n in &mut nodes {
         n.start(&members);
     }

@@ -342,11 +342,7 @@ async fn a_queue_homed_on_one_node_is_used_from_the_others() {
     assert!(e.contains("NOT_FOUND - home node 'n1'"), "{e}");
 
     // Back: its persistent messages (the unacknowledged one included) from n2.
-    let members = nodes
-        .iter()
-        .map(|n| format!("{}@127.0.0.1:{}", n.name, n.cluster))
-        .collect::<Vec<_>>()
-        .join(",");
+    let members = crate::common::cluster::members(&nodes);
     nodes[0].start(&members);
     let (_c2c, ch2c) = channel(&nodes[1]).await;
     eventually(30, "dq reachable again with its 3 messages", || async {

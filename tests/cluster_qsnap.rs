@@ -135,11 +135,7 @@ fn kept(n: usize) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_groups_snapshot_compact_and_catch_up_by_snapshot() {
     let mut nodes: Vec<Node> = (1..=3).map(Node::new).collect();
-    let members = nodes
-        .iter()
-        .map(|n| format!("{}@127.0.0.1:{}", n.name, n.cluster))
-        .collect::<Vec<_>>()
-        .join(",");
+    let members = crate::common::cluster::members(&nodes);
     let logs: Vec<PathBuf> = nodes.iter().map(|n| n.dir.with_extension("log")).collect();
     let _cleanup = Cleanup(logs.clone());
     let start = |n: &mut Node, log: &Path| n.start_env(&members, ENV, Some(log));

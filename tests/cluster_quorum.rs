@@ -73,11 +73,7 @@ fn names(v: &Value) -> BTreeSet<String> {
 async fn quorum_queue_replicates_serves_every_member_fails_over_and_catches_up() {
     let started = Instant::now();
     let mut nodes: Vec<Node> = (1..=3).map(Node::new).collect();
-    let members = nodes
-        .iter()
-        .map(|n| format!("{}@127.0.0.1:{}", n.name, n.cluster))
-        .collect::<Vec<_>>()
-        .join(",");
+    let members = crate::common::cluster::members(&nodes);
     for n in &mut nodes {
         n.start(&members);
     }

@@ -56,11 +56,7 @@ fn delivered(seen: &Seen) -> BTreeSet<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_catching_up_never_delivers_unflagged_what_went_elsewhere_flagged() {
     let mut nodes: Vec<Node> = (1..=3).map(Node::new).collect();
-    let members = nodes
-        .iter()
-        .map(|n| format!("{}@127.0.0.1:{}", n.name, n.cluster))
-        .collect::<Vec<_>>()
-        .join(",");
+    let members = crate::common::cluster::members(&nodes);
     for n in &mut nodes {
         n.start(&members);
     }

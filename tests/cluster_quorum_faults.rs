@@ -43,11 +43,7 @@ async fn next(c: &mut lapin::Consumer, secs: u64) -> Option<lapin::message::Deli
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consumer_declared_down_gets_deliveries_again_once_its_node_answers() {
     let mut nodes: Vec<Node> = (1..=3).map(Node::new).collect();
-    let members = nodes
-        .iter()
-        .map(|n| format!("{}@127.0.0.1:{}", n.name, n.cluster))
-        .collect::<Vec<_>>()
-        .join(",");
+    let members = crate::common::cluster::members(&nodes);
     for n in &mut nodes {
         n.start(&members);
     }

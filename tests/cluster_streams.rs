@@ -128,11 +128,7 @@ async fn replicated_stream_confirms_on_a_majority_fails_over_and_catches_up() {
             child: None,
         })
         .collect();
-    let members = nodes
-        .iter()
-        .map(|n| format!("{}@127.0.0.1:{}", n.name, n.cluster))
-        .collect::<Vec<_>>()
-        .join(",");
+    let members = crate::common::cluster::members(&nodes);
     for n in &mut nodes {
         n.start(&members);
     }

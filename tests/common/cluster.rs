@@ -189,15 +189,20 @@ pub async fn publish_acked(ch: &Channel, queue: &str, bodies: impl Iterator<Item
     }
 }
 
+/// The `--cluster-nodes` value naming `nodes`.
+pub fn members(nodes: &[Node]) -> String {
+    nodes
+        .iter()
+        .map(|n| format!("{}@127.0.0.1:{}", n.name, n.cluster))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Three nodes clustered on loopback, returned once every node names the same metadata
 /// leader.
 pub async fn three_nodes() -> Vec<Node> {
     let mut nodes: Vec<Node> = (1..=3).map(Node::new).collect();
-    let members = nodes
-        .iter()
-        .map(|n| format!("{}@127.0.0.1:{}", n.name, n.cluster))
-        .collect::<Vec<_>>()
-        .join(",");
+    let members = members(&nodes);
     for n in &mut nodes {
         n.start(&members);
     }
