@@ -8,13 +8,26 @@ use std::path::{Path, PathBuf};
 
 use super::http::{eventually, Api};
 
-/// A port free now (bound and released; the OS does not hand it out again at once).
+/// A port free now for a child node, never the same twice in this process.
+///
+/// Taken below the kernel's ephemeral range (32768–60999 on Linux by default), where the
+/// in-process brokers' port-0 listeners and every outgoing connection get theirs: a port
+/// from `bind(0)` could be handed to one of those between this check and the child's own
+/// bind ("Address already in use", seen in the full run). A process-wide counter (from
+/// an offset by process id) keeps two nodes off one port; each is checked bindable.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let offset = std::process::id() % SPAN;
+    for _ in 0..SPAN {
+        let port = (LOW + (offset + NEXT.fetch_add(1, Relaxed)) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port in {LOW}..{}", LOW + SPAN);
 }
 
 /// One node: its name, ports, data directory and process while it runs.
