@@ -294,14 +294,8 @@ impl Queue {
             let r = st.ready.pop_front().map(|m| {
                 if no_ack {
                     self.forget([&m]);
-                    Counters::bump(&self.counters.get_no_ack, 1);
-                } else {
-                    self.unacked.fetch_add(1, SeqCst);
-                    Counters::bump(&self.counters.get, 1);
                 }
-                if m.redelivered {
-                    Counters::bump(&self.counters.redeliver, 1);
-                }
+                self.count_get(no_ack, m.redelivered);
                 (m, st.ready.len() as u32)
             });
             self.flow_check(&mut st);

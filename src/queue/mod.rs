@@ -344,6 +344,20 @@ impl Queue {
         self.flow_overrun.load(SeqCst) && self.flow.as_ref().is_some_and(|l| l.saturated())
     }
 
+    /// Counts a basic.get that took a message: get or get_no_ack, redeliver, and one more
+    /// unacked message when the client must ack it.
+    fn count_get(&self, no_ack: bool, redelivered: bool) {
+        if no_ack {
+            Counters::bump(&self.counters.get_no_ack, 1);
+        } else {
+            self.unacked.fetch_add(1, SeqCst);
+            Counters::bump(&self.counters.get, 1);
+        }
+        if redelivered {
+            Counters::bump(&self.counters.redeliver, 1);
+        }
+    }
+
     /// Woken when the queue is no longer overrun.
     pub fn flow_released(&self) -> &Notify {
         &self.flow_released

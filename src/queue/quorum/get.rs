@@ -21,9 +21,7 @@ use super::pages::QMsg;
 use super::wire::{consumer_key, QCmd, QReply};
 use super::{to_queued, After, QuorumState};
 use crate::queue::{Queue, QueuedMessage};
-use crate::stats::Counters;
 use std::collections::HashMap;
-use std::sync::atomic::Ordering::SeqCst;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -113,15 +111,7 @@ impl Queue {
             }
         }
         if let Ok(Some((m, _))) = &got {
-            if no_ack {
-                Counters::bump(&self.counters.get_no_ack, 1);
-            } else {
-                self.unacked.fetch_add(1, SeqCst);
-                Counters::bump(&self.counters.get, 1);
-            }
-            if m.redelivered {
-                Counters::bump(&self.counters.redeliver, 1);
-            }
+            self.count_get(no_ack, m.redelivered);
         }
         got
     }

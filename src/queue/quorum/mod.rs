@@ -651,15 +651,7 @@ impl Queue {
                         self.q_apply(&mut st, settle, &mut after);
                     }
                     body.map(|body| {
-                        if no_ack {
-                            Counters::bump(&self.counters.get_no_ack, 1);
-                        } else {
-                            self.unacked.fetch_add(1, SeqCst);
-                            Counters::bump(&self.counters.get, 1);
-                        }
-                        if e.redelivered {
-                            Counters::bump(&self.counters.redeliver, 1);
-                        }
+                        self.count_get(no_ack, e.redelivered);
                         (to_queued(&e, body, fifo::GET_KEY), left)
                     })
                 }
