@@ -30,6 +30,15 @@ struct Cleanup(Vec<PathBuf>);
 impl Drop for Cleanup {
     fn drop(&mut self) {
         for p in &self.0 {
+            if std::thread::panicking() {
+                // What the nodes said, for the failure's report.
+                let text = std::fs::read_to_string(p).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(60).collect();
+                println!("--- {} (last {} lines)", p.display(), tail.len());
+                for l in tail.iter().rev() {
+                    println!("{l}");
+                }
+            }
             let _ = std::fs::remove_file(p);
         }
     }
@@ -149,7 +158,15 @@ async fn queue_groups_snapshot_compact_and_catch_up_by_snapshot() {
     let members = crate::common::cluster::members(&nodes);
     let logs: Vec<PathBuf> = nodes.iter().map(|n| n.dir.with_extension("log")).collect();
     let _cleanup = Cleanup(logs.clone());
-    let start = |n: &mut Node, log: &Path| n.start_env(&members, ENV, Some(log));
+    // Warnings too: the log's tail is printed should the test fail.
+    let start = |n: &mut Node, log: &Path| {
+        n.start_full(
+            &members,
+            &["--log-level".into(), "warn".into()],
+            ENV,
+            Some(log),
+        )
+    };
     for (n, log) in nodes.iter_mut().zip(&logs) {
         start(n, log);
     }

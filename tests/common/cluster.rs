@@ -72,13 +72,10 @@ impl Node {
         self.start_full(members, extra, &[], log);
     }
 
-    /// [`start`](Self::start) with extra environment (tuning knobs) and its output (the
-    /// log lines, panics) appended to `log` (stdout dropped, stderr inherited when None).
-    pub fn start_env(&mut self, members: &str, env: &[(&str, &str)], log: Option<&Path>) {
-        self.start_full(members, &[], env, log);
-    }
-
-    fn start_full(
+    /// [`start_with`](Self::start_with) with extra environment (tuning knobs) too; the
+    /// output (log lines, panics) is appended to `log` (stdout dropped, stderr inherited
+    /// when None).
+    pub fn start_full(
         &mut self,
         members: &str,
         extra: &[String],

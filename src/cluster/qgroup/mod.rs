@@ -594,6 +594,7 @@ fn load_snapshot(
     replica: &Arc<dyn Replica>,
 ) -> io::Result<Applied> {
     replica.reset();
+    snapshot::clear_unfinished(dir, gid);
     let read = snapshot::load(dir, gid).and_then(|f| {
         f.map(|f| {
             state_machine::decode_state(&f.data)
