@@ -109,8 +109,9 @@ async fn get(ch: &Channel, queue: &str, no_ack: bool) -> Option<Got> {
     })
 }
 
-/// Waits until `node` reports `ready` ready messages (its replica's) and `unacked`
-/// unacknowledged (by the gets its channels, or its forwarding links, hold).
+/// Waits until `node` reports `ready` ready messages and `unacked` unacknowledged (its
+/// replica's: the whole queue's, whichever node's channels hold them, as RabbitMQ
+/// reports a quorum queue).
 async fn counts(node: &Node, name: &str, ready: u64, unacked: u64) {
     eventually(
         20,
@@ -146,6 +147,7 @@ async fn basic_get_on_replicated_quorum_queues_from_every_node() {
     let g = get(&chf, "qg", false).await.expect("m0");
     assert_eq!((g.body.as_str(), g.left, g.redelivered), ("m0", 4, false));
     counts(follower, "qg", 4, 1).await;
+    counts(leader, "qg", 4, 1).await;
     g.delivery.ack(BasicAckOptions::default()).await.unwrap();
     // The leader's, without ack.
     let g = get(&chl, "qg", true).await.expect("m1");

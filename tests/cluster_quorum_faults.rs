@@ -84,6 +84,18 @@ async fn a_consumer_declared_down_gets_deliveries_again_once_its_node_answers() 
     }
     let (_c3, ch3) = channel(&nodes[2]).await;
     let mut b = consume(&ch3, "qf", "b").await;
+    // n1, which has neither consumer, reports the queue's: two consumers, five
+    // unacknowledged (as RabbitMQ reports a quorum queue on any node).
+    eventually(
+        20,
+        "n1 reports both consumers and the five unacked",
+        || async {
+            let q = queue(&nodes[0], "qf").await?;
+            (q["consumers"] == 2 && q["messages_unacknowledged"] == 5 && q["messages"] == 5)
+                .then_some(())
+        },
+    )
+    .await;
 
     // n2 stops answering: the leader declares its consumers down and n3's consumer
     // gets the five, redelivered.

@@ -489,7 +489,15 @@ impl Queue {
         }
     }
 
+    /// Messages delivered and not yet settled. A replicated quorum queue answers with
+    /// its group's state (every consumer's, on every node), as RabbitMQ reports the
+    /// queue's, not one node's share of it.
     pub fn unacked_count(&self) -> u64 {
+        if self.is_replicated() {
+            if let Some(q) = &self.state.lock().quorum {
+                return q.fifo.checked_out_len() as u64;
+            }
+        }
         self.unacked.load(SeqCst)
     }
 
@@ -508,7 +516,13 @@ impl Queue {
             );
         }
         if let Some(q) = &st.quorum {
-            return (q.fifo.ready_len(), q.fifo.ready_bytes(), st.consumers.len());
+            // A replicated queue's consumers are those of every node.
+            let consumers = if self.is_replicated() {
+                q.fifo.consumer_count()
+            } else {
+                st.consumers.len()
+            };
+            return (q.fifo.ready_len(), q.fifo.ready_bytes(), consumers);
         }
         (st.ready.len(), st.ready.bytes(), st.consumers.len())
     }
