@@ -166,6 +166,14 @@ impl VHost {
             return Ok(0);
         };
         self.check_exclusive(&q, conn)?;
+        if q.is_quorum() && (if_unused || if_empty) {
+            // As RabbitMQ 3.10 (`rabbit_quorum_queue:delete/4`).
+            let flag = if if_unused { "if-unused" } else { "if-empty" };
+            return Err(AmqpError::not_implemented(format_args!(
+                "cannot delete queue '{name}' in vhost '{}'. queue.delete operations with {flag} flag set are not supported by quorum queues",
+                self.name
+            )));
+        }
         if q.is_remote() {
             return self.delete_remote(&q, if_unused, if_empty);
         }

@@ -108,6 +108,11 @@ pub fn scenarios() -> Vec<Scenario> {
             delete_cancels
         ),
         scenario!(
+            "ext.quorum.delete_if_unused_if_empty_540",
+            "x-queue-type quorum / queue.delete",
+            delete_flags
+        ),
+        scenario!(
             "ext.classic.other_types_args_406",
             "x-queue-type classic",
             classic_other_types_args
@@ -739,4 +744,55 @@ async fn classic_other_types_args(ctx: Ctx) -> Outcome {
         )?;
     }
     expect_connection_usable(&c).await
+}
+
+/// queue.delete with if-unused or if-empty on a quorum queue: RabbitMQ refuses both with
+/// 540 (a connection error), the queue stays.
+async fn delete_flags(ctx: Ctx) -> Outcome {
+    let cl = Cleanup::new(&ctx);
+    let q = cl.queue(ctx.name("qq"));
+    cl.finish(async move {
+        for (flag, opts) in [
+            (
+                "if-unused",
+                QueueDeleteOptions {
+                    if_unused: true,
+                    ..Default::default()
+                },
+            ),
+            (
+                "if-empty",
+                QueueDeleteOptions {
+                    if_empty: true,
+                    ..Default::default()
+                },
+            ),
+        ] {
+            let (c, ch) = open(&ctx.uri).await?;
+            declare_qq(&ch, &q, vec![]).await?;
+            let r = ch.queue_delete(q.as_str().into(), opts).await;
+            expect_error(
+                r,
+                540,
+                &format!(
+                    "NOT_IMPLEMENTED - cannot delete queue '{q}' in vhost '/'. queue.delete operations with {flag} flag set are not supported by quorum queues"
+                ),
+            )?;
+            wait_connection_closed(&c).await?;
+        }
+        // Still there.
+        let (_c, ch) = open(&ctx.uri).await?;
+        ch.queue_declare(
+            q.as_str().into(),
+            QueueDeclareOptions {
+                passive: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .step("passive declare: the queue is still there")?;
+        Ok(())
+    })
+    .await
 }
