@@ -107,7 +107,36 @@ impl Replica for ReplicaOf {
         let mut after = After::default();
         let reply = {
             let mut st = q.state.lock();
-            q.q_apply_at(&mut st, e.at, cmd, &mut after, leader)
+            // An enqueue's body goes to a page file past the memory budget, as on one
+            // node (the log and the snapshot are its durable copies).
+            let (cmd, paged) = match (cmd, st.quorum.as_mut()) {
+                (
+                    Command::Enqueue {
+                        msg: QMsg::Mem(m),
+                        enqueued_at,
+                        redelivered,
+                        delivery_count,
+                    },
+                    Some(f),
+                ) => {
+                    let msg = f.hold(m);
+                    let paged = matches!(msg, QMsg::Paged(_)).then(|| msg.clone());
+                    let cmd = Command::Enqueue {
+                        msg,
+                        enqueued_at,
+                        redelivered,
+                        delivery_count,
+                    };
+                    (cmd, paged)
+                }
+                (cmd, _) => (cmd, None),
+            };
+            let reply = q.q_apply_at(&mut st, e.at, cmd, &mut after, leader);
+            // Refused (reject-publish): its page goes.
+            if let (Reply::Rejected, Some(m), Some(f)) = (&reply, paged, st.quorum.as_mut()) {
+                f.release(&m);
+            }
+            reply
         };
         q.q_after(after);
         if let Some((node, keep)) = downed {
@@ -147,6 +176,8 @@ impl Replica for ReplicaOf {
         let config = super::config_of(&st.eff);
         if let Some(f) = st.quorum.as_mut() {
             f.fifo = super::fifo::Fifo::new(config);
+            // The old messages' pages go with their store.
+            f.pages = f.pages.as_ref().map(|p| p.fresh());
             f.applied = 0;
             if let Some(held) = f.held.as_mut() {
                 held.clear();
@@ -175,7 +206,6 @@ impl Replica for ReplicaOf {
         let q = self.0.upgrade()?;
         let st = q.state.lock();
         let f = st.quorum.as_ref()?;
-        // A replicated queue holds its bodies in memory (no page files).
         Some(f.fifo.image(|m| match m {
             QMsg::Mem(m) => m.clone(),
             QMsg::Paged(_) => f.body(m).unwrap_or_else(|| {
@@ -206,7 +236,22 @@ impl Replica for ReplicaOf {
                 .into_iter()
                 .map(|(_, e)| e.id)
                 .collect();
-            f.fifo = Fifo::from_image(config, img, |w| QMsg::Mem(w.into_message()));
+            // A new page store: the replaced state's pages go with the old one (what
+            // is still held from it keeps its open segments); the snapshot's messages
+            // past the memory budget are paged as they are restored.
+            let mut pages = f.pages.as_ref().map(|p| p.fresh());
+            let mut in_mem = 0usize;
+            f.fifo = Fifo::from_image(config, img, |w| {
+                let m = w.into_message();
+                if let Some(p) = pages.as_mut().filter(|p| in_mem + m.size() > p.budget()) {
+                    if let Some(paged) = p.write(&m) {
+                        return QMsg::Paged(Arc::new(paged));
+                    }
+                }
+                in_mem += m.size();
+                QMsg::Mem(m)
+            });
+            f.pages = pages;
             // Deliveries decided in the entries the snapshot stands for were not made
             // here: held, to go when the member is current (in id order); a get's
             // is answered now.
@@ -241,8 +286,8 @@ impl Replica for ReplicaOf {
 
 impl Queue {
     /// Makes this quorum queue a cluster's replicated one (from its definition), or
-    /// changes its members. Its bodies stay in memory (its Raft log holds them; no page
-    /// files).
+    /// changes its members. Its backlog past the memory budget is paged as on one node
+    /// (the page files are a cache: its Raft log and snapshots are the durable copy).
     pub fn set_placement(&self, p: QuorumPlacement) {
         if !self.is_quorum() {
             return;
@@ -250,7 +295,6 @@ impl Queue {
         let _ = self.replicated.set(p.group);
         *self.members.lock() = p.members;
         if let Some(q) = self.state.lock().quorum.as_mut() {
-            q.pages = None;
             q.held.get_or_insert_with(Vec::new);
         }
     }
