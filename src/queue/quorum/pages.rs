@@ -66,7 +66,11 @@ impl Paged {
         self.seg.file.read_exact_at(&mut buf, self.off)?;
         match record::read(&Bytes::from(buf)) {
             Read::Ok(Record::Publish { mut msg, .. }, _) => {
+                // As held, not as re-derived from the properties.
                 msg.persist_id = self.persist_id;
+                msg.expiration = self.expiration;
+                msg.priority = self.priority;
+                msg.persistent = self.persistent;
                 Ok(Arc::new(msg))
             }
             _ => Err(std::io::Error::new(
@@ -93,6 +97,8 @@ pub(crate) struct Paged {
     len: u32,
     size: u32,
     expiration: Option<u64>,
+    priority: u8,
+    persistent: bool,
     persist_id: u64,
     /// Reading it back failed: the message left the queue's memory, but its record stays
     /// in the message log, so a restart brings it back.
@@ -116,6 +122,8 @@ pub(crate) struct PageStore {
     /// `head + 1`).
     head: u32,
     broken: bool,
+    /// Body bytes of the messages paged here and not released.
+    live_bytes: usize,
 }
 
 impl PageStore {
@@ -133,7 +141,13 @@ impl PageStore {
             segments: BTreeMap::new(),
             head: 0,
             broken: false,
+            live_bytes: 0,
         }
+    }
+
+    /// Body bytes paged here and not released.
+    pub(crate) fn live_bytes(&self) -> usize {
+        self.live_bytes
     }
 
     /// Body bytes the queue keeps in memory before paging.
@@ -196,11 +210,14 @@ impl PageStore {
             len: buf.len() as u32,
             size: m.size() as u32,
             expiration: m.expiration,
+            priority: m.priority,
+            persistent: m.persistent,
             persist_id: m.persist_id,
             unreadable: AtomicBool::new(false),
         };
         seg.len += buf.len() as u64;
         seg.live += 1;
+        self.live_bytes += p.size as usize;
         Ok(p)
     }
 
@@ -214,6 +231,7 @@ impl PageStore {
             return;
         }
         seg.live = seg.live.saturating_sub(1);
+        self.live_bytes = self.live_bytes.saturating_sub(p.size as usize);
         if seg.live == 0 {
             self.segments.remove(&p.seg.n);
             let _ = std::fs::remove_file(self.path(p.seg.n));

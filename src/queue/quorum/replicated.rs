@@ -28,7 +28,7 @@ use super::fifo::image::Image;
 use super::fifo::{Command, ConsumerSpec, Fifo, Reply};
 use super::pages::QMsg;
 use super::wire::{
-    consumer_key, key_node, Done, Group, QCmd, QEntry, QImage, QReply, Replica, WireSpec,
+    consumer_key, key_node, Done, Group, QCmd, QEntry, QImage, QReply, Replica, SnapMsg, WireSpec,
 };
 use super::After;
 use crate::message::Message;
@@ -202,25 +202,13 @@ impl Replica for ReplicaOf {
             .is_some_and(|h| !h.is_empty())
     }
 
-    fn image(&self) -> Option<Image<Arc<Message>>> {
+    /// References only (shared bodies, paged ones' open segments): the bodies are read
+    /// as the snapshot is encoded, outside the lock.
+    fn image(&self) -> Option<Image<SnapMsg>> {
         let q = self.0.upgrade()?;
         let st = q.state.lock();
         let f = st.quorum.as_ref()?;
-        Some(f.fifo.image(|m| match m {
-            QMsg::Mem(m) => m.clone(),
-            QMsg::Paged(_) => f.body(m).unwrap_or_else(|| {
-                super::wire::WireMsg {
-                    exchange: String::new(),
-                    routing_key: String::new(),
-                    properties: Default::default(),
-                    body: Default::default(),
-                    priority: 0,
-                    expiration: None,
-                    persistent: false,
-                }
-                .into_message()
-            }),
-        }))
+        Some(f.fifo.image(|m| SnapMsg(m.clone())))
     }
 
     fn restore(&self, img: QImage) {
@@ -275,11 +263,19 @@ impl Replica for ReplicaOf {
         }
     }
 
+    /// Paged bodies count a quarter of their size: the log is snapshotted (each
+    /// snapshot writes the whole state, paged bodies read back) once it outweighs
+    /// what is in memory plus a quarter of what is paged, so the log kept in memory
+    /// stays bounded by about that rather than growing with the paged backlog, at about
+    /// four times the snapshot writes.
     fn held_bytes(&self) -> usize {
         let Some(q) = self.0.upgrade() else { return 0 };
         let st = q.state.lock();
         st.quorum.as_ref().map_or(0, |f| {
-            f.fifo.ready_bytes() + 256 * (f.fifo.checked_out_len() + f.fifo.dlx_len())
+            let paged = f.pages.as_ref().map_or(0, |p| p.live_bytes());
+            f.fifo.ready_bytes().saturating_sub(paged)
+                + paged / 4
+                + 256 * (f.fifo.checked_out_len() + f.fifo.dlx_len())
         })
     }
 }
