@@ -22,6 +22,8 @@ mod cluster_forward;
 mod cluster_mgmt;
 #[path = "cluster_qget.rs"]
 mod cluster_qget;
+#[path = "cluster_qpage.rs"]
+mod cluster_qpage;
 #[path = "cluster_qsnap.rs"]
 mod cluster_qsnap;
 #[path = "cluster_quorum.rs"]

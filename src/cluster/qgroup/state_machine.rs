@@ -18,15 +18,14 @@ use super::dedup::Dedup;
 use super::snapshot;
 use super::QTypeConfig;
 use crate::cluster::{Member, Nid};
-use crate::message::Message;
 use crate::queue::quorum::fifo::image::Image;
-use crate::queue::quorum::wire::{self, QCmd, QEntry, QReply, Replica};
+use crate::queue::quorum::wire::{self, QCmd, QEntry, QReply, Replica, SnapMsg};
 use openraft::storage::RaftStateMachine;
 use openraft::{
     Entry, EntryPayload, LogId, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError,
     StorageIOError, StoredMembership,
 };
-use std::io::{self, Cursor};
+use std::io::{self, Cursor, Write};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::Arc;
@@ -96,30 +95,13 @@ impl QStateMachine {
     }
 }
 
-/// A snapshot's bytes: the table of numbered commands applied (so a retried command is
-/// still applied once after an install or a restart), then the queue's state.
-fn encode_state(dedup: &Dedup, image: &Image<Arc<Message>>) -> Result<Vec<u8>, String> {
-    // One buffer of about the final size: a backlog's snapshot is written once, not
-    // copied at each doubling of a growing buffer and then again behind the table.
-    let mut data = Vec::with_capacity(encoded_size(image));
-    postcard::to_io(dedup, &mut data).map_err(|e| e.to_string())?;
-    wire::encode_image_to(image, &mut data)?;
-    Ok(data)
-}
-
-/// A little more than the bytes [`encode_state`] writes for `image` (its messages, their
-/// fields, and room for the table of applied commands).
-fn encoded_size(image: &Image<Arc<Message>>) -> usize {
-    let msg = |m: &Message| {
-        64 + m.body.len()
-            + m.properties.len()
-            + m.exchange.as_str().len()
-            + m.routing_key.as_str().len()
-    };
-    let ready: usize = image.ready.iter().map(|e| msg(&e.msg)).sum();
-    let out: usize = image.checked_out.iter().map(|(_, e)| msg(&e.msg)).sum();
-    let dlx: usize = image.dlx_held.iter().map(|(e, _)| msg(&e.msg)).sum();
-    64 * 1024 + 64 * image.consumers.len() + ready + out + dlx
+/// A snapshot's bytes, written to `out` as they are encoded: the table of numbered
+/// commands applied (so a retried command is still applied once after an install or a
+/// restart), then the queue's state (paged bodies read one at a time as they are
+/// written: the backlog is never copied into memory whole).
+fn encode_state(dedup: &Dedup, image: &Image<SnapMsg>, out: &mut dyn Write) -> io::Result<()> {
+    postcard::to_io(dedup, &mut *out).map_err(io::Error::other)?;
+    wire::encode_image_to(image, out)
 }
 
 /// Reads a snapshot's bytes back (see [`encode_state`]).
@@ -136,21 +118,22 @@ fn weight(e: &Entry<QTypeConfig>) -> usize {
     }
 }
 
-/// Saves a snapshot unless a newer one is saved already.
+/// Saves a snapshot, its data written by `data` into the file, unless a newer one is
+/// saved already (None then; else the data's length).
 fn save(
     dir: &std::path::Path,
     gid: u64,
     saved: &parking_lot::Mutex<Option<LogId<Nid>>>,
     meta: &SnapshotMeta<Nid, Member>,
-    data: &[u8],
-) -> io::Result<()> {
+    data: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+) -> io::Result<Option<u64>> {
     let mut last = saved.lock();
     if last.is_some() && meta.last_log_id <= *last {
-        return Ok(());
+        return Ok(None);
     }
-    snapshot::save(dir, gid, meta, data)?;
+    let len = snapshot::save_with(dir, gid, meta, data)?;
     *last = meta.last_log_id;
-    Ok(())
+    Ok(Some(len))
 }
 
 /// Builds a snapshot from the replica's state as it was when asked.
@@ -158,7 +141,7 @@ pub struct QSnapshotBuilder {
     gid: u64,
     dir: PathBuf,
     meta: SnapshotMeta<Nid, Member>,
-    image: Option<Image<Arc<Message>>>,
+    image: Option<Image<SnapMsg>>,
     /// The numbered commands applied when the image was taken.
     dedup: super::dedup::Dedup,
     saved: Arc<parking_lot::Mutex<Option<LogId<Nid>>>>,
@@ -175,13 +158,21 @@ impl RaftSnapshotBuilder<QTypeConfig> for QSnapshotBuilder {
         let Some(image) = self.image.take() else {
             return Err(err(&"the queue is gone"));
         };
-        let data = encode_state(&self.dedup, &image).map_err(|e| err(&e))?;
+        // Streamed into the snapshot file (the image holds references: shared bodies
+        // and open page segments, read here, outside the queue's lock).
+        let dedup = &self.dedup;
+        let saved = save(&self.dir, self.gid, &self.saved, &self.meta, |w| {
+            encode_state(dedup, &image, w)
+        });
         drop(image);
-        save(&self.dir, self.gid, &self.saved, &self.meta, &data).map_err(|e| err(&e))?;
-        tracing::debug!(gid = self.gid, index = ?self.meta.last_log_id.map(|l| l.index), bytes = data.len(), "queue group snapshot saved");
+        let bytes = saved.map_err(|e| err(&e))?;
+        tracing::debug!(gid = self.gid, index = ?self.meta.last_log_id.map(|l| l.index), ?bytes, "queue group snapshot saved");
+        // openraft 0.9 keeps only the meta of a snapshot it had built (`sm::worker`:
+        // `Response::BuildSnapshot(snap.meta)`); the data is the file, read back by
+        // `get_current_snapshot` when a member needs it. So it is not read back here.
         Ok(Snapshot {
             meta: self.meta.clone(),
-            snapshot: Box::new(Cursor::new(data)),
+            snapshot: Box::new(Cursor::new(Vec::new())),
         })
     }
 }
@@ -273,8 +264,10 @@ impl RaftStateMachine<QTypeConfig> for QStateMachine {
         let (dedup, image) = decode_state(&data).map_err(|e| {
             StorageIOError::read_snapshot(Some(meta.signature()), &io::Error::other(e))
         })?;
-        save(&self.dir, self.gid, &self.saved, meta, &data)
-            .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
+        save(&self.dir, self.gid, &self.saved, meta, |w| {
+            w.write_all(&data)
+        })
+        .map_err(|e| StorageIOError::write_snapshot(Some(meta.signature()), &e))?;
         drop(data);
         self.replica.restore(image);
         self.dedup = dedup;
@@ -315,32 +308,37 @@ mod tests {
         assert!(snapshot_due(8000, 8000, 1000));
     }
 
-    /// The state is written into one buffer sized beforehand (never regrown), with the
-    /// same bytes as the table followed by the image.
-    #[test]
-    fn the_state_is_encoded_into_one_presized_buffer() {
-        use crate::queue::quorum::fifo::image::ImageEntry;
+    fn entry(id: u64) -> crate::queue::quorum::fifo::image::ImageEntry<SnapMsg> {
         use crate::queue::quorum::wire::WireMsg;
-        let mut dedup = Dedup::default();
-        assert!(dedup.admit(3, 1, 0));
-        let entry = |id: u64| ImageEntry {
+        crate::queue::quorum::fifo::image::ImageEntry {
             id,
-            msg: WireMsg {
-                exchange: "x".into(),
-                routing_key: "q".into(),
-                properties: vec![1; 20].into(),
-                body: vec![id as u8; 2000].into(),
-                priority: 0,
-                expiration: None,
-                persistent: true,
-            }
-            .into_message(),
-            redelivered: false,
-            delivery_count: 0,
+            msg: SnapMsg::mem(
+                WireMsg {
+                    exchange: "x".into(),
+                    routing_key: "q".into(),
+                    properties: vec![1; 20].into(),
+                    body: vec![id as u8; 2000].into(),
+                    priority: 0,
+                    expiration: None,
+                    persistent: true,
+                }
+                .into_message(),
+            ),
+            redelivered: id.is_multiple_of(3),
+            delivery_count: (id % 4) as u32,
             expires_at: None,
             pos: id,
-        };
-        let image: Image<Arc<Message>> = Image {
+        }
+    }
+
+    /// The state streams into a snapshot file (the table, then the image: the same
+    /// bytes as encoding them one after the other) and reads back; a damaged file is
+    /// refused.
+    #[test]
+    fn the_state_streams_into_a_snapshot_file_and_back() {
+        let mut dedup = Dedup::default();
+        assert!(dedup.admit(3, 1, 0));
+        let image: Image<SnapMsg> = Image {
             ready: (1..=300).map(entry).collect(),
             checked_out: vec![(9, entry(301))],
             consumers: Vec::new(),
@@ -348,11 +346,30 @@ mod tests {
             next_id: 303,
             next_pos: 303,
         };
-        let data = encode_state(&dedup, &image).unwrap();
         let mut want = postcard::to_allocvec(&dedup).unwrap();
         want.extend_from_slice(&wire::encode_image(&image).unwrap());
-        assert_eq!(data, want);
-        assert!(encoded_size(&image) >= data.len());
+        let dir = std::env::temp_dir().join(format!("warren-qsm-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let meta = SnapshotMeta::<Nid, Member>::default();
+        let saved = parking_lot::Mutex::new(None);
+        let len = save(&dir, 4, &saved, &meta, |w| encode_state(&dedup, &image, w)).unwrap();
+        assert_eq!(len, Some(want.len() as u64));
+        let f = snapshot::load(&dir, 4).unwrap().unwrap();
+        assert_eq!(f.data, want);
+        let (back, img) = decode_state(&f.data).unwrap();
+        assert_eq!(back, dedup);
+        assert_eq!(img.ready.len(), 300);
+        assert_eq!(
+            postcard::to_allocvec(&img).unwrap(),
+            wire::encode_image(&image).unwrap()
+        );
+        let path = snapshot::path(&dir, 4);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let mid = bytes.len() / 2;
+        bytes[mid] ^= 1;
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(snapshot::load(&dir, 4).unwrap_err().contains("CRC"));
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     /// A snapshot carries the table of applied numbered commands: after an install, a
@@ -361,7 +378,7 @@ mod tests {
     fn a_snapshot_keeps_the_applied_commands_table() {
         let mut dedup = Dedup::default();
         assert!(dedup.admit(7, 41, 40));
-        let image: Image<Arc<Message>> = Image {
+        let image: Image<SnapMsg> = Image {
             ready: Vec::new(),
             checked_out: Vec::new(),
             consumers: Vec::new(),
@@ -369,7 +386,8 @@ mod tests {
             next_id: 3,
             next_pos: 9,
         };
-        let data = encode_state(&dedup, &image).unwrap();
+        let mut data = Vec::new();
+        encode_state(&dedup, &image, &mut data).unwrap();
         let (mut back, img) = decode_state(&data).unwrap();
         assert_eq!(back, dedup);
         assert_eq!((img.next_id, img.next_pos), (3, 9));

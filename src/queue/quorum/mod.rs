@@ -102,20 +102,14 @@ impl QuorumState {
     fn body(&self, m: &QMsg) -> Option<Arc<Message>> {
         match m {
             QMsg::Mem(m) => Some(m.clone()),
-            QMsg::Paged(p) => {
-                let read = match &self.pages {
-                    Some(pages) => pages.read(p),
-                    None => Err(std::io::ErrorKind::NotFound.into()),
-                };
-                match read {
-                    Ok(m) => Some(m),
-                    Err(e) => {
-                        tracing::error!(error = %e, "a quorum queue's paged message cannot be read: it leaves the queue until the next restart");
-                        p.unreadable.store(true, SeqCst);
-                        None
-                    }
+            QMsg::Paged(p) => match p.read() {
+                Ok(m) => Some(m),
+                Err(e) => {
+                    tracing::error!(error = %e, "a quorum queue's paged message cannot be read: it leaves the queue until the next restart");
+                    p.unreadable.store(true, SeqCst);
+                    None
                 }
-            }
+            },
         }
     }
 

@@ -4,9 +4,13 @@
 //! tens of bytes each in RAM. The state machine only ever sees a [`QMsg`] (its size and
 //! expiration); whether the body is in memory or here is the driver's business.
 //!
-//! Page files are cut into segments; a segment is deleted once none of its messages is
-//! still in the queue. They are a cache, never synced (durability is the message log's
-//! job) and emptied at start.
+//! Page files are cut into segments. A segment is only ever appended to, never truncated
+//! or reused: a [`Paged`] message holds its segment's open file, so it can be read
+//! without the queue's lock (a replicated queue's snapshot is encoded from such handles
+//! outside it) even after the queue released it. A segment is unlinked once none of its
+//! messages is still in the queue; an open handle keeps reading the unlinked file. Page
+//! files are a cache, never synced (durability is the message log's, or in a cluster the
+//! Raft log's and snapshot's, job) and emptied at start.
 
 use crate::message::Message;
 use crate::queue::pager::Paging;
@@ -54,14 +58,47 @@ impl super::fifo::FifoMsg for QMsg {
     }
 }
 
+impl Paged {
+    /// Reads the body back (from its segment's open file: no lock needed, and it works
+    /// after the segment was unlinked).
+    pub(crate) fn read(&self) -> std::io::Result<Arc<Message>> {
+        let mut buf = vec![0u8; self.len as usize];
+        self.seg.file.read_exact_at(&mut buf, self.off)?;
+        match record::read(&Bytes::from(buf)) {
+            Read::Ok(Record::Publish { mut msg, .. }, _) => {
+                // As held, not as re-derived from the properties.
+                msg.persist_id = self.persist_id;
+                msg.expiration = self.expiration;
+                msg.priority = self.priority;
+                msg.persistent = self.persistent;
+                Ok(Arc::new(msg))
+            }
+            _ => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                "unreadable page record",
+            )),
+        }
+    }
+}
+
+/// An open page file segment (append-only; see the module doc).
+#[derive(Debug)]
+pub(crate) struct SegFile {
+    file: File,
+    /// Its number in its store.
+    n: u32,
+}
+
 /// A body in a page file.
 #[derive(Debug)]
 pub(crate) struct Paged {
-    seg: u32,
+    seg: Arc<SegFile>,
     off: u64,
     len: u32,
     size: u32,
     expiration: Option<u64>,
+    priority: u8,
+    persistent: bool,
     persist_id: u64,
     /// Reading it back failed: the message left the queue's memory, but its record stays
     /// in the message log, so a restart brings it back.
@@ -70,7 +107,7 @@ pub(crate) struct Paged {
 
 #[derive(Debug)]
 struct Segment {
-    file: File,
+    file: Arc<SegFile>,
     len: u64,
     /// Messages in it still held by the queue.
     live: u64,
@@ -81,11 +118,21 @@ pub(crate) struct PageStore {
     cfg: Arc<Paging>,
     name: u64,
     segments: BTreeMap<u32, Segment>,
+    /// The segment written to (it may have been unlinked: then the next write opens
+    /// `head + 1`).
     head: u32,
     broken: bool,
+    /// Body bytes of the messages paged here and not released.
+    live_bytes: usize,
 }
 
 impl PageStore {
+    /// An empty store under the same settings (its own files): the old one's files go
+    /// when it is dropped, and its messages stay readable while something holds them.
+    pub(crate) fn fresh(&self) -> Self {
+        PageStore::new(self.cfg.clone())
+    }
+
     pub(crate) fn new(cfg: Arc<Paging>) -> Self {
         let name = cfg.next_name();
         PageStore {
@@ -94,7 +141,13 @@ impl PageStore {
             segments: BTreeMap::new(),
             head: 0,
             broken: false,
+            live_bytes: 0,
         }
+    }
+
+    /// Body bytes paged here and not released.
+    pub(crate) fn live_bytes(&self) -> usize {
+        self.live_bytes
     }
 
     /// Body bytes the queue keeps in memory before paging.
@@ -128,9 +181,9 @@ impl PageStore {
             .get(&self.head)
             .is_none_or(|s| s.len >= SEGMENT_SIZE)
         {
-            if self.segments.contains_key(&self.head) {
-                self.head += 1;
-            }
+            // A new segment: never one written before (an emptied head was unlinked,
+            // and a reader may still hold it).
+            self.head += 1;
             std::fs::create_dir_all(&self.cfg.dir)?;
             let file = OpenOptions::new()
                 .create(true)
@@ -141,7 +194,7 @@ impl PageStore {
             self.segments.insert(
                 self.head,
                 Segment {
-                    file,
+                    file: Arc::new(SegFile { file, n: self.head }),
                     len: 0,
                     live: 0,
                 },
@@ -150,56 +203,38 @@ impl PageStore {
         let mut buf = Vec::with_capacity(m.size() + 64);
         record::encode_publish(&mut buf, m.persist_id, 0, &[], m);
         let seg = self.segments.get_mut(&self.head).expect("opened above");
-        crate::store::fault::write_all_at("quorum_pages::write", &seg.file, &buf, seg.len)?;
+        crate::store::fault::write_all_at("quorum_pages::write", &seg.file.file, &buf, seg.len)?;
         let p = Paged {
-            seg: self.head,
+            seg: seg.file.clone(),
             off: seg.len,
             len: buf.len() as u32,
             size: m.size() as u32,
             expiration: m.expiration,
+            priority: m.priority,
+            persistent: m.persistent,
             persist_id: m.persist_id,
             unreadable: AtomicBool::new(false),
         };
         seg.len += buf.len() as u64;
         seg.live += 1;
+        self.live_bytes += p.size as usize;
         Ok(p)
     }
 
-    /// Reads a body back.
-    pub(crate) fn read(&self, p: &Paged) -> std::io::Result<Arc<Message>> {
-        let seg = self
-            .segments
-            .get(&p.seg)
-            .ok_or(std::io::ErrorKind::NotFound)?;
-        let mut buf = vec![0u8; p.len as usize];
-        seg.file.read_exact_at(&mut buf, p.off)?;
-        match record::read(&Bytes::from(buf)) {
-            Read::Ok(Record::Publish { mut msg, .. }, _) => {
-                msg.persist_id = p.persist_id;
-                Ok(Arc::new(msg))
-            }
-            _ => Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                "unreadable page record",
-            )),
-        }
-    }
-
-    /// The queue is done with a paged message: its segment goes once it holds none.
+    /// The queue is done with a paged message: its segment is unlinked once it holds
+    /// none (a message of another store, replaced meanwhile, is not counted here).
     pub(crate) fn release(&mut self, p: &Paged) {
-        let Some(seg) = self.segments.get_mut(&p.seg) else {
+        let Some(seg) = self.segments.get_mut(&p.seg.n) else {
             return;
         };
+        if !Arc::ptr_eq(&seg.file, &p.seg) {
+            return;
+        }
         seg.live = seg.live.saturating_sub(1);
+        self.live_bytes = self.live_bytes.saturating_sub(p.size as usize);
         if seg.live == 0 {
-            if p.seg == self.head {
-                // The head starts over rather than being deleted.
-                seg.len = 0;
-                let _ = seg.file.set_len(0);
-            } else {
-                self.segments.remove(&p.seg);
-                let _ = std::fs::remove_file(self.path(p.seg));
-            }
+            self.segments.remove(&p.seg.n);
+            let _ = std::fs::remove_file(self.path(p.seg.n));
         }
     }
 
@@ -234,24 +269,65 @@ mod tests {
         m
     }
 
+    fn files(dir: &std::path::Path) -> usize {
+        std::fs::read_dir(dir).map_or(0, |d| d.count())
+    }
+
     #[test]
     fn bodies_round_trip_and_segments_go_when_empty() {
         let dir = std::env::temp_dir().join(format!("warren-qpages-{}", std::process::id()));
         let mut s = PageStore::new(Paging::new(dir.clone(), 0));
         let a = s.write(&msg(b"first")).unwrap();
         let b = s.write(&msg(b"second")).unwrap();
-        let back = s.read(&b).unwrap();
+        let back = b.read().unwrap();
         assert_eq!(&back.body[..], b"second");
         assert_eq!(back.persist_id, 42);
         assert_eq!(&back.routing_key.as_str(), &"rk");
         s.release(&a);
-        assert_eq!(&s.read(&b).unwrap().body[..], b"second");
+        assert_eq!(&b.read().unwrap().body[..], b"second");
         s.release(&b);
-        // The head segment starts over; nothing else is left.
-        assert_eq!(s.segments(), 1);
+        // The emptied segment is unlinked, head or not.
+        assert_eq!(s.segments(), 0);
+        assert_eq!(files(&dir), 0);
         let c = s.write(&msg(b"third")).unwrap();
         assert_eq!(c.off, 0);
+        assert_ne!(c.seg.n, a.seg.n, "a segment number is never used again");
         drop(s);
-        assert!(std::fs::read_dir(&dir).map_or(true, |d| d.count() == 0));
+        assert_eq!(files(&dir), 0);
+    }
+
+    /// A segment is never rewritten: a message held after its release (as a snapshot
+    /// being encoded holds it) still reads back intact from the unlinked file, while
+    /// the store writes on into a new one; a release of another store's message (the
+    /// queue's store was replaced) changes nothing here.
+    #[test]
+    fn segments_are_immutable_and_readable_after_unlink() {
+        let dir = std::env::temp_dir().join(format!("warren-qpages-imm-{}", std::process::id()));
+        let mut s = PageStore::new(Paging::new(dir.clone(), 0));
+        let held = s.write(&msg(b"kept by a reader")).unwrap();
+        s.release(&held);
+        assert_eq!(files(&dir), 0, "emptied segment unlinked");
+        for i in 0..100u8 {
+            let m = s.write(&msg(if i % 2 == 0 {
+                b"xxxxxxxxxxxxxxxx"
+            } else {
+                b"y"
+            }));
+            s.release(&m.unwrap());
+        }
+        assert_eq!(&held.read().unwrap().body[..], b"kept by a reader");
+
+        let mut other = s.fresh();
+        let theirs = other.write(&msg(b"other")).unwrap();
+        let mine = s.write(&msg(b"mine")).unwrap();
+        s.release(&theirs);
+        assert_eq!(s.segments(), 1);
+        assert_eq!(other.segments(), 1);
+        drop(other);
+        assert_eq!(&theirs.read().unwrap().body[..], b"other");
+        assert_eq!(&mine.read().unwrap().body[..], b"mine");
+        drop(s);
+        assert_eq!(files(&dir), 0);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -28,7 +28,7 @@ use super::fifo::image::Image;
 use super::fifo::{Command, ConsumerSpec, Fifo, Reply};
 use super::pages::QMsg;
 use super::wire::{
-    consumer_key, key_node, Done, Group, QCmd, QEntry, QImage, QReply, Replica, WireSpec,
+    consumer_key, key_node, Done, Group, QCmd, QEntry, QImage, QReply, Replica, SnapMsg, WireSpec,
 };
 use super::After;
 use crate::message::Message;
@@ -107,7 +107,36 @@ impl Replica for ReplicaOf {
         let mut after = After::default();
         let reply = {
             let mut st = q.state.lock();
-            q.q_apply_at(&mut st, e.at, cmd, &mut after, leader)
+            // An enqueue's body goes to a page file past the memory budget, as on one
+            // node (the log and the snapshot are its durable copies).
+            let (cmd, paged) = match (cmd, st.quorum.as_mut()) {
+                (
+                    Command::Enqueue {
+                        msg: QMsg::Mem(m),
+                        enqueued_at,
+                        redelivered,
+                        delivery_count,
+                    },
+                    Some(f),
+                ) => {
+                    let msg = f.hold(m);
+                    let paged = matches!(msg, QMsg::Paged(_)).then(|| msg.clone());
+                    let cmd = Command::Enqueue {
+                        msg,
+                        enqueued_at,
+                        redelivered,
+                        delivery_count,
+                    };
+                    (cmd, paged)
+                }
+                (cmd, _) => (cmd, None),
+            };
+            let reply = q.q_apply_at(&mut st, e.at, cmd, &mut after, leader);
+            // Refused (reject-publish): its page goes.
+            if let (Reply::Rejected, Some(m), Some(f)) = (&reply, paged, st.quorum.as_mut()) {
+                f.release(&m);
+            }
+            reply
         };
         q.q_after(after);
         if let Some((node, keep)) = downed {
@@ -147,6 +176,8 @@ impl Replica for ReplicaOf {
         let config = super::config_of(&st.eff);
         if let Some(f) = st.quorum.as_mut() {
             f.fifo = super::fifo::Fifo::new(config);
+            // The old messages' pages go with their store.
+            f.pages = f.pages.as_ref().map(|p| p.fresh());
             f.applied = 0;
             if let Some(held) = f.held.as_mut() {
                 held.clear();
@@ -171,26 +202,13 @@ impl Replica for ReplicaOf {
             .is_some_and(|h| !h.is_empty())
     }
 
-    fn image(&self) -> Option<Image<Arc<Message>>> {
+    /// References only (shared bodies, paged ones' open segments): the bodies are read
+    /// as the snapshot is encoded, outside the lock.
+    fn image(&self) -> Option<Image<SnapMsg>> {
         let q = self.0.upgrade()?;
         let st = q.state.lock();
         let f = st.quorum.as_ref()?;
-        // A replicated queue holds its bodies in memory (no page files).
-        Some(f.fifo.image(|m| match m {
-            QMsg::Mem(m) => m.clone(),
-            QMsg::Paged(_) => f.body(m).unwrap_or_else(|| {
-                super::wire::WireMsg {
-                    exchange: String::new(),
-                    routing_key: String::new(),
-                    properties: Default::default(),
-                    body: Default::default(),
-                    priority: 0,
-                    expiration: None,
-                    persistent: false,
-                }
-                .into_message()
-            }),
-        }))
+        Some(f.fifo.image(|m| SnapMsg(m.clone())))
     }
 
     fn restore(&self, img: QImage) {
@@ -206,7 +224,22 @@ impl Replica for ReplicaOf {
                 .into_iter()
                 .map(|(_, e)| e.id)
                 .collect();
-            f.fifo = Fifo::from_image(config, img, |w| QMsg::Mem(w.into_message()));
+            // A new page store: the replaced state's pages go with the old one (what
+            // is still held from it keeps its open segments); the snapshot's messages
+            // past the memory budget are paged as they are restored.
+            let mut pages = f.pages.as_ref().map(|p| p.fresh());
+            let mut in_mem = 0usize;
+            f.fifo = Fifo::from_image(config, img, |w| {
+                let m = w.into_message();
+                if let Some(p) = pages.as_mut().filter(|p| in_mem + m.size() > p.budget()) {
+                    if let Some(paged) = p.write(&m) {
+                        return QMsg::Paged(Arc::new(paged));
+                    }
+                }
+                in_mem += m.size();
+                QMsg::Mem(m)
+            });
+            f.pages = pages;
             // Deliveries decided in the entries the snapshot stands for were not made
             // here: held, to go when the member is current (in id order); a get's
             // is answered now.
@@ -230,19 +263,27 @@ impl Replica for ReplicaOf {
         }
     }
 
+    /// Paged bodies count a quarter of their size: the log is snapshotted (each
+    /// snapshot writes the whole state, paged bodies read back) once it outweighs
+    /// what is in memory plus a quarter of what is paged, so the log kept in memory
+    /// stays bounded by about that rather than growing with the paged backlog, at about
+    /// four times the snapshot writes.
     fn held_bytes(&self) -> usize {
         let Some(q) = self.0.upgrade() else { return 0 };
         let st = q.state.lock();
         st.quorum.as_ref().map_or(0, |f| {
-            f.fifo.ready_bytes() + 256 * (f.fifo.checked_out_len() + f.fifo.dlx_len())
+            let paged = f.pages.as_ref().map_or(0, |p| p.live_bytes());
+            f.fifo.ready_bytes().saturating_sub(paged)
+                + paged / 4
+                + 256 * (f.fifo.checked_out_len() + f.fifo.dlx_len())
         })
     }
 }
 
 impl Queue {
     /// Makes this quorum queue a cluster's replicated one (from its definition), or
-    /// changes its members. Its bodies stay in memory (its Raft log holds them; no page
-    /// files).
+    /// changes its members. Its backlog past the memory budget is paged as on one node
+    /// (the page files are a cache: its Raft log and snapshots are the durable copy).
     pub fn set_placement(&self, p: QuorumPlacement) {
         if !self.is_quorum() {
             return;
@@ -250,7 +291,6 @@ impl Queue {
         let _ = self.replicated.set(p.group);
         *self.members.lock() = p.members;
         if let Some(q) = self.state.lock().quorum.as_mut() {
-            q.pages = None;
             q.held.get_or_insert_with(Vec::new);
         }
     }

@@ -12,6 +12,7 @@
 //! member carries out the deliveries for the keys of its own node only.
 
 use super::fifo::image::Image;
+use super::pages::QMsg;
 use crate::connection::outbound::{ConnSender, Outbound};
 use crate::message::Message;
 use bytes::Bytes;
@@ -92,20 +93,56 @@ impl<'a> WireRef<'a> {
 /// A replica's state as a snapshot carries it (see [`super::fifo::image`]).
 pub type QImage = Image<WireMsg>;
 
-/// A replica's state, its messages as held, in a snapshot's encoding (postcard; decodes
-/// as a [`QImage`]).
-pub fn encode_image(img: &Image<Arc<Message>>) -> Result<Vec<u8>, String> {
+/// A message as a snapshot takes it under the queue's lock: a reference (the body
+/// shared in memory, or its page's open segment and place), read only as the snapshot
+/// is encoded, outside the lock. Encodes as a [`WireMsg`].
+#[derive(Debug, Clone)]
+pub struct SnapMsg(pub(crate) QMsg);
+
+impl SnapMsg {
+    /// A message held in memory.
+    pub fn mem(m: Arc<Message>) -> SnapMsg {
+        SnapMsg(QMsg::Mem(m))
+    }
+}
+
+impl Serialize for SnapMsg {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &self.0 {
+            QMsg::Mem(m) => WireRef::of(m).serialize(s),
+            QMsg::Paged(p) => match p.read() {
+                Ok(m) => WireRef::of(&m).serialize(s),
+                // Not a storage error (that would stop the group's Raft core for good):
+                // the message goes into the snapshot empty, as the driver loses it too.
+                Err(e) => {
+                    tracing::error!(error = %e, "a paged message of a quorum queue cannot be read for its snapshot: it is written empty");
+                    let none = Message::new(
+                        crate::protocol::codec::ShortStr::from_static(""),
+                        crate::protocol::codec::ShortStr::from_static(""),
+                        Bytes::new(),
+                        Bytes::new(),
+                    );
+                    WireRef::of(&none).serialize(s)
+                }
+            },
+        }
+    }
+}
+
+/// A replica's state, its messages as a snapshot took them, in a snapshot's encoding
+/// (postcard; decodes as a [`QImage`]).
+pub fn encode_image(img: &Image<SnapMsg>) -> Result<Vec<u8>, String> {
     let mut out = Vec::new();
-    encode_image_to(img, &mut out)?;
+    encode_image_to(img, &mut out).map_err(|e| e.to_string())?;
     Ok(out)
 }
 
-/// [`encode_image`], appended to `out` (sized by the caller: a large image is not
-/// copied again each time the buffer grows).
-pub fn encode_image_to(img: &Image<Arc<Message>>, out: &mut Vec<u8>) -> Result<(), String> {
-    postcard::to_io(&img.map(|m| WireRef::of(m)), out)
+/// [`encode_image`] written to `out` as it is encoded (into a snapshot file: paged
+/// bodies are read one at a time, never the whole backlog in memory).
+pub fn encode_image_to(img: &Image<SnapMsg>, out: impl std::io::Write) -> std::io::Result<()> {
+    postcard::to_io(img, out)
         .map(|_| ())
-        .map_err(|e| e.to_string())
+        .map_err(std::io::Error::other)
 }
 
 /// Reads a snapshot's state back.
@@ -248,9 +285,9 @@ pub trait Replica: Send + Sync {
     fn consumer_nodes(&self) -> Vec<u16>;
     /// Empties the replica: the member (re)starts and applies the log from its start.
     fn reset(&self);
-    /// The state now (taken between two applies), for a snapshot; None once the queue
-    /// is gone.
-    fn image(&self) -> Option<Image<Arc<Message>>>;
+    /// The state now (taken between two applies), for a snapshot: its messages as
+    /// references, read as the snapshot is encoded; None once the queue is gone.
+    fn image(&self) -> Option<Image<SnapMsg>>;
     /// Replaces the state by a snapshot's. Messages it has checked out to this node's
     /// consumers that the replica had not delivered here are held for delivery.
     fn restore(&self, img: QImage);
@@ -444,10 +481,32 @@ mod tests {
             next_id: 4,
             next_pos: 4,
         };
-        let held = img.map(|w| w.clone().into_message());
+        let held = img.map(|w| SnapMsg::mem(w.clone().into_message()));
         let bytes = encode_image(&held).unwrap();
         assert_eq!(bytes, postcard::to_allocvec(&img).unwrap());
         assert_eq!(decode_image(&bytes).unwrap(), img);
         assert!(decode_image(&bytes[..bytes.len() - 10]).is_err());
+
+        // The same messages in a page file (the queue released them meanwhile: their
+        // segment is unlinked, still open) encode to the same bytes.
+        let dir = std::env::temp_dir().join(format!("warren-snapmsg-{}", std::process::id()));
+        let pages = std::cell::RefCell::new(super::super::pages::PageStore::new(
+            crate::queue::pager::Paging::new(dir.clone(), 0),
+        ));
+        let paged = std::cell::RefCell::new(Vec::new());
+        let on_disk = img.map(|w| {
+            let p = Arc::new(pages.borrow_mut().write(&w.clone().into_message()).unwrap());
+            paged.borrow_mut().push(p.clone());
+            SnapMsg(QMsg::Paged(p))
+        });
+        let mut pages = pages.into_inner();
+        for p in paged.into_inner() {
+            pages.release(&p);
+        }
+        drop(pages);
+        let mut streamed = Vec::new();
+        encode_image_to(&on_disk, &mut streamed).unwrap();
+        assert_eq!(streamed, bytes);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
