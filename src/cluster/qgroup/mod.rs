@@ -878,8 +878,8 @@ mod tests {
     fn commands_batch_into_entries_by_size() {
         let msg = |n: usize| {
             QCmd::Enqueue(WireMsg {
-                exchange: String::new(),
-                routing_key: String::new(),
+                exchange: Default::default(),
+                routing_key: Default::default(),
                 properties: Default::default(),
                 body: vec![n as u8; n].into(),
                 priority: 0,
@@ -935,8 +935,8 @@ mod tests {
             ids: ids.to_vec(),
         };
         let enqueue = QCmd::Enqueue(WireMsg {
-            exchange: String::new(),
-            routing_key: "q".into(),
+            exchange: Default::default(),
+            routing_key: crate::protocol::codec::ShortStr::from_static("q"),
             properties: Default::default(),
             body: vec![1; 10].into(),
             priority: 0,
@@ -986,8 +986,8 @@ mod tests {
         let req = QRequest::Write(
             7,
             vec![QCmd::Enqueue(WireMsg {
-                exchange: String::new(),
-                routing_key: "q".into(),
+                exchange: Default::default(),
+                routing_key: crate::protocol::codec::ShortStr::from_static("q"),
                 properties: Default::default(),
                 body: vec![1; 4096].into(),
                 priority: 0,

@@ -219,16 +219,25 @@ impl RaftStateMachine<QTypeConfig> for QStateMachine {
             replies.push(match e.payload {
                 EntryPayload::Blank => Vec::new(),
                 EntryPayload::Normal(e) => {
-                    let QEntry { at, cmd } = e.into_entry();
+                    // The log still holds the entry (shared): each command is read from
+                    // it and only the one applied is copied (its bodies and names are
+                    // shared), not the whole batch with a box per numbered command.
+                    let at = e.at;
                     last_at = Some(at);
-                    let cmds = match cmd {
-                        QCmd::Batch(cmds) => cmds,
-                        cmd => vec![cmd],
+                    let cmds = match &e.cmd {
+                        QCmd::Batch(cmds) => cmds.as_slice(),
+                        cmd => std::slice::from_ref(cmd),
                     };
                     // A copy of a numbered command applied already answers as it did.
-                    cmds.into_iter()
-                        .map(|cmd| match self.dedup.unwrap(cmd) {
-                            Some(cmd) => self.replica.apply_entry(QEntry { at, cmd }, leader),
+                    cmds.iter()
+                        .map(|cmd| match self.dedup.unwrap_ref(cmd) {
+                            Some(cmd) => self.replica.apply_entry(
+                                QEntry {
+                                    at,
+                                    cmd: cmd.clone(),
+                                },
+                                leader,
+                            ),
                             None => QReply::default(),
                         })
                         .collect()
@@ -338,8 +347,8 @@ mod tests {
         let entry = |id: u64| ImageEntry {
             id,
             msg: WireMsg {
-                exchange: "x".into(),
-                routing_key: "q".into(),
+                exchange: crate::protocol::codec::ShortStr::from_static("x"),
+                routing_key: crate::protocol::codec::ShortStr::from_static("q"),
                 properties: vec![1; 20].into(),
                 body: vec![id as u8; 2000].into(),
                 priority: 0,

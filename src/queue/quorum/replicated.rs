@@ -180,8 +180,8 @@ impl Replica for ReplicaOf {
             QMsg::Mem(m) => m.clone(),
             QMsg::Paged(_) => f.body(m).unwrap_or_else(|| {
                 super::wire::WireMsg {
-                    exchange: String::new(),
-                    routing_key: String::new(),
+                    exchange: Default::default(),
+                    routing_key: Default::default(),
                     properties: Default::default(),
                     body: Default::default(),
                     priority: 0,
