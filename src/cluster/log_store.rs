@@ -44,6 +44,22 @@ fn encode<C: GroupConfig, T: Serialize>(t: &T) -> std::io::Result<Vec<u8>> {
     }
 }
 
+/// [`encode`] into a WAL record built in place ([`super::wal::record_buffer`]): the
+/// entries, a batch of publishes among them, are written once, into a buffer of their
+/// size, not into a growing one and then again behind the record's header.
+fn encode_record<C: GroupConfig, T: Serialize>(t: &T) -> std::io::Result<Vec<u8>> {
+    if C::BINARY {
+        let size = postcard::experimental::serialized_size(t).map_err(io_err)?;
+        let mut rec = super::wal::record_buffer(size);
+        postcard::to_io(t, &mut rec).map_err(io_err)?;
+        Ok(rec)
+    } else {
+        let mut rec = super::wal::record_buffer(0);
+        serde_json::to_writer(&mut rec, t).map_err(io_err)?;
+        Ok(rec)
+    }
+}
+
 fn decode<C: GroupConfig, T: DeserializeOwned>(b: &[u8]) -> std::io::Result<T> {
     if C::BINARY {
         postcard::from_bytes(b).map_err(io_err)
@@ -346,17 +362,17 @@ impl<C: GroupConfig> RaftLogStorage<C> for LogStore<C> {
         let entries: Vec<_> = entries.into_iter().collect();
         let last = entries.last().map_or(0, |e| e.log_id.index);
         let record = Record::Entries(entries);
-        let bytes = encode::<C, _>(&record).map_err(|e| StorageIOError::write_logs(&e))?;
+        let rec = encode_record::<C, _>(&record).map_err(|e| StorageIOError::write_logs(&e))?;
         if let Record::Entries(es) = record {
             let mut s = self.state.lock();
             for e in es {
                 s.logs.insert(e.log_id.index, e);
             }
         }
-        self.wal.submit_indexed(
+        self.wal.submit_record(
             self.group,
             last,
-            &bytes,
+            rec,
             Some(Box::new(move |r| callback.log_io_completed(r))),
         );
         Ok(())

@@ -86,18 +86,30 @@ pub type Recovered = HashMap<u64, Vec<Vec<u8>>>;
 
 /// Encodes one record (header and payload).
 pub fn encode(group: u64, index: u64, payload: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(HEADER + payload.len());
-    let len = (16 + payload.len()) as u32;
-    let mut h = crc32fast::Hasher::new();
-    h.update(&group.to_le_bytes());
-    h.update(&index.to_le_bytes());
-    h.update(payload);
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(&h.finalize().to_le_bytes());
-    out.extend_from_slice(&group.to_le_bytes());
-    out.extend_from_slice(&index.to_le_bytes());
+    let mut out = record_buffer(payload.len());
     out.extend_from_slice(payload);
+    fill_header(&mut out, group, index);
     out
+}
+
+/// A buffer for a record built in place: room for the header, then the payload is
+/// written behind it (capacity for `payload` bytes) and [`Wal::submit_record`] fills the
+/// header. A large append is then not copied behind its header.
+pub fn record_buffer(payload: usize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER + payload);
+    out.resize(HEADER, 0);
+    out
+}
+
+/// Writes the header of a record built by [`record_buffer`]: length, CRC of group,
+/// index and payload, group, index.
+fn fill_header(rec: &mut [u8], group: u64, index: u64) {
+    let len = (rec.len() - 8) as u32;
+    rec[8..16].copy_from_slice(&group.to_le_bytes());
+    rec[16..24].copy_from_slice(&index.to_le_bytes());
+    let crc = crc32fast::hash(&rec[8..]);
+    rec[0..4].copy_from_slice(&len.to_le_bytes());
+    rec[4..8].copy_from_slice(&crc.to_le_bytes());
 }
 
 /// A decoded record: group, last entry index, payload.
@@ -352,6 +364,31 @@ impl Wal {
         }
     }
 
+    /// [`submit_indexed`](Self::submit_indexed) of a record built in place
+    /// ([`record_buffer`] with the payload written behind the header).
+    pub fn submit_record(&self, group: u64, index: u64, mut rec: Vec<u8>, done: Option<Done>) {
+        if rec.len() < HEADER {
+            if let Some(d) = done {
+                d(Err(io::Error::other(
+                    "cluster log record without its header",
+                )));
+            }
+            return;
+        }
+        fill_header(&mut rec, group, index);
+        let job = Job {
+            bytes: rec,
+            group,
+            index,
+            done,
+        };
+        if let Err(mpsc::SendError(job)) = self.tx.lock().send(job) {
+            if let Some(d) = job.done {
+                d(Err(io::Error::other("cluster log writer stopped")));
+            }
+        }
+    }
+
     /// Queues a record and waits until it is durable.
     pub async fn write(&self, group: u64, payload: &[u8]) -> io::Result<()> {
         let (tx, rx) = tokio::sync::oneshot::channel();
@@ -390,17 +427,26 @@ fn writer(mut s: Segments, rx: mpsc::Receiver<Job>) {
             Some((k, v)) => (*k, v),
             None => return,
         };
-        for j in jobs {
-            buf.extend_from_slice(&j.bytes);
+        // One record alone (the usual case) is written from its own buffer, not copied.
+        let single = jobs.len() == 1;
+        for j in &mut jobs {
+            if !single {
+                buf.extend_from_slice(&j.bytes);
+            }
             let m = seg.groups.entry(j.group).or_default();
             *m = (*m).max(j.index);
-            if let Some(d) = j.done {
+            if let Some(d) = j.done.take() {
                 dones.push(d);
             }
         }
-        seg.bytes += buf.len() as u64;
+        let out: &[u8] = match &jobs[..] {
+            [j] => &j.bytes,
+            _ => &buf,
+        };
+        seg.bytes += out.len() as u64;
         let full = seg.bytes >= s.limit;
-        let r = s.file.write_all(&buf).and_then(|_| s.file.sync_data());
+        let r = s.file.write_all(out).and_then(|_| s.file.sync_data());
+        drop(jobs);
         if let Err(e) = &r {
             tracing::error!(error = %e, "cluster log write failed");
         }

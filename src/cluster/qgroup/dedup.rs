@@ -85,6 +85,7 @@ impl Dedup {
 
     /// The command to apply, if any: a numbered one unwrapped when it is new; others as
     /// they are.
+    #[cfg(test)]
     pub fn unwrap(&mut self, cmd: QCmd) -> Option<QCmd> {
         match cmd {
             QCmd::Once {
@@ -93,6 +94,19 @@ impl Dedup {
                 settled,
                 cmd,
             } => self.admit(origin, seq, settled).then_some(*cmd),
+            cmd => Some(cmd),
+        }
+    }
+
+    /// [`unwrap`](Self::unwrap) of a command read in place (the log keeps it).
+    pub fn unwrap_ref<'a>(&mut self, cmd: &'a QCmd) -> Option<&'a QCmd> {
+        match cmd {
+            QCmd::Once {
+                origin,
+                seq,
+                settled,
+                cmd,
+            } => self.admit(*origin, *seq, *settled).then_some(&**cmd),
             cmd => Some(cmd),
         }
     }
@@ -149,6 +163,10 @@ mod tests {
         assert_eq!(d.unwrap(QCmd::Tick), Some(QCmd::Tick));
         assert_eq!(d.unwrap(once(1)), Some(QCmd::Purge));
         assert_eq!(d.unwrap(once(1)), None);
+        assert_eq!(d.unwrap_ref(&QCmd::Tick), Some(&QCmd::Tick));
+        assert_eq!(d.unwrap_ref(&once(2)), Some(&QCmd::Purge));
+        assert_eq!(d.unwrap_ref(&once(2)), None);
+        assert_eq!(d.unwrap(once(2)), None);
     }
 
     /// The submitter's settled mark stays below every open number.

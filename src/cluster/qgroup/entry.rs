@@ -16,11 +16,6 @@ impl LogCmd {
     pub fn new(e: QEntry) -> LogCmd {
         LogCmd(Arc::new(e))
     }
-
-    /// The entry to apply: taken when this is the last holder, copied otherwise.
-    pub fn into_entry(self) -> QEntry {
-        Arc::try_unwrap(self.0).unwrap_or_else(|e| (*e).clone())
-    }
 }
 
 impl std::ops::Deref for LogCmd {
@@ -60,8 +55,8 @@ mod tests {
             at: 9,
             cmd: QCmd::Batch(vec![
                 QCmd::Enqueue(WireMsg {
-                    exchange: String::new(),
-                    routing_key: "q".into(),
+                    exchange: Default::default(),
+                    routing_key: crate::protocol::codec::ShortStr::from_static("q"),
                     properties: Default::default(),
                     body: vec![5; 100].into(),
                     priority: 0,
@@ -78,8 +73,8 @@ mod tests {
         assert_eq!(*back, e);
         let c2 = c.clone();
         assert!(Arc::ptr_eq(&c.0, &c2.0));
-        assert_eq!(c2.into_entry(), e);
-        assert_eq!(c.into_entry(), e);
+        assert_eq!(*c2, e);
+        assert_eq!(*c, e);
         assert!(postcard::from_bytes::<LogCmd>(&bytes[..bytes.len() - 1]).is_err());
     }
 }

@@ -662,6 +662,37 @@ fn entries(cmds: Vec<QCmd>, max_bytes: usize) -> Vec<QCmd> {
     out
 }
 
+/// Acks of one consumer in a batch become one command: each later `Settle` of a key is
+/// merged into the batch's first one of that key, so a consumer acking every message
+/// costs one log command per batch, not one per ack (each is numbered, deduplicated,
+/// encoded and applied on every member). A merge moves the ids only past publishes and
+/// other consumers' acks (which they commute with: an ack names messages delivered
+/// before, so never one a publish of the same batch adds); any other command ends the
+/// runs. Only commands no one waits for are merged; a merged one's number is settled
+/// when it is dropped here, and the command it joined carries its ids, retried as one.
+fn coalesce_settles(batch: Vec<Pending>) -> Vec<Pending> {
+    let mut out: Vec<Pending> = Vec::with_capacity(batch.len());
+    // Per consumer key: where its open Settle is in `out`.
+    let mut open: Vec<(u64, usize)> = Vec::new();
+    for mut p in batch {
+        match &mut p.cmd {
+            QCmd::Settle { key, ids } if p.done.is_none() => {
+                if let Some(&(_, at)) = open.iter().find(|(k, _)| k == key) {
+                    if let QCmd::Settle { ids: into, .. } = &mut out[at].cmd {
+                        into.append(ids);
+                        continue;
+                    }
+                }
+                open.push((*key, out.len()));
+            }
+            QCmd::Enqueue(_) | QCmd::Settle { .. } => {}
+            _ => open.clear(),
+        }
+        out.push(p);
+    }
+    out
+}
+
 /// Takes the queue's commands in batches and writes them through the leader; retries
 /// (against whoever leads then) until each command's deadline.
 async fn drive(g: Weak<QGroup>, mut rx: mpsc::UnboundedReceiver<Pending>) {
@@ -699,6 +730,7 @@ async fn drive(g: Weak<QGroup>, mut rx: mpsc::UnboundedReceiver<Pending>) {
         if live.is_empty() {
             continue;
         }
+        let live = coalesce_settles(live);
         let leader = {
             let m = group.raft.metrics().borrow().clone();
             m.current_leader.and_then(|id| {
@@ -846,8 +878,8 @@ mod tests {
     fn commands_batch_into_entries_by_size() {
         let msg = |n: usize| {
             QCmd::Enqueue(WireMsg {
-                exchange: String::new(),
-                routing_key: String::new(),
+                exchange: Default::default(),
+                routing_key: Default::default(),
                 properties: Default::default(),
                 body: vec![n as u8; n].into(),
                 priority: 0,
@@ -885,14 +917,77 @@ mod tests {
         assert_eq!(flat, cmds);
     }
 
+    /// A consumer's acks in one batch travel as one Settle at its first ack's place,
+    /// past publishes and other consumers' acks, never past another kind of command;
+    /// an ack someone waits for is left alone; merged ones' numbers are settled.
+    #[test]
+    fn acks_of_a_consumer_in_a_batch_become_one_settle() {
+        let numbers = Arc::new(parking_lot::Mutex::new(Numbers::default()));
+        let pending = |cmd: QCmd, done: Option<Done>| Pending {
+            seq: numbers.lock().take(),
+            numbers: numbers.clone(),
+            cmd,
+            done,
+            deadline: Instant::now(),
+        };
+        let settle = |key: u64, ids: &[u64]| QCmd::Settle {
+            key,
+            ids: ids.to_vec(),
+        };
+        let enqueue = QCmd::Enqueue(WireMsg {
+            exchange: Default::default(),
+            routing_key: crate::protocol::codec::ShortStr::from_static("q"),
+            properties: Default::default(),
+            body: vec![1; 10].into(),
+            priority: 0,
+            expiration: None,
+            persistent: false,
+        });
+        let batch = vec![
+            pending(settle(1, &[10]), None),
+            pending(enqueue.clone(), None),
+            pending(settle(2, &[20]), None),
+            pending(settle(1, &[11, 12]), None),
+            pending(enqueue.clone(), None),
+            pending(settle(1, &[13]), Some(Box::new(|_| {}))),
+            pending(settle(2, &[21]), None),
+            pending(QCmd::Cancel { key: 2 }, None),
+            pending(settle(2, &[22]), None),
+            pending(settle(1, &[14]), None),
+            pending(settle(2, &[23]), None),
+        ];
+        let seqs: Vec<u64> = batch.iter().map(|p| p.seq).collect();
+        let out = coalesce_settles(batch);
+        let cmds: Vec<QCmd> = out.iter().map(|p| p.cmd.clone()).collect();
+        assert_eq!(
+            cmds,
+            vec![
+                settle(1, &[10, 11, 12]),
+                enqueue.clone(),
+                settle(2, &[20, 21]),
+                enqueue,
+                settle(1, &[13]),
+                QCmd::Cancel { key: 2 },
+                settle(2, &[22, 23]),
+                settle(1, &[14]),
+            ]
+        );
+        // The merged commands' numbers are settled; the others stay open until answered.
+        let open: Vec<u64> = out.iter().map(|p| p.seq).collect();
+        assert_eq!(open, [0, 1, 2, 4, 5, 7, 8, 9].map(|i| seqs[i]).to_vec());
+        assert_eq!(numbers.lock().settled(), seqs[0] - 1);
+        drop(out);
+        assert_eq!(numbers.lock().settled(), seqs[10]);
+    }
+
     /// A queue group's requests cross the link as binary frames (bodies as bytes).
     #[test]
     fn writes_travel_as_binary_frames() {
         let req = QRequest::Write(
             7,
             vec![QCmd::Enqueue(WireMsg {
-                exchange: String::new(),
-                routing_key: "q".into(),
+                exchange: Default::default(),
+                routing_key: crate::protocol::codec::ShortStr::from_static("q"),
                 properties: Default::default(),
                 body: vec![1; 4096].into(),
                 priority: 0,

@@ -15,6 +15,7 @@ use super::fifo::image::Image;
 use super::pages::QMsg;
 use crate::connection::outbound::{ConnSender, Outbound};
 use crate::message::Message;
+use crate::protocol::codec::ShortStr;
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
@@ -23,8 +24,12 @@ use std::sync::Arc;
 /// A message in a replicated command (everything a delivery needs).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WireMsg {
-    pub exchange: String,
-    pub routing_key: String,
+    /// Names as the message holds them: a clone (once per command written, once per
+    /// entry applied on every member) shares them instead of allocating two strings.
+    #[serde(with = "super::wire_bytes::short_str")]
+    pub exchange: ShortStr,
+    #[serde(with = "super::wire_bytes::short_str")]
+    pub routing_key: ShortStr,
     #[serde(with = "super::wire_bytes")]
     pub properties: Bytes,
     #[serde(with = "super::wire_bytes")]
@@ -37,8 +42,8 @@ pub struct WireMsg {
 impl WireMsg {
     pub fn of(m: &Message) -> WireMsg {
         WireMsg {
-            exchange: m.exchange.as_str().to_string(),
-            routing_key: m.routing_key.as_str().to_string(),
+            exchange: m.exchange.clone(),
+            routing_key: m.routing_key.clone(),
             properties: m.properties.clone(),
             body: m.body.clone(),
             priority: m.priority,
@@ -49,8 +54,8 @@ impl WireMsg {
 
     pub fn into_message(self) -> Arc<Message> {
         Arc::new(Message {
-            exchange: crate::protocol::codec::ShortStr::copy_from(&self.exchange),
-            routing_key: crate::protocol::codec::ShortStr::copy_from(&self.routing_key),
+            exchange: self.exchange,
+            routing_key: self.routing_key,
             properties: self.properties,
             body: self.body,
             priority: self.priority,
@@ -428,8 +433,8 @@ mod tests {
         let e = QEntry {
             at: 42,
             cmd: QCmd::Enqueue(WireMsg {
-                exchange: "x".into(),
-                routing_key: "rk".into(),
+                exchange: ShortStr::from_static("x"),
+                routing_key: ShortStr::from_static("rk"),
                 properties: vec![0, 0].into(),
                 body: vec![7; 1000].into(),
                 priority: 0,
@@ -450,8 +455,8 @@ mod tests {
     fn images_encode_held_messages_as_wire_messages() {
         use super::super::fifo::image::{ImageConsumer, ImageEntry};
         let w = WireMsg {
-            exchange: "x".into(),
-            routing_key: "rk".into(),
+            exchange: ShortStr::from_static("x"),
+            routing_key: ShortStr::from_static("rk"),
             properties: vec![1, 2].into(),
             body: vec![9; 300].into(),
             priority: 3,

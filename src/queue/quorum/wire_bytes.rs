@@ -45,6 +45,37 @@ impl<'de> Visitor<'de> for BytesVisitor {
     }
 }
 
+/// Serde for a [`ShortStr`](crate::protocol::codec::ShortStr) as a string (the encoding
+/// of the `String` it replaces: logs and snapshots of earlier versions read the same).
+pub mod short_str {
+    use crate::protocol::codec::ShortStr;
+    use serde::de::{Error, Visitor};
+    use serde::{Deserializer, Serializer};
+    use std::fmt;
+
+    pub fn serialize<S: Serializer>(v: &ShortStr, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(v.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<ShortStr, D::Error> {
+        d.deserialize_str(StrVisitor)
+    }
+
+    struct StrVisitor;
+
+    impl Visitor<'_> for StrVisitor {
+        type Value = ShortStr;
+
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a string")
+        }
+
+        fn visit_str<E: Error>(self, v: &str) -> Result<ShortStr, E> {
+            Ok(ShortStr::copy_from(v))
+        }
+    }
+}
+
 /// Serde for a borrowed byte slice the same way (a snapshot's [`super::wire`] `WireRef`).
 pub mod slice {
     use serde::Serializer;
@@ -86,5 +117,35 @@ mod tests {
         assert!(postcard::from_bytes::<New>(&enc[..500]).is_err());
         let json = serde_json::to_vec(&old).unwrap();
         assert_eq!(serde_json::from_slice::<New>(&json).unwrap(), new);
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct NewStr {
+        #[serde(with = "super::short_str")]
+        s: crate::protocol::codec::ShortStr,
+    }
+
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct OldStr {
+        s: String,
+    }
+
+    /// A short string encodes as the `String` it replaces did (postcard and JSON), both
+    /// ways; a truncated input is an error.
+    #[test]
+    fn short_strings_encode_as_a_string_did() {
+        let text = "routing.key-é";
+        let new = NewStr {
+            s: crate::protocol::codec::ShortStr::copy_from(text),
+        };
+        let old = OldStr { s: text.into() };
+        let enc = postcard::to_allocvec(&new).unwrap();
+        assert_eq!(enc, postcard::to_allocvec(&old).unwrap());
+        assert_eq!(postcard::from_bytes::<NewStr>(&enc).unwrap(), new);
+        assert_eq!(postcard::from_bytes::<OldStr>(&enc).unwrap(), old);
+        assert!(postcard::from_bytes::<NewStr>(&enc[..4]).is_err());
+        let json = serde_json::to_vec(&old).unwrap();
+        assert_eq!(serde_json::to_vec(&new).unwrap(), json);
+        assert_eq!(serde_json::from_slice::<NewStr>(&json).unwrap(), new);
     }
 }
