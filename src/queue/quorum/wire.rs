@@ -145,7 +145,7 @@ pub fn encode_image(img: &Image<SnapMsg>) -> Result<Vec<u8>, String> {
 /// [`encode_image`] written to `out` as it is encoded (into a snapshot file: paged
 /// bodies are read one at a time, never the whole backlog in memory).
 pub fn encode_image_to(img: &Image<SnapMsg>, out: impl std::io::Write) -> std::io::Result<()> {
-    postcard::to_io(img, out)
+    super::pages::reading_ahead(|| postcard::to_io(img, out))
         .map(|_| ())
         .map_err(std::io::Error::other)
 }
