@@ -351,12 +351,16 @@ impl Wal {
 
     /// Queues a record whose entries end at log index `index`.
     pub fn submit_indexed(&self, group: u64, index: u64, payload: &[u8], done: Option<Done>) {
-        let job = Job {
+        self.send(Job {
             bytes: encode(group, index, payload),
             group,
             index,
             done,
-        };
+        });
+    }
+
+    /// Hands a record to the writer (a stopped writer fails its completion).
+    fn send(&self, job: Job) {
         if let Err(mpsc::SendError(job)) = self.tx.lock().send(job) {
             if let Some(d) = job.done {
                 d(Err(io::Error::other("cluster log writer stopped")));
@@ -376,17 +380,12 @@ impl Wal {
             return;
         }
         fill_header(&mut rec, group, index);
-        let job = Job {
+        self.send(Job {
             bytes: rec,
             group,
             index,
             done,
-        };
-        if let Err(mpsc::SendError(job)) = self.tx.lock().send(job) {
-            if let Some(d) = job.done {
-                d(Err(io::Error::other("cluster log writer stopped")));
-            }
-        }
+        });
     }
 
     /// Queues a record and waits until it is durable.

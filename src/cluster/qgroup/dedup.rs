@@ -87,15 +87,7 @@ impl Dedup {
     /// they are.
     #[cfg(test)]
     pub fn unwrap(&mut self, cmd: QCmd) -> Option<QCmd> {
-        match cmd {
-            QCmd::Once {
-                origin,
-                seq,
-                settled,
-                cmd,
-            } => self.admit(origin, seq, settled).then_some(*cmd),
-            cmd => Some(cmd),
-        }
+        self.unwrap_ref(&cmd).cloned()
     }
 
     /// [`unwrap`](Self::unwrap) of a command read in place (the log keeps it).
