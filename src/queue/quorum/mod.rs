@@ -85,14 +85,8 @@ impl QuorumState {
     /// The message as the state machine will hold it: its body goes to a page file
     /// when the ready backlog is past the memory budget.
     fn hold(&mut self, msg: Arc<Message>) -> QMsg {
-        let Some(pages) = self.pages.as_mut() else {
-            return QMsg::Mem(msg);
-        };
-        if self.fifo.ready_bytes() + msg.size() <= pages.budget() {
-            return QMsg::Mem(msg);
-        }
-        match pages.write(&msg) {
-            Some(p) => QMsg::Paged(Arc::new(p)),
+        match self.pages.as_mut() {
+            Some(pages) => pages.place(self.fifo.ready_bytes(), msg),
             None => QMsg::Mem(msg),
         }
     }

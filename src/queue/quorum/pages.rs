@@ -228,6 +228,19 @@ impl PageStore {
         self.cfg.dir.join(format!("q{}-{seg}.page", self.name))
     }
 
+    /// The message as a queue holds it, `ahead` bytes of ready bodies before it: in
+    /// memory while those and it fit the budget, else written to a page file (in
+    /// memory still should paging be broken).
+    pub(crate) fn place(&mut self, ahead: usize, msg: Arc<Message>) -> QMsg {
+        if ahead + msg.size() <= self.budget() {
+            return QMsg::Mem(msg);
+        }
+        match self.write(&msg) {
+            Some(p) => QMsg::Paged(Arc::new(p)),
+            None => QMsg::Mem(msg),
+        }
+    }
+
     /// Writes a message's record; `None` when paging is broken (the message then stays
     /// in memory; the failure is logged once).
     pub(crate) fn write(&mut self, m: &Message) -> Option<Paged> {

@@ -231,13 +231,14 @@ impl Replica for ReplicaOf {
             let mut in_mem = 0usize;
             f.fifo = Fifo::from_image(config, img, |w| {
                 let m = w.into_message();
-                if let Some(p) = pages.as_mut().filter(|p| in_mem + m.size() > p.budget()) {
-                    if let Some(paged) = p.write(&m) {
-                        return QMsg::Paged(Arc::new(paged));
-                    }
+                let held = match pages.as_mut() {
+                    Some(p) => p.place(in_mem, m),
+                    None => QMsg::Mem(m),
+                };
+                if let QMsg::Mem(m) = &held {
+                    in_mem += m.size();
                 }
-                in_mem += m.size();
-                QMsg::Mem(m)
+                held
             });
             f.pages = pages;
             // Deliveries decided in the entries the snapshot stands for were not made
