@@ -782,16 +782,9 @@ async fn delete_flags(ctx: Ctx) -> Outcome {
         }
         // Still there.
         let (_c, ch) = open(&ctx.uri).await?;
-        ch.queue_declare(
-            q.as_str().into(),
-            QueueDeclareOptions {
-                passive: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await
-        .step("passive declare: the queue is still there")?;
+        crate::scenarios::queue::passive(&ch, &q)
+            .await
+            .step("passive declare: the queue is still there")?;
         Ok(())
     })
     .await
